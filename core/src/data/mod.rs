@@ -1,0 +1,7 @@
+//! Data: JSON Lines I/O, the QA dataset readers, and long-context question synthesis.
+
+pub mod jsonl;
+pub mod records;
+pub mod synth;
+
+pub use records::{LongBenchRecord, MultiHopRecord, MusiqueRecord, Paragraph};

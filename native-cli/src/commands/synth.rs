@@ -1,0 +1,153 @@
+//! `sealong synth`: long-context questions in LongBench's schema from MuSiQue / HotpotQA / 2Wiki
+//! records, appended record by record and resumed by id.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use sealong::data::jsonl::{self, Appender};
+use sealong::data::records::{self, Paragraph};
+use sealong::data::synth::{self, PassageFormat, SourceQuestion, SynthConfig, Synthesizer, Target};
+use sealong::loading::{ModelPath, TextAssets};
+
+use crate::args::{PassageFormatArg, SourceFormat, SynthArgs};
+use crate::progress;
+use crate::provision;
+
+/// Detects the input format from the first record's fields.
+fn detect(path: &Path) -> Result<SourceFormat> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let lines = jsonl::parse_lines::<serde_json::Value>(&bytes, path)?;
+    let first = lines
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("{}: the file has no records", path.display()))?;
+    let v = &first.value;
+    if v.get("paragraphs").is_some() {
+        Ok(SourceFormat::Musique)
+    } else if v.get("context").is_some_and(serde_json::Value::is_array) {
+        Ok(SourceFormat::Multihop)
+    } else if v.get("context").is_some_and(serde_json::Value::is_string) {
+        bail!(
+            "{}:{}: this is already a LongBench-style file (string `context`); synth reads MuSiQue or HotpotQA/2Wiki records",
+            path.display(),
+            first.line
+        )
+    } else {
+        bail!(
+            "{}:{}: cannot tell the format (no `paragraphs` and no `context` list); pass --source",
+            path.display(),
+            first.line
+        )
+    }
+}
+
+/// The `dataset` name LongBench uses for a source file.
+fn default_dataset(path: &Path, format: SourceFormat) -> String {
+    let p = path.display().to_string().to_lowercase();
+    match format {
+        SourceFormat::Musique => "musique".into(),
+        _ if p.contains("2wiki") => "2wikimqa".into(),
+        _ => "hotpotqa".into(),
+    }
+}
+
+pub fn run(args: SynthArgs) -> Result<()> {
+    let format = match args.source {
+        SourceFormat::Auto => detect(&args.input)?,
+        f => f,
+    };
+    let questions: Vec<SourceQuestion> = match format {
+        SourceFormat::Musique => {
+            let recs = records::read_musique(&args.input)?;
+            let total = recs.len();
+            let qs: Vec<_> = recs
+                .iter()
+                .filter(|l| l.value.answerable)
+                .map(|l| SourceQuestion::from_musique(&l.value))
+                .collect();
+            if qs.len() < total {
+                eprintln!("skipping {} unanswerable MuSiQue records", total - qs.len());
+            }
+            qs
+        }
+        SourceFormat::Multihop => records::read_multihop(&args.input)?
+            .iter()
+            .map(|l| SourceQuestion::from_multihop(&l.value))
+            .collect(),
+        SourceFormat::Auto => unreachable!("detected above"),
+    };
+    let own_only = args.own_only || args.eval;
+    let questions = if own_only {
+        questions
+    } else {
+        // As the official construction drops questions whose supporting documents are missing.
+        let before = questions.len();
+        let kept: Vec<_> = questions.into_iter().filter(|q| !q.supporting.is_empty()).collect();
+        if kept.len() < before {
+            eprintln!(
+                "skipping {} questions without a supporting paragraph",
+                before - kept.len()
+            );
+        }
+        kept
+    };
+    if questions.is_empty() {
+        bail!("{}: no usable questions", args.input.display());
+    }
+    synth::check_unique_ids(&questions).with_context(|| format!("in {}", args.input.display()))?;
+    let mut pool: Vec<Paragraph> = Vec::new();
+    for p in &args.pool {
+        pool.extend(records::read_paragraphs(p)?.into_iter().map(|l| l.value));
+    }
+    let passage_format = if args.eval {
+        PassageFormat::LongBench
+    } else {
+        match args.format {
+            PassageFormatArg::Sealong => PassageFormat::Sealong,
+            PassageFormatArg::Longbench => PassageFormat::LongBench,
+        }
+    };
+    let config = SynthConfig {
+        target: if own_only {
+            Target::Own
+        } else {
+            Target::Range {
+                min_k: args.min_k,
+                max_k: args.max_k,
+            }
+        },
+        seed: args.seed.seed,
+        format: passage_format,
+        dataset: args
+            .dataset
+            .clone()
+            .unwrap_or_else(|| default_dataset(&args.input, format)),
+        allow_short: args.allow_short,
+    };
+    let model_path = provision::resolve_model(&args.model.model)?;
+    let assets = TextAssets::load(&ModelPath::detect(&model_path)?).context("loading the tokenizer")?;
+    let mut synth = Synthesizer::new(&assets.tokenizer, pool, config)?;
+    let selected = synth::select_questions(questions, args.seed.seed, args.n);
+    let done = jsonl::existing_ids(&args.out, "_id")?;
+    let todo: Vec<&SourceQuestion> = selected.iter().filter(|q| !done.contains(&q.id)).collect();
+    if !done.is_empty() {
+        eprintln!(
+            "resuming {}: {} of {} questions already written",
+            args.out.display(),
+            selected.len() - todo.len(),
+            selected.len()
+        );
+    }
+    let mut out = Appender::open(&args.out)?;
+    let bar = progress::bar(todo.len() as u64, "questions");
+    let mut tokens = 0usize;
+    for q in todo {
+        let rec = synth.build(q)?;
+        tokens += rec.num_tokens.unwrap_or(0);
+        out.append(&rec)?;
+        bar.set_message(format!("{tokens} context tokens"));
+        bar.inc(1);
+    }
+    bar.finish();
+    eprintln!("wrote {} ({} questions)", args.out.display(), selected.len());
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The `sealong` command line: argument parsing, files, progress and model provisioning around
+//! the core library. Only this crate knows clap, the terminal, the process environment and pip.
+
+pub mod args;
+pub mod commands;
+pub mod progress;
+pub mod provision;
+
+use anyhow::Result;
+
+/// Runs one parsed command.
+pub fn run(cli: args::Cli) -> Result<()> {
+    use args::Command;
+    match cli.command {
+        Command::Models(c) => commands::models::run(c),
+        Command::Tokenize(a) => commands::tokenize::run(a),
+        Command::Synth(a) => commands::synth::run(a),
+        Command::Subem(a) => commands::subem::run(a),
+    }
+}

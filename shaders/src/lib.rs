@@ -1,0 +1,1 @@
+//! cubecl kernels (similarity/MBR, fused losses) with plain-burn reference twins; knows no model.
