@@ -6,7 +6,11 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod generate;
 pub mod loading;
+pub mod models;
+pub mod nn;
+pub mod quant;
 pub mod rng;
 pub mod text;
 

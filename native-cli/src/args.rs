@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::device::DeviceChoice;
 use crate::provision::DEFAULT_DECODER;
 
 #[derive(Debug, Parser)]
@@ -32,6 +33,10 @@ pub enum Command {
     Synth(SynthArgs),
     /// Add SubEM to every record of a predictions file and print the mean x 100.
     Subem(SubemArgs),
+    /// Generate one answer (greedy by default) for a prompt or for each question of a file.
+    Generate(GenerateArgs),
+    /// Sample N answers per question (SEALONG stage 2), resumable.
+    Sample(SampleArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,4 +184,82 @@ pub struct SubemArgs {
     /// Also write the summary (per dataset and average) as JSON here.
     #[arg(long)]
     pub metrics: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct DeviceArgs {
+    /// Where the model runs: auto (a GPU if there is one), cpu, or gpu (any wgpu adapter).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// Decoding flags shared by `generate` and `sample`.
+#[derive(Debug, Args, Clone)]
+pub struct DecodeArgs {
+    /// Answer strategy (suffix after the question).
+    #[arg(long, default_value = "plan_and_solve")]
+    pub strategy: String,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Over the model's context, cut the middle of the context (as LongBench does) instead of failing.
+    #[arg(long)]
+    pub truncate_middle: bool,
+    /// Top-p (nucleus) cut; 1.0 = off.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Top-k cut; 0 = off.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// A user message (rendered with the model's chat template).
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    pub prompt: Option<String>,
+    /// Questions (LongBench schema); writes one prediction per question to --out.
+    #[arg(long, short = 'i')]
+    pub input: Option<std::path::PathBuf>,
+    /// Predictions JSONL (with --input); appended to and resumed.
+    #[arg(long, short = 'o', requires = "input")]
+    pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Questions (LongBench schema, e.g. from `sealong synth`).
+    #[arg(long, short = 'i')]
+    pub input: std::path::PathBuf,
+    /// Samples JSONL; appended to and resumed (ids already written are skipped).
+    #[arg(long, short = 'o')]
+    pub out: std::path::PathBuf,
+    /// Samples per question.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    pub n: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Only the first this many questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub seed: SeedArgs,
 }

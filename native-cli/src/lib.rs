@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod commands;
+pub mod device;
 pub mod progress;
 pub mod provision;
 
@@ -16,5 +17,7 @@ pub fn run(cli: args::Cli) -> Result<()> {
         Command::Tokenize(a) => commands::tokenize::run(a),
         Command::Synth(a) => commands::synth::run(a),
         Command::Subem(a) => commands::subem::run(a),
+        Command::Generate(a) => commands::generate::run(a),
+        Command::Sample(a) => commands::sample::run(a),
     }
 }

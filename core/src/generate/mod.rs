@@ -1,0 +1,140 @@
+//! Generation: prefill a prompt in chunks, then decode one stream, or N streams as one batch
+//! over the shared prompt prefix (the prompt is prefilled once, never N times). Streams that
+//! stop leave the batch.
+
+pub mod prompt;
+pub mod sampler;
+
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::models::decoder::Decoder;
+use crate::nn::KvCache;
+use crate::rng::Rng;
+pub use sampler::SamplingParams;
+
+/// Prompt tokens per prefill forward: bounds the attention score memory
+/// (`heads * chunk * context` floats) while keeping the GEMMs large.
+pub const PREFILL_CHUNK: usize = 512;
+
+/// Why a stream ended (OpenAI/vLLM vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// A stop token was produced.
+    Stop,
+    /// `max_new_tokens` was reached.
+    Length,
+}
+
+/// One generated continuation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Continuation {
+    /// Generated ids, the stop token included when there was one.
+    pub ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+}
+
+/// What to generate.
+#[derive(Debug, Clone)]
+pub struct GenerateOptions {
+    pub sampling: SamplingParams,
+    pub max_new_tokens: usize,
+    /// Ids that end a stream.
+    pub stop_ids: Vec<u32>,
+}
+
+/// Reads logits rows `[rows, vocab]` to the host.
+fn rows_to_host(logits: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [rows, vocab] = logits.dims();
+    let flat: Vec<f32> = logits
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))?;
+    Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
+}
+
+/// Prefills `prompt` into a fresh single-stream cache in chunks; returns the cache and the logits
+/// after the last prompt token.
+pub fn prefill(model: &Decoder, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+    if prompt.is_empty() {
+        return Err(Error::Invalid("the prompt has no tokens".into()));
+    }
+    let mut cache = model.new_cache(1);
+    let mut last = None;
+    for chunk in prompt.chunks(PREFILL_CHUNK) {
+        last = Some(model.forward_last(&[chunk.to_vec()], &mut cache)?);
+    }
+    let logits = last.ok_or_else(|| Error::Invalid("empty prompt".into()))?;
+    let mut rows = rows_to_host(logits)?;
+    Ok((cache, rows.remove(0)))
+}
+
+/// Checks that the prompt and the continuation fit the model's context.
+pub fn check_context(model: &Decoder, prompt_len: usize, max_new_tokens: usize) -> Result<()> {
+    let max = model.config.max_position_embeddings;
+    if prompt_len + max_new_tokens > max {
+        return Err(Error::Invalid(format!(
+            "the prompt has {prompt_len} tokens; with {max_new_tokens} new tokens that exceeds the model's context of {max} \
+             (use --truncate-middle to cut the middle of the context, or lower --max-new-tokens)"
+        )));
+    }
+    Ok(())
+}
+
+/// Generates one continuation per entry of `rngs` (N = `rngs.len()`), all from `prompt`.
+/// `on_token` is called once per decode step with the number of tokens produced in it.
+pub fn generate(
+    model: &Decoder,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    rngs: &mut [Rng],
+    mut on_token: impl FnMut(usize),
+) -> Result<Vec<Continuation>> {
+    options.sampling.validate()?;
+    let n = rngs.len();
+    if n == 0 {
+        return Err(Error::Invalid("at least one sample is needed".into()));
+    }
+    check_context(model, prompt.len(), options.max_new_tokens)?;
+    let (cache, logits) = prefill(model, prompt)?;
+    let mut outs: Vec<Continuation> = (0..n)
+        .map(|_| Continuation {
+            ids: Vec::new(),
+            finish_reason: FinishReason::Length,
+        })
+        .collect();
+    if options.max_new_tokens == 0 {
+        return Ok(outs);
+    }
+    let mut cache = if n == 1 { cache } else { cache.fork(n) };
+    // Streams still running, in cache row order.
+    let mut active: Vec<usize> = (0..n).collect();
+    let mut rows: Vec<Vec<f32>> = vec![logits; n];
+    loop {
+        let mut next = Vec::with_capacity(active.len());
+        let mut keep = Vec::with_capacity(active.len());
+        for (row, &s) in active.iter().enumerate() {
+            let tok = sampler::sample(&rows[row], &options.sampling, &mut rngs[s]);
+            outs[s].ids.push(tok);
+            if options.stop_ids.contains(&tok) {
+                outs[s].finish_reason = FinishReason::Stop;
+            } else if outs[s].ids.len() < options.max_new_tokens {
+                keep.push(row);
+                next.push(vec![tok]);
+            }
+        }
+        on_token(active.len());
+        if keep.is_empty() {
+            break;
+        }
+        if keep.len() < active.len() {
+            cache.retain_rows(&keep);
+            active = keep.iter().map(|&r| active[r]).collect();
+        }
+        let logits = model.forward_last(&next, &mut cache)?;
+        rows = rows_to_host(logits)?;
+    }
+    Ok(outs)
+}

@@ -1,0 +1,218 @@
+//! The Llama-family decoder on burn: RMSNorm, RoPE (with Llama-3 scaling), grouped-query
+//! attention, SwiGLU, optional q/k/v biases (Qwen2), tied or untied output head.
+
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use crate::error::{Error, Result};
+use crate::loading::ModelPath;
+use crate::models::decoder::config::DecoderConfig;
+use crate::models::decoder::weights::DecoderWeights;
+use crate::nn::attention::attend;
+use crate::nn::linear::tensor_from_weight;
+use crate::nn::norm::rms_norm;
+use crate::nn::rope::RopeTables;
+use crate::nn::{Embedding, KvCache, Linear, LinearWeight};
+
+/// One transformer block.
+#[derive(Debug, Clone)]
+pub struct DecoderLayer {
+    pub input_norm: Tensor<1>,
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub post_norm: Tensor<1>,
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+/// The whole decoder. Weights are plain tensors (or host matrices, see [`LinearWeight`]);
+/// training marks the ones it updates as autodiff leaves.
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    pub config: DecoderConfig,
+    pub embed: Embedding,
+    pub layers: Vec<DecoderLayer>,
+    pub norm: Tensor<1>,
+    /// The output projection; for tied models this is the embedding matrix.
+    pub lm_head: Linear,
+    pub rope: RopeTables,
+    pub device: Device,
+}
+
+impl Decoder {
+    /// Loads a .gguf file or HF directory onto `device`.
+    pub fn load(model: &ModelPath, device: &Device) -> Result<Self> {
+        let (config, mut weights) = DecoderWeights::load(model)?;
+        let decoder = Self::from_weights(config, &mut weights, device)?;
+        weights.finish()?;
+        Ok(decoder)
+    }
+
+    /// Builds the decoder, taking every weight it needs out of `weights`.
+    pub fn from_weights(config: DecoderConfig, weights: &mut DecoderWeights, device: &Device) -> Result<Self> {
+        let c = &config;
+        let (d, hd) = (c.hidden_size, c.head_dim);
+        let q_out = c.num_attention_heads * hd;
+        let kv_out = c.num_key_value_heads * hd;
+        let linear = |weights: &mut DecoderWeights, name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
+            let w = weights.take(&format!("{name}.weight"), &[out, inp])?;
+            let b = if bias {
+                let b = weights.take(&format!("{name}.bias"), &[out])?;
+                Some(tensor_from_weight::<1>(&b, device))
+            } else {
+                None
+            };
+            Ok(Linear::new(LinearWeight::from_weight(&w, device), b))
+        };
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let q_proj = linear(weights, &format!("{p}.self_attn.q_proj"), q_out, d, c.attention_bias)?;
+            let k_proj = linear(weights, &format!("{p}.self_attn.k_proj"), kv_out, d, c.attention_bias)?;
+            let v_proj = linear(weights, &format!("{p}.self_attn.v_proj"), kv_out, d, c.attention_bias)?;
+            let o_proj = linear(weights, &format!("{p}.self_attn.o_proj"), d, q_out, false)?;
+            let gate_proj = linear(weights, &format!("{p}.mlp.gate_proj"), c.intermediate_size, d, false)?;
+            let up_proj = linear(weights, &format!("{p}.mlp.up_proj"), c.intermediate_size, d, false)?;
+            let down_proj = linear(weights, &format!("{p}.mlp.down_proj"), d, c.intermediate_size, false)?;
+            layers.push(DecoderLayer {
+                input_norm: tensor_from_weight(&weights.take(&format!("{p}.input_layernorm.weight"), &[d])?, device),
+                q_proj,
+                k_proj,
+                v_proj,
+                o_proj,
+                post_norm: tensor_from_weight(
+                    &weights.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?,
+                    device,
+                ),
+                gate_proj,
+                up_proj,
+                down_proj,
+            });
+        }
+        let embed_w = weights.take("model.embed_tokens.weight", &[c.vocab_size, d])?;
+        let embed_table = LinearWeight::from_weight(&embed_w, device);
+        let lm_head = match weights.take_optional("lm_head.weight", &[c.vocab_size, d])? {
+            Some(w) if !c.tie_word_embeddings => Linear::new(LinearWeight::from_weight(&w, device), None),
+            Some(_) => {
+                return Err(Error::Model {
+                    path: weights.source().to_string(),
+                    message: "tie_word_embeddings is set but the file also has lm_head.weight".into(),
+                });
+            }
+            None => Linear::new(embed_table.clone(), None),
+        };
+        let norm = tensor_from_weight(&weights.take("model.norm.weight", &[d])?, device);
+        let rope = RopeTables::new(&c.rope_inv_freq(), c.max_position_embeddings, device);
+        Ok(Decoder {
+            embed: Embedding { table: embed_table },
+            layers,
+            norm,
+            lm_head,
+            rope,
+            device: device.clone(),
+            config,
+        })
+    }
+
+    /// Runs `ids` (`batch` rows of equal length) through the model, appending to `cache`, and
+    /// returns the final hidden states (after the last norm).
+    ///
+    /// # Shapes
+    /// returns `[batch, seq_len, hidden]`.
+    pub fn forward_hidden(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor<3>> {
+        let batch = ids.len();
+        let seq_len = ids.first().map_or(0, Vec::len);
+        if batch == 0 || seq_len == 0 || ids.iter().any(|r| r.len() != seq_len) {
+            return Err(Error::Invalid(
+                "forward needs a non-empty batch of equal-length rows".into(),
+            ));
+        }
+        if batch != cache.batch {
+            return Err(Error::Invalid(format!(
+                "batch of {batch} rows does not match the cache's {} streams",
+                cache.batch
+            )));
+        }
+        let vocab = self.config.vocab_size as u32;
+        if let Some(bad) = ids.iter().flatten().find(|&&t| t >= vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary ({vocab})"
+            )));
+        }
+        let start = cache.position();
+        if start + seq_len > self.rope.max_positions {
+            return Err(Error::Invalid(format!(
+                "{} positions exceed the model's maximum context of {} tokens",
+                start + seq_len,
+                self.rope.max_positions
+            )));
+        }
+        let c = &self.config;
+        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let own_start = cache.len;
+        let mut x = self.embed.forward(ids, &self.device);
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let normed = rms_norm(x.clone(), &layer.input_norm, c.rms_norm_eps);
+            let q = layer
+                .q_proj
+                .forward(normed.clone())
+                .reshape([batch, seq_len, h, hd])
+                .swap_dims(1, 2);
+            let k = layer
+                .k_proj
+                .forward(normed.clone())
+                .reshape([batch, seq_len, kvh, hd])
+                .swap_dims(1, 2);
+            let v = layer
+                .v_proj
+                .forward(normed)
+                .reshape([batch, seq_len, kvh, hd])
+                .swap_dims(1, 2);
+            let q = self.rope.apply(q, start);
+            let k = self.rope.apply(k, start);
+            let attn = attend(q, k, v, lc, own_start);
+            x = x + layer.o_proj.forward(attn);
+            let normed = rms_norm(x.clone(), &layer.post_norm, c.rms_norm_eps);
+            let mlp = silu(layer.gate_proj.forward(normed.clone())) * layer.up_proj.forward(normed);
+            x = x + layer.down_proj.forward(mlp);
+        }
+        cache.len += seq_len;
+        Ok(rms_norm(x, &self.norm, c.rms_norm_eps))
+    }
+
+    /// Logits of the last position of each row.
+    ///
+    /// # Shapes
+    /// returns `[batch, vocab]`.
+    pub fn forward_last(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor<2>> {
+        let hidden = self.forward_hidden(ids, cache)?;
+        let [batch, seq_len, _] = hidden.dims();
+        let last = hidden.narrow(1, seq_len - 1, 1);
+        Ok(self.lm_head.forward(last).reshape([batch, self.config.vocab_size]))
+    }
+
+    /// Logits from final hidden states.
+    ///
+    /// # Shapes
+    /// `hidden`: `[batch, seq_len, hidden]` -> `[batch, seq_len, vocab]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.lm_head.forward(hidden)
+    }
+
+    /// Logits at every position.
+    ///
+    /// # Shapes
+    /// returns `[batch, seq_len, vocab]`.
+    pub fn forward_all(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor<3>> {
+        let hidden = self.forward_hidden(ids, cache)?;
+        Ok(self.lm_head.forward(hidden))
+    }
+
+    /// A fresh cache for `batch` streams.
+    pub fn new_cache(&self, batch: usize) -> KvCache {
+        KvCache::new(self.config.num_hidden_layers, batch)
+    }
+}

@@ -1,0 +1,142 @@
+//! Linear layers and embeddings over either dense weights on the device or weights kept in their
+//! storage format (Q8_0/Q4_0/Q4_1) on the host. The second form is how the CPU backend runs
+//! fast: for a few rows of activations (decoding) the weights are read quantized by the kernels
+//! of `quant::kernels` (a quarter to an eighth of the memory traffic of f32); for many rows
+//! (prefill) the matrix is dequantized into a temporary and multiplied by burn's GEMM.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+
+use crate::models::decoder::weights::{Weight, WeightData};
+use crate::quant::{QuantMatrix, kernels};
+
+/// Activation rows up to which the quantized kernels beat dequantize + GEMM.
+const QUANT_KERNEL_MAX_ROWS: usize = 16;
+
+/// A `[out, in]` weight.
+#[derive(Debug, Clone)]
+// A handful of these exist per model and they are not moved in hot loops.
+#[allow(clippy::large_enum_variant)]
+pub enum LinearWeight {
+    /// On the device (trainable when it is an autodiff leaf).
+    Dense(Tensor<2>),
+    /// In its storage format on the host (CPU backend, frozen).
+    Quant(Arc<QuantMatrix>),
+}
+
+impl LinearWeight {
+    /// Places a loaded weight on `device`: storage formats stay quantized on the CPU backend
+    /// without autodiff (where our kernels run) and become f32 tensors elsewhere.
+    pub fn from_weight(w: &Weight, device: &Device) -> Self {
+        match &w.data {
+            WeightData::Quant(q) if is_host_cpu(device) => LinearWeight::Quant(Arc::new(q.clone())),
+            _ => LinearWeight::Dense(tensor_from_weight(w, device)),
+        }
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> [usize; 2] {
+        match self {
+            LinearWeight::Dense(t) => t.dims(),
+            LinearWeight::Quant(q) => [q.rows, q.cols],
+        }
+    }
+
+    /// The weight as a dense `[out, in]` tensor on `device`.
+    pub fn to_dense(&self, device: &Device) -> Tensor<2> {
+        match self {
+            LinearWeight::Dense(t) => t.clone(),
+            LinearWeight::Quant(q) => Tensor::from_data(TensorData::new(q.to_f32(), [q.rows, q.cols]), device),
+        }
+    }
+}
+
+/// True for the CPU (flex) backend without autodiff: where host kernels can stand in for ops.
+pub fn is_host_cpu(device: &Device) -> bool {
+    *device == Device::flex() && !device.is_autodiff()
+}
+
+/// A loaded weight as an f32 tensor of its shape.
+pub fn tensor_from_weight<const D: usize>(w: &Weight, device: &Device) -> Tensor<D> {
+    let values: Vec<f32> = w.to_f32().to_vec();
+    Tensor::from_data(TensorData::new(values, w.shape.clone()), device)
+}
+
+/// `y = x W^T (+ b)`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    pub weight: LinearWeight,
+    pub bias: Option<Tensor<1>>,
+}
+
+impl Linear {
+    pub fn new(weight: LinearWeight, bias: Option<Tensor<1>>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// # Shapes
+    /// `x`: `[batch, seq_len, in]` -> `[batch, seq_len, out]`.
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let [batch, seq_len, d_in] = x.dims();
+        let [d_out, _] = self.weight.dims();
+        let x2 = x.reshape([batch * seq_len, d_in]);
+        let y = match &self.weight {
+            LinearWeight::Dense(w) => x2.matmul(w.clone().transpose()),
+            LinearWeight::Quant(q) => quant_matmul(x2, q),
+        };
+        let y = match &self.bias {
+            Some(b) => y + b.clone().reshape([1, d_out]),
+            None => y,
+        };
+        y.reshape([batch, seq_len, d_out])
+    }
+}
+
+/// `x W^T` with `W` in a storage format.
+///
+/// # Shapes
+/// `x`: `[m, in]` -> `[m, out]`.
+fn quant_matmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
+    let device = x.device();
+    let [m, _] = x.dims();
+    if m <= QUANT_KERNEL_MAX_ROWS && is_host_cpu(&device) && !x.is_autodiff() {
+        // A flex tensor's data is already on the host: this read is a copy of m rows.
+        if let Ok(xs) = x.clone().into_data().try_into_vec_as::<f32>() {
+            let y = kernels::matmul_xwt(&xs, m, w);
+            return Tensor::from_data(TensorData::new(y, [m, w.rows]), &device);
+        }
+    }
+    let dense = Tensor::<2>::from_data(TensorData::new(w.to_f32(), [w.rows, w.cols]), &device);
+    x.matmul(dense.transpose())
+}
+
+/// Token embeddings `[vocab, d]`, dense on the device or in a storage format on the host.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    pub table: LinearWeight,
+}
+
+impl Embedding {
+    /// # Shapes
+    /// `ids`: `batch` rows of `seq_len` token ids -> `[batch, seq_len, d]`.
+    pub fn forward(&self, ids: &[Vec<u32>], device: &Device) -> Tensor<3> {
+        let batch = ids.len();
+        let seq_len = ids.first().map_or(0, Vec::len);
+        let [_, d] = self.table.dims();
+        match &self.table {
+            LinearWeight::Quant(q) => {
+                let mut out = vec![0.0f32; batch * seq_len * d];
+                for (row, &id) in out.chunks_exact_mut(d).zip(ids.iter().flatten()) {
+                    q.dequantize_row(id as usize, row);
+                }
+                Tensor::from_data(TensorData::new(out, [batch, seq_len, d]), device)
+            }
+            LinearWeight::Dense(t) => {
+                let flat: Vec<i32> = ids.iter().flatten().map(|&i| i as i32).collect();
+                let idx = Tensor::<1, Int>::from_data(TensorData::new(flat, [batch * seq_len]), device);
+                t.clone().select(0, idx).reshape([batch, seq_len, d])
+            }
+        }
+    }
+}

@@ -1,0 +1,77 @@
+//! Shared by `generate` and `sample`: loading the decoder with its tokenizer on a device, and
+//! turning continuations into text.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use burn::tensor::Device;
+use sealong::generate::{Continuation, FinishReason};
+use sealong::loading::{ModelPath, TextAssets};
+use sealong::models::decoder::Decoder;
+use serde::Serialize;
+
+use crate::device::{self, DeviceChoice};
+use crate::provision;
+
+/// A decoder ready to generate.
+pub struct LoadedDecoder {
+    pub model: Decoder,
+    pub text: TextAssets,
+    /// What `--model` said (a default name or a path), recorded in outputs.
+    pub name: String,
+    pub path: PathBuf,
+    pub device: Device,
+    /// Ids that end generation: the config's EOS list plus the tokenizer's EOS.
+    pub stop_ids: Vec<u32>,
+}
+
+impl LoadedDecoder {
+    pub fn load(spec: &str, choice: DeviceChoice) -> Result<Self> {
+        let path = provision::resolve_model(spec)?;
+        let kind = ModelPath::detect(&path)?;
+        let device = device::select(choice)?;
+        let text = TextAssets::load(&kind).context("loading the tokenizer and chat template")?;
+        let model = Decoder::load(&kind, &device).context("loading the decoder")?;
+        let mut stop_ids = model.config.eos_token_ids.clone();
+        if let Some(e) = text.tokenizer.eos_id
+            && !stop_ids.contains(&e)
+        {
+            stop_ids.push(e);
+        }
+        tracing::info!("decoder {} on {}", path.display(), device::describe(&device));
+        Ok(LoadedDecoder {
+            model,
+            text,
+            name: spec.to_string(),
+            path,
+            device,
+            stop_ids,
+        })
+    }
+
+    /// Most prompt tokens that leave room for `max_new_tokens`.
+    pub fn prompt_budget(&self, max_new_tokens: usize) -> usize {
+        self.model.config.max_position_embeddings.saturating_sub(max_new_tokens)
+    }
+
+    /// The answer text of a continuation (stop token and special tokens left out).
+    pub fn sample_record(&self, c: &Continuation) -> Result<SampleText> {
+        let body: &[u32] = match c.finish_reason {
+            FinishReason::Stop => &c.ids[..c.ids.len().saturating_sub(1)],
+            FinishReason::Length => &c.ids,
+        };
+        Ok(SampleText {
+            text: self.text.tokenizer.decode(body, true)?,
+            num_tokens: c.ids.len(),
+            finish_reason: c.finish_reason,
+        })
+    }
+}
+
+/// One sample as written in stage-2 records.
+#[derive(Debug, Clone, Serialize)]
+pub struct SampleText {
+    pub text: String,
+    pub num_tokens: usize,
+    pub finish_reason: FinishReason,
+}

@@ -1,0 +1,76 @@
+//! `sealong generate`: one answer for a prompt, or for each question of a file (greedy unless
+//! --temperature is set).
+
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use sealong::data::jsonl::{self, Appender};
+use sealong::data::records;
+use sealong::generate::{self, GenerateOptions, SamplingParams};
+use sealong::text::Strategy;
+use serde_json::json;
+
+use crate::args::GenerateArgs;
+use crate::commands::decode::LoadedDecoder;
+use crate::progress;
+
+pub fn run(args: GenerateArgs) -> Result<()> {
+    let strategy: Strategy = args.decode.strategy.parse()?;
+    let dec = LoadedDecoder::load(&args.model.model, args.device.device)?;
+    let options = GenerateOptions {
+        sampling: SamplingParams {
+            temperature: args.temperature,
+            top_p: args.decode.top_p,
+            top_k: args.decode.top_k,
+        },
+        max_new_tokens: args.decode.max_new_tokens,
+        stop_ids: dec.stop_ids.clone(),
+    };
+    if let Some(prompt) = &args.prompt {
+        let (_, ids) = dec.text.chat_prompt(prompt)?;
+        let mut rngs = vec![sealong::rng::for_item(args.seed.seed, "prompt")];
+        let t = Instant::now();
+        let out = generate::generate(&dec.model, &ids, &options, &mut rngs, |_| {})?;
+        let s = dec.sample_record(&out[0])?;
+        println!("{}", s.text);
+        eprintln!(
+            "({} prompt tokens, {} new tokens, {:?}, {:.1} tok/s)",
+            ids.len(),
+            s.num_tokens,
+            s.finish_reason,
+            s.num_tokens as f64 / t.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    let input = args.input.as_ref().context("pass --prompt or --input")?;
+    let out_path = args.out.clone().context("--input needs --out")?;
+    let questions = records::read_longbench(input)?;
+    let done = jsonl::existing_ids(&out_path, "_id")?;
+    let todo: Vec<_> = questions.iter().filter(|l| !done.contains(&l.value.id)).collect();
+    let mut out = Appender::open(&out_path)?;
+    let bar = progress::bar(todo.len() as u64, "questions");
+    let budget = dec.prompt_budget(args.decode.max_new_tokens);
+    let start = Instant::now();
+    let mut tokens = 0usize;
+    for l in todo {
+        let q = &l.value;
+        let prompt = generate::prompt::build(&dec.text, q, strategy, budget, args.decode.truncate_middle)
+            .with_context(|| format!("{}:{}", input.display(), l.line))?;
+        let mut rngs = vec![sealong::rng::for_item(args.seed.seed, &q.id)];
+        let res = generate::generate(&dec.model, &prompt.ids, &options, &mut rngs, |k| {
+            tokens += k;
+        })?;
+        let s = dec.sample_record(&res[0])?;
+        out.append(&json!({
+            "_id": q.id, "dataset": q.dataset, "input": q.input, "answers": q.answers,
+            "prediction": s.text, "num_tokens": s.num_tokens, "finish_reason": s.finish_reason,
+            "prompt_tokens": prompt.ids.len(), "truncated_tokens": prompt.truncated_tokens,
+            "strategy": strategy.name(), "model": dec.name,
+        }))?;
+        bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
+        bar.inc(1);
+    }
+    bar.finish();
+    eprintln!("wrote {}", out_path.display());
+    Ok(())
+}
