@@ -37,6 +37,37 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sample N answers per question (SEALONG stage 2), resumable.
     Sample(SampleArgs),
+    /// Measure speed (see BENCHMARKS.md for the peer comparisons).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Prefill tok/s at 1k and 4k, decode tok/s, N = 8 samples over a shared 4k prompt vs 8
+    /// independent generations, peak memory.
+    Decode(BenchDecodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Text to cut prompts from (default: the shipped MuSiQue paragraphs). The peer scripts
+    /// use `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Skip the 8 independent generations (the slowest part).
+    #[arg(long)]
+    pub skip_independent: bool,
+    /// A peer's JSON line (bench/peers/llamacpp_decode.sh output): print speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

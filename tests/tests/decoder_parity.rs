@@ -188,3 +188,48 @@ fn wgpu_matches_cpu_on_a_prompt() {
     let (_, expected) = tensor_f32(&st, "chat_00.logits_final");
     assert!(max_abs_diff(&gpu[0], &expected) <= LOGIT_TOL);
 }
+
+/// N streams decoded as one batch over the shared prompt prefix give what N separate
+/// generations give with the same seeds (greedy: the golden continuation in every stream).
+#[test]
+fn batched_streams_equal_single_streams() {
+    let device = Device::flex();
+    let m = model(&device);
+    let chat = golden_json("smollm_chat.json");
+    let eos = chat["eos_token_id"].as_u64().expect("eos") as u32;
+    let p = &chat["prompts"][2];
+    let prompt = ids(p, "ids");
+    let greedy = GenerateOptions {
+        sampling: SamplingParams::greedy(),
+        max_new_tokens: 48,
+        stop_ids: vec![eos],
+    };
+    let mut rngs: Vec<_> = (0..3).map(|i| rng::for_item(i, "g")).collect();
+    let out = generate::generate(&m, &prompt, &greedy, &mut rngs, |_| {}).expect("batched greedy");
+    for o in &out {
+        assert_eq!(o.ids, ids(p, "greedy_ids"));
+    }
+    // Sampled streams stop at different steps (stop token = a common one), leaving the batch.
+    let sampled = GenerateOptions {
+        sampling: SamplingParams {
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 0,
+        },
+        max_new_tokens: 24,
+        stop_ids: vec![eos, 30],
+    };
+    let mut rngs: Vec<_> = (0..4).map(|i| rng::for_item(i, "s")).collect();
+    let batched = generate::generate(&m, &prompt, &sampled, &mut rngs, |_| {}).expect("batched");
+    let mut lengths = std::collections::BTreeSet::new();
+    for (i, b) in batched.iter().enumerate() {
+        let mut r = vec![rng::for_item(i as u64, "s")];
+        let single = generate::generate(&m, &prompt, &sampled, &mut r, |_| {}).expect("single");
+        assert_eq!(b, &single[0], "stream {i}");
+        lengths.insert(b.ids.len());
+    }
+    assert!(
+        lengths.len() > 1,
+        "streams should stop at different steps to exercise leaving the batch"
+    );
+}

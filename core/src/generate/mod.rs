@@ -90,22 +90,53 @@ pub fn generate(
     prompt: &[u32],
     options: &GenerateOptions,
     rngs: &mut [Rng],
-    mut on_token: impl FnMut(usize),
+    on_token: impl FnMut(usize) + Send,
+) -> Result<Vec<Continuation>> {
+    // Run the whole loop on a rayon worker: the kernels' parallel loops then split work with a
+    // `join` among hot workers instead of waking the pool from outside and putting this thread
+    // to sleep at every matrix product (tens of microseconds each, hundreds per token).
+    in_pool(|| generate_on_worker(model, prompt, options, rngs, on_token))
+}
+
+/// Runs `f` on a thread of rayon's global pool (or directly, if already on one).
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+fn generate_on_worker(
+    model: &Decoder,
+    prompt: &[u32],
+    options: &GenerateOptions,
+    rngs: &mut [Rng],
+    on_token: impl FnMut(usize) + Send,
 ) -> Result<Vec<Continuation>> {
     options.sampling.validate()?;
-    let n = rngs.len();
-    if n == 0 {
+    if rngs.is_empty() {
         return Err(Error::Invalid("at least one sample is needed".into()));
     }
     check_context(model, prompt.len(), options.max_new_tokens)?;
     let (cache, logits) = prefill(model, prompt)?;
+    decode(model, cache, logits, options, rngs, on_token)
+}
+
+/// Decodes `rngs.len()` streams from a prefilled single-stream `cache` whose last logits are
+/// `logits` (the prompt is shared, not copied, when there are several streams).
+pub fn decode(
+    model: &Decoder,
+    cache: KvCache,
+    logits: Vec<f32>,
+    options: &GenerateOptions,
+    rngs: &mut [Rng],
+    mut on_token: impl FnMut(usize) + Send,
+) -> Result<Vec<Continuation>> {
+    let n = rngs.len();
     let mut outs: Vec<Continuation> = (0..n)
         .map(|_| Continuation {
             ids: Vec::new(),
             finish_reason: FinishReason::Length,
         })
         .collect();
-    if options.max_new_tokens == 0 {
+    if options.max_new_tokens == 0 || n == 0 {
         return Ok(outs);
     }
     let mut cache = if n == 1 { cache } else { cache.fork(n) };

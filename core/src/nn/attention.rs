@@ -51,7 +51,8 @@ pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, cache: &mut LayerCache, 
                 if batch == 1 {
                     t
                 } else {
-                    t.swap_dims(0, 1).reshape([1, kv_heads, batch * rows, hd])
+                    let cols = t.dims()[3];
+                    t.swap_dims(0, 1).reshape([1, kv_heads, batch * rows, cols])
                 }
             };
             let unfold = |t: Tensor<4>, cols: usize| -> Tensor<4> {

@@ -47,7 +47,9 @@ impl LinearWeight {
     pub fn to_dense(&self, device: &Device) -> Tensor<2> {
         match self {
             LinearWeight::Dense(t) => t.clone(),
-            LinearWeight::Quant(q) => Tensor::from_data(TensorData::new(q.to_f32(), [q.rows, q.cols]), device),
+            LinearWeight::Quant(q) => {
+                Tensor::from_data(TensorData::new(kernels::dequantize_matrix(q), [q.rows, q.cols]), device)
+            }
         }
     }
 }
@@ -107,7 +109,10 @@ fn quant_matmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
             return Tensor::from_data(TensorData::new(y, [m, w.rows]), &device);
         }
     }
-    let dense = Tensor::<2>::from_data(TensorData::new(w.to_f32(), [w.rows, w.cols]), &device);
+    let dense = Tensor::<2>::from_data(
+        TensorData::new(kernels::dequantize_matrix(w), [w.rows, w.cols]),
+        &device,
+    );
     x.matmul(dense.transpose())
 }
 

@@ -4,57 +4,128 @@
 //! logits parity with transformers needs.
 //!
 //! For a block `w_j = d * q_j + m`: `sum_j x_j w_j = d * sum_j x_j q_j + m * sum_j x_j`; the
-//! block sums of `x` are computed once per row of `x`. Rows of `w` are split across threads.
-//! x86-64 with AVX2+FMA gets a SIMD path chosen at run time; everything else runs the portable
-//! loop (which LLVM vectorizes partly).
+//! block sums of `x` are computed once per row of `x`. For one to three rows of `x` (decoding one
+//! stream) each weight block is converted once and used in registers; for more rows (N streams
+//! decoded together) a weight row is dequantized once into a scratch row and dotted with every
+//! row of `x`. Rows of `w` are split across threads. x86-64 gets AVX-512 or AVX2+FMA paths
+//! chosen at run time; other targets run the portable loops (which LLVM vectorizes partly).
 
 use rayon::prelude::*;
 
-use super::{BLOCK, QuantMatrix, WeightFormat, dequantize, f16_at};
+use super::{BLOCK, QuantMatrix, WeightFormat, dequantize_packed};
 
-/// Rows of `w` handled per parallel task (keeps task overhead small against the work).
-const ROWS_PER_TASK: usize = 16;
+/// Rows of `x` from which a weight row is dequantized once and reused.
+const DEQUANT_ROWS: usize = 4;
+
+/// Instruction sets the kernels can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+}
+
+/// The best instruction set of this CPU (detected once).
+pub fn isa() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static ISA: OnceLock<Isa> = OnceLock::new();
+        *ISA.get_or_init(|| {
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                Isa::Avx512
+            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                Isa::Avx2
+            } else {
+                Isa::Portable
+            }
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        Isa::Portable
+    }
+}
+
+/// Threads the kernels split work across (rayon's pool).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
 
 /// `x` is `[m, k]` row-major, `w` is `[n, k]`; returns `y` `[m, n]`.
 pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
-    let k = w.cols;
-    let n = w.rows;
+    let (n, k) = (w.rows, w.cols);
     assert_eq!(x.len(), m * k, "x must be [m, k]");
-    let mut y = vec![0.0f32; m * n];
+    let isa = isa();
     // Per x row, per block: the block sum (for the `m` term of Q4_1).
     let xsums: Vec<f32> = if w.format == WeightFormat::Q4_1 {
         x.chunks_exact(BLOCK).map(|c| c.iter().sum()).collect()
     } else {
         Vec::new()
     };
+    let nb = k / BLOCK;
+    // Enough tasks to balance the threads, few enough to keep scheduling cheap.
+    let threads = rayon::current_num_threads().max(1);
+    let rows_per_task = n.div_ceil(threads * 4).max(8).next_multiple_of(4);
     // yt[r * m + i] = y[i, r]: each task owns a contiguous slab of output rows of w.
     let mut yt = vec![0.0f32; n * m];
-    yt.par_chunks_mut(ROWS_PER_TASK * m)
+    yt.par_chunks_mut(rows_per_task * m)
         .enumerate()
         .for_each(|(task, out)| {
-            let r0 = task * ROWS_PER_TASK;
-            let mut scratch = vec![0.0f32; k];
-            for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
-                let r = r0 + dr;
-                let row = w.row(r);
-                if m >= 4 || !w.format.is_block() {
-                    // Several x rows share one dequantized weight row.
-                    dequantize(w.format, row, &mut scratch);
+            let r0 = task * rows_per_task;
+            let n_rows = out.len() / m;
+            if m >= DEQUANT_ROWS {
+                let mut scratch = vec![0.0f32; k];
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                    let (scales, qs) = w.row(r0 + dr);
+                    dequantize_row(isa, w.format, scales, qs, &mut scratch);
                     for (i, o) in out_r.iter_mut().enumerate() {
-                        *o = dot_f32(&x[i * k..(i + 1) * k], &scratch);
+                        *o = dot_f32_with(isa, &x[i * k..(i + 1) * k], &scratch);
                     }
-                } else {
-                    for (i, o) in out_r.iter_mut().enumerate() {
+                }
+                return;
+            }
+            let mut dr = 0;
+            #[cfg(target_arch = "x86_64")]
+            if isa == Isa::Avx512 {
+                let (ns, qb) = (w.format.scales_per_block(), w.format.quant_bytes_per_block());
+                while dr + 4 <= n_rows {
+                    let r = r0 + dr;
+                    let scales = &w.scales[r * nb * ns..(r + 4) * nb * ns];
+                    let qs = &w.qs[r * nb * qb..(r + 4) * nb * qb];
+                    for i in 0..m {
                         let xs = if xsums.is_empty() {
                             &[][..]
                         } else {
-                            &xsums[i * k / BLOCK..(i + 1) * k / BLOCK]
+                            &xsums[i * nb..(i + 1) * nb]
                         };
-                        *o = dot_block_row(w.format, row, &x[i * k..(i + 1) * k], xs);
+                        // SAFETY: AVX-512 was detected; the slices hold four whole rows and one x row.
+                        let y4 = unsafe { x86::dot4_avx512(w.format, scales, qs, nb, &x[i * k..(i + 1) * k], xs) };
+                        for (j, v) in y4.into_iter().enumerate() {
+                            out[(dr + j) * m + i] = v;
+                        }
                     }
+                    dr += 4;
+                }
+            }
+            for dr in dr..n_rows {
+                let (scales, qs) = w.row(r0 + dr);
+                for i in 0..m {
+                    let xs = if xsums.is_empty() {
+                        &[][..]
+                    } else {
+                        &xsums[i * nb..(i + 1) * nb]
+                    };
+                    out[dr * m + i] = dot_row(isa, w.format, scales, qs, &x[i * k..(i + 1) * k], xs);
                 }
             }
         });
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0.0f32; m * n];
     for r in 0..n {
         for i in 0..m {
             y[i * n + r] = yt[r * m + i];
@@ -63,17 +134,49 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     y
 }
 
-/// Dot product of two f32 slices of equal length.
-#[inline]
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: the features were detected at run time.
-            return unsafe { x86::dot_f32(a, b) };
-        }
+/// Dequantizes one repacked row into `out` with the same arithmetic as
+/// [`dequantize_packed`] (a multiply, then an add: bit-identical values).
+pub fn dequantize_row(isa: Isa, format: WeightFormat, scales: &[f32], qs: &[u8], out: &mut [f32]) {
+    match isa {
+        // SAFETY: `isa()` detected the features; `out` holds the row's blocks.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if out.len() >= scales.len() / format.scales_per_block().max(1) * BLOCK => unsafe {
+            x86::dequantize_avx512(format, scales, qs, out)
+        },
+        _ => dequantize_packed(format, scales, qs, out),
     }
-    dot_f32_portable(a, b)
+}
+
+/// The whole matrix as f32 (row-major), dequantized with the fastest kernel, rows in parallel.
+pub fn dequantize_matrix(w: &QuantMatrix) -> Vec<f32> {
+    let isa = isa();
+    let mut out = vec![0.0f32; w.rows * w.cols];
+    out.par_chunks_mut(w.cols * 64).enumerate().for_each(|(task, chunk)| {
+        for (i, row) in chunk.chunks_exact_mut(w.cols).enumerate() {
+            let (scales, qs) = w.row(task * 64 + i);
+            dequantize_row(isa, w.format, scales, qs, row);
+        }
+    });
+    out
+}
+
+/// Dot product of two f32 slices of equal length.
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    dot_f32_with(isa(), a, b)
+}
+
+#[inline]
+fn dot_f32_with(isa: Isa, a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    match isa {
+        // SAFETY: `isa()` detected the features at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::dot_f32_avx512(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::dot_f32_avx2(a, b) },
+        Isa::Portable => dot_f32_portable(a, b),
+    }
 }
 
 fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
@@ -92,90 +195,86 @@ fn dot_f32_portable(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
-/// One weight row in a block format against one x row (`xsums`: x's block sums, for Q4_1).
-fn dot_block_row(format: WeightFormat, row: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx2_fma() {
-            // SAFETY: the features were detected at run time.
-            return unsafe {
-                match format {
-                    WeightFormat::Q4_1 => x86::dot_q4_1(row, x, xsums),
-                    WeightFormat::Q4_0 => x86::dot_q4_0(row, x),
-                    WeightFormat::Q8_0 => x86::dot_q8_0(row, x),
-                    _ => unreachable_format(),
-                }
-            };
-        }
+/// One repacked weight row against one x row (`xsums`: x's block sums, for Q4_1).
+#[inline]
+fn dot_row(isa: Isa, format: WeightFormat, scales: &[f32], qs: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+    let nb = scales.len() / format.scales_per_block().max(1);
+    debug_assert!(x.len() >= nb * BLOCK && qs.len() >= nb * format.quant_bytes_per_block());
+    match isa {
+        // SAFETY: `isa()` detected the features at run time; the slices hold `nb` whole blocks
+        // (checked by the debug assertion and by how `QuantMatrix::row` cuts them).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe {
+            match format {
+                WeightFormat::Q4_1 => x86::dot_q4_1_avx512(scales, qs, x, xsums),
+                WeightFormat::Q4_0 => x86::dot_q4_0_avx512(scales, qs, x),
+                WeightFormat::Q8_0 => x86::dot_q8_0_avx512(scales, qs, x),
+                _ => f32::NAN,
+            }
+        },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe {
+            match format {
+                WeightFormat::Q4_1 => x86::dot_q4_1_avx2(scales, qs, x, xsums),
+                WeightFormat::Q4_0 => x86::dot_q4_0_avx2(scales, qs, x),
+                WeightFormat::Q8_0 => x86::dot_q8_0_avx2(scales, qs, x),
+                _ => f32::NAN,
+            }
+        },
+        Isa::Portable => dot_row_portable(format, scales, qs, x, xsums),
     }
+}
+
+fn dot_row_portable(format: WeightFormat, scales: &[f32], qs: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+    let mut s = 0.0f32;
     match format {
         WeightFormat::Q4_1 => {
-            let mut s = 0.0f32;
-            for (bi, b) in row.chunks_exact(20).enumerate() {
-                let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+            for (bi, (q, sc)) in qs.chunks_exact(16).zip(scales.chunks_exact(2)).enumerate() {
                 let xb = &x[bi * BLOCK..(bi + 1) * BLOCK];
                 let mut acc = 0.0f32;
                 for j in 0..16 {
-                    acc += xb[j] * f32::from(b[4 + j] & 15) + xb[j + 16] * f32::from(b[4 + j] >> 4);
+                    acc += xb[j] * f32::from(q[j] & 15) + xb[j + 16] * f32::from(q[j] >> 4);
                 }
-                s += d * acc + m * xsums[bi];
+                s += sc[0] * acc + sc[1] * xsums[bi];
             }
-            s
         }
         WeightFormat::Q4_0 => {
-            let mut s = 0.0f32;
-            for (bi, b) in row.chunks_exact(18).enumerate() {
-                let d = f16_at(b, 0);
+            for (bi, (q, &d)) in qs.chunks_exact(16).zip(scales).enumerate() {
                 let xb = &x[bi * BLOCK..(bi + 1) * BLOCK];
                 let mut acc = 0.0f32;
                 for j in 0..16 {
-                    acc += xb[j] * f32::from(i16::from(b[2 + j] & 15) - 8)
-                        + xb[j + 16] * f32::from(i16::from(b[2 + j] >> 4) - 8);
+                    acc +=
+                        xb[j] * f32::from(i16::from(q[j] & 15) - 8) + xb[j + 16] * f32::from(i16::from(q[j] >> 4) - 8);
                 }
                 s += d * acc;
             }
-            s
         }
         WeightFormat::Q8_0 => {
-            let mut s = 0.0f32;
-            for (bi, b) in row.chunks_exact(34).enumerate() {
-                let d = f16_at(b, 0);
+            for (bi, (q, &d)) in qs.chunks_exact(32).zip(scales).enumerate() {
                 let xb = &x[bi * BLOCK..(bi + 1) * BLOCK];
                 let mut acc = 0.0f32;
                 for j in 0..BLOCK {
-                    acc += xb[j] * f32::from(b[2 + j] as i8);
+                    acc += xb[j] * f32::from(q[j] as i8);
                 }
                 s += d * acc;
             }
-            s
         }
-        _ => unreachable_format(),
+        _ => return f32::NAN,
     }
-}
-
-#[cold]
-fn unreachable_format() -> f32 {
-    // Callers dispatch only block formats here; returning NaN makes a misuse visible in
-    // results instead of panicking inside a worker thread.
-    f32::NAN
-}
-
-#[cfg(target_arch = "x86_64")]
-fn has_avx2_fma() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    s
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    //! SIMD kernels. Every function requires its target features (checked by the caller) and
+    //! slices holding whole blocks.
     use std::arch::x86_64::*;
 
-    use super::super::{BLOCK, f16_at};
+    use super::{BLOCK, WeightFormat};
 
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
+    fn hsum256(v: __m256) -> f32 {
         let lo = _mm256_castps256_ps128(v);
         let hi = _mm256_extractf128_ps(v, 1);
         let s = _mm_add_ps(lo, hi);
@@ -185,17 +284,20 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    pub unsafe fn dot_f32_avx2(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load is within `0..n` of both slices.
         unsafe {
-            let n = a.len().min(b.len());
-            let (pa, pb) = (a.as_ptr(), b.as_ptr());
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let mut i = 0;
             while i + 32 <= n {
                 for (l, acc_l) in acc.iter_mut().enumerate() {
-                    let va = _mm256_loadu_ps(pa.add(i + 8 * l));
-                    let vb = _mm256_loadu_ps(pb.add(i + 8 * l));
-                    *acc_l = _mm256_fmadd_ps(va, vb, *acc_l);
+                    *acc_l = _mm256_fmadd_ps(
+                        _mm256_loadu_ps(pa.add(i + 8 * l)),
+                        _mm256_loadu_ps(pb.add(i + 8 * l)),
+                        *acc_l,
+                    );
                 }
                 i += 32;
             }
@@ -203,38 +305,77 @@ mod x86 {
                 acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc[0]);
                 i += 8;
             }
-            let v = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let mut s = hsum(v);
-            while i < n {
-                s += a[i] * b[i];
-                i += 1;
-            }
-            s
         }
+        let mut s = hsum256(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        ));
+        for j in i..n {
+            s += a[j] * b[j];
+        }
+        s
     }
 
-    /// 16 nibble-packed bytes -> (low nibbles as 16 f32 in two vectors, high nibbles likewise).
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn nibbles(p: *const u8) -> [__m256; 4] {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dot_f32_avx512(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len();
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY: every load is within `0..n` of both slices.
         unsafe {
-            let bytes = _mm_loadu_si128(p as *const __m128i);
-            let mask = _mm_set1_epi8(15);
-            let lo = _mm_and_si128(bytes, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-            [
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
-                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))),
-            ]
+            while i + 64 <= n {
+                for (l, acc_l) in acc.iter_mut().enumerate() {
+                    *acc_l = _mm512_fmadd_ps(
+                        _mm512_loadu_ps(pa.add(i + 16 * l)),
+                        _mm512_loadu_ps(pb.add(i + 16 * l)),
+                        *acc_l,
+                    );
+                }
+                i += 64;
+            }
+            while i + 16 <= n {
+                acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(pa.add(i)), _mm512_loadu_ps(pb.add(i)), acc[0]);
+                i += 16;
+            }
         }
+        let mut s = _mm512_reduce_add_ps(_mm512_add_ps(
+            _mm512_add_ps(acc[0], acc[1]),
+            _mm512_add_ps(acc[2], acc[3]),
+        ));
+        for j in i..n {
+            s += a[j] * b[j];
+        }
+        s
     }
 
-    /// sum_j x_j * q_j over one block, q given as 4 vectors (j 0-7, 8-15, 16-23, 24-31).
+    /// Low and high nibbles of 16 bytes as u8 vectors.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn block_dot(x: *const f32, q: [__m256; 4]) -> __m256 {
+    unsafe fn nibbles(p: *const u8) -> (__m128i, __m128i) {
+        // SAFETY: the caller passes a pointer to 16 readable bytes.
+        let bytes = unsafe { _mm_loadu_si128(p as *const __m128i) };
+        let mask = _mm_set1_epi8(15);
+        (
+            _mm_and_si128(bytes, mask),
+            _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
+        )
+    }
+
+    /// The 32 quant values of a Q4 block as 4 x 8 floats (`offset` subtracted).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn q4_block_avx2(p: *const u8, offset: __m256) -> [__m256; 4] {
+        // SAFETY: forwarded from the caller.
+        let (lo, hi) = unsafe { nibbles(p) };
+        let f = |v: __m128i| _mm256_sub_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)), offset);
+        [f(lo), f(_mm_srli_si128(lo, 8)), f(hi), f(_mm_srli_si128(hi, 8))]
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_dot_avx2(x: *const f32, q: [__m256; 4]) -> __m256 {
+        // SAFETY: the caller passes a pointer to 32 readable floats.
         unsafe {
             let a = _mm256_mul_ps(_mm256_loadu_ps(x), q[0]);
             let a = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8)), q[1], a);
@@ -244,61 +385,232 @@ mod x86 {
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_1(row: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            let mut macc = 0.0f32;
-            for (bi, b) in row.chunks_exact(20).enumerate() {
-                let d = f16_at(b, 0);
-                let m = f16_at(b, 2);
-                let q = nibbles(b.as_ptr().add(4));
-                let part = block_dot(x.as_ptr().add(bi * BLOCK), q);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), part, acc);
-                macc += m * xsums[bi];
-            }
-            hsum(acc) + macc
+    pub unsafe fn dot_q4_1_avx2(scales: &[f32], qs: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+        let nb = scales.len() / 2;
+        let mut acc = _mm256_setzero_ps();
+        let mut macc = 0.0f32;
+        let zero = _mm256_setzero_ps();
+        for b in 0..nb {
+            // SAFETY: block b's 16 quant bytes and 32 floats of x are in bounds.
+            let part =
+                unsafe { block_dot_avx2(x.as_ptr().add(b * BLOCK), q4_block_avx2(qs.as_ptr().add(16 * b), zero)) };
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(scales[2 * b]), part, acc);
+            macc += scales[2 * b + 1] * xsums[b];
         }
+        hsum256(acc) + macc
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_0(row: &[u8], x: &[f32]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            let eight = _mm256_set1_ps(8.0);
-            for (bi, b) in row.chunks_exact(18).enumerate() {
-                let d = f16_at(b, 0);
-                let [q0, q1, q2, q3] = nibbles(b.as_ptr().add(2));
-                let q = [
-                    _mm256_sub_ps(q0, eight),
-                    _mm256_sub_ps(q1, eight),
-                    _mm256_sub_ps(q2, eight),
-                    _mm256_sub_ps(q3, eight),
-                ];
-                let part = block_dot(x.as_ptr().add(bi * BLOCK), q);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), part, acc);
-            }
-            hsum(acc)
+    pub unsafe fn dot_q4_0_avx2(scales: &[f32], qs: &[u8], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let eight = _mm256_set1_ps(8.0);
+        for (b, &d) in scales.iter().enumerate() {
+            // SAFETY: block b's 16 quant bytes and 32 floats of x are in bounds.
+            let part =
+                unsafe { block_dot_avx2(x.as_ptr().add(b * BLOCK), q4_block_avx2(qs.as_ptr().add(16 * b), eight)) };
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), part, acc);
         }
+        hsum256(acc)
     }
 
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q8_0(row: &[u8], x: &[f32]) -> f32 {
-        unsafe {
-            let mut acc = _mm256_setzero_ps();
-            for (bi, b) in row.chunks_exact(34).enumerate() {
-                let d = f16_at(b, 0);
-                let p = b.as_ptr().add(2);
-                let q = [
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8) as *const __m128i))),
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(16) as *const __m128i))),
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(24) as *const __m128i))),
-                ];
-                let part = block_dot(x.as_ptr().add(bi * BLOCK), q);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), part, acc);
-            }
-            hsum(acc)
+    pub unsafe fn dot_q8_0_avx2(scales: &[f32], qs: &[u8], x: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, &d) in scales.iter().enumerate() {
+            // SAFETY: block b's 32 quant bytes and 32 floats of x are in bounds.
+            let part = unsafe {
+                let p = qs.as_ptr().add(32 * b);
+                let cvt =
+                    |o: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(o) as *const __m128i)));
+                block_dot_avx2(x.as_ptr().add(b * BLOCK), [cvt(0), cvt(8), cvt(16), cvt(24)])
+            };
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), part, acc);
         }
+        hsum256(acc)
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dequantize_avx512(format: WeightFormat, scales: &[f32], qs: &[u8], out: &mut [f32]) {
+        let mask = _mm_set1_epi8(15);
+        let o = out.as_mut_ptr();
+        // SAFETY: the caller guarantees `out` holds every block of the row; block b reads 16 or
+        // 32 quant bytes and writes 32 floats, all in bounds.
+        unsafe {
+            match format {
+                WeightFormat::Q4_1 => {
+                    for b in 0..scales.len() / 2 {
+                        let bytes = _mm_loadu_si128(qs.as_ptr().add(16 * b) as *const __m128i);
+                        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+                        let hi =
+                            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
+                        let (d, m) = (_mm512_set1_ps(scales[2 * b]), _mm512_set1_ps(scales[2 * b + 1]));
+                        _mm512_storeu_ps(o.add(b * BLOCK), _mm512_add_ps(_mm512_mul_ps(d, lo), m));
+                        _mm512_storeu_ps(o.add(b * BLOCK + 16), _mm512_add_ps(_mm512_mul_ps(d, hi), m));
+                    }
+                }
+                WeightFormat::Q4_0 => {
+                    let eight = _mm512_set1_ps(8.0);
+                    for (b, &d) in scales.iter().enumerate() {
+                        let bytes = _mm_loadu_si128(qs.as_ptr().add(16 * b) as *const __m128i);
+                        let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+                        let hi =
+                            _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
+                        let d = _mm512_set1_ps(d);
+                        _mm512_storeu_ps(o.add(b * BLOCK), _mm512_mul_ps(d, _mm512_sub_ps(lo, eight)));
+                        _mm512_storeu_ps(o.add(b * BLOCK + 16), _mm512_mul_ps(d, _mm512_sub_ps(hi, eight)));
+                    }
+                }
+                WeightFormat::Q8_0 => {
+                    for (b, &d) in scales.iter().enumerate() {
+                        let p = qs.as_ptr().add(32 * b);
+                        let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)));
+                        let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(16) as *const __m128i)));
+                        let d = _mm512_set1_ps(d);
+                        _mm512_storeu_ps(o.add(b * BLOCK), _mm512_mul_ps(d, lo));
+                        _mm512_storeu_ps(o.add(b * BLOCK + 16), _mm512_mul_ps(d, hi));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// sum over one block: x[0..16] . q_lo + x[16..32] . q_hi, 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn block_dot_avx512(x: *const f32, lo: __m512, hi: __m512) -> __m512 {
+        // SAFETY: the caller passes a pointer to 32 readable floats.
+        unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(x.add(16)), hi, _mm512_mul_ps(_mm512_loadu_ps(x), lo)) }
+    }
+
+    /// Sums each of four 16-lane vectors: `[sum(a), sum(b), sum(c), sum(d)]`.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn reduce4(v: [__m512; 4]) -> [f32; 4] {
+        [
+            _mm512_reduce_add_ps(v[0]),
+            _mm512_reduce_add_ps(v[1]),
+            _mm512_reduce_add_ps(v[2]),
+            _mm512_reduce_add_ps(v[3]),
+        ]
+    }
+
+    /// Four consecutive weight rows against one x row: x is loaded once per block, and the four
+    /// independent accumulation chains keep the FMA units busy (a single short row is
+    /// latency-bound).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dot4_avx512(
+        format: WeightFormat,
+        scales: &[f32],
+        qs: &[u8],
+        nb: usize,
+        x: &[f32],
+        xsums: &[f32],
+    ) -> [f32; 4] {
+        let mask = _mm_set1_epi8(15);
+        let eight = _mm512_set1_ps(8.0);
+        let (ns, qb) = (format.scales_per_block(), format.quant_bytes_per_block());
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut macc = [0.0f32; 4];
+        // SAFETY: the caller passes four rows of `nb` blocks each (scales and quants) and an x
+        // row of `nb` blocks; every access below stays within them.
+        unsafe {
+            for b in 0..nb {
+                let xp = x.as_ptr().add(b * BLOCK);
+                let x_lo = _mm512_loadu_ps(xp);
+                let x_hi = _mm512_loadu_ps(xp.add(16));
+                for r in 0..4 {
+                    let blk = r * nb + b;
+                    let p = qs.as_ptr().add(qb * blk);
+                    let (lo, hi) = match format {
+                        WeightFormat::Q8_0 => (
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+                            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(16) as *const __m128i))),
+                        ),
+                        _ => {
+                            let bytes = _mm_loadu_si128(p as *const __m128i);
+                            let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+                            let hi =
+                                _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
+                            if format == WeightFormat::Q4_0 {
+                                (_mm512_sub_ps(lo, eight), _mm512_sub_ps(hi, eight))
+                            } else {
+                                (lo, hi)
+                            }
+                        }
+                    };
+                    let part = _mm512_fmadd_ps(x_hi, hi, _mm512_mul_ps(x_lo, lo));
+                    let d = *scales.get_unchecked(ns * blk);
+                    acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), part, acc[r]);
+                    if ns == 2 {
+                        macc[r] += *scales.get_unchecked(ns * blk + 1) * *xsums.get_unchecked(b);
+                    }
+                }
+            }
+        }
+        let s = reduce4(acc);
+        [s[0] + macc[0], s[1] + macc[1], s[2] + macc[2], s[3] + macc[3]]
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dot_q4_1_avx512(scales: &[f32], qs: &[u8], x: &[f32], xsums: &[f32]) -> f32 {
+        let nb = scales.len() / 2;
+        // Two accumulators alternate between blocks so consecutive FMAs do not wait on each other.
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let mut macc = 0.0f32;
+        let mask = _mm_set1_epi8(15);
+        for b in 0..nb {
+            // SAFETY: block b's 16 quant bytes and 32 floats of x are in bounds.
+            let part = unsafe {
+                let bytes = _mm_loadu_si128(qs.as_ptr().add(16 * b) as *const __m128i);
+                let lo = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask)));
+                let hi = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask)));
+                block_dot_avx512(x.as_ptr().add(b * BLOCK), lo, hi)
+            };
+            acc[b & 1] = _mm512_fmadd_ps(_mm512_set1_ps(scales[2 * b]), part, acc[b & 1]);
+            macc += scales[2 * b + 1] * xsums[b];
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1])) + macc
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dot_q4_0_avx512(scales: &[f32], qs: &[u8], x: &[f32]) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 2];
+        let mask = _mm_set1_epi8(15);
+        let eight = _mm512_set1_ps(8.0);
+        for (b, &d) in scales.iter().enumerate() {
+            // SAFETY: block b's 16 quant bytes and 32 floats of x are in bounds.
+            let part = unsafe {
+                let bytes = _mm_loadu_si128(qs.as_ptr().add(16 * b) as *const __m128i);
+                let lo = _mm512_sub_ps(
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask))),
+                    eight,
+                );
+                let hi = _mm512_sub_ps(
+                    _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask))),
+                    eight,
+                );
+                block_dot_avx512(x.as_ptr().add(b * BLOCK), lo, hi)
+            };
+            acc[b & 1] = _mm512_fmadd_ps(_mm512_set1_ps(d), part, acc[b & 1]);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
+    }
+
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn dot_q8_0_avx512(scales: &[f32], qs: &[u8], x: &[f32]) -> f32 {
+        let mut acc = [_mm512_setzero_ps(); 2];
+        for (b, &d) in scales.iter().enumerate() {
+            // SAFETY: block b's 32 quant bytes and 32 floats of x are in bounds.
+            let part = unsafe {
+                let p = qs.as_ptr().add(32 * b);
+                let lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i)));
+                let hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(16) as *const __m128i)));
+                block_dot_avx512(x.as_ptr().add(b * BLOCK), lo, hi)
+            };
+            acc[b & 1] = _mm512_fmadd_ps(_mm512_set1_ps(d), part, acc[b & 1]);
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(acc[0], acc[1]))
     }
 }
 
@@ -312,33 +624,65 @@ mod tests {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut data = Vec::new();
         for _ in 0..rows * cols / BLOCK {
-            match format {
-                WeightFormat::Q4_1 => {
-                    data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
-                    data.extend(f16::from_f32(r.random_range(-0.5..0.0)).to_le_bytes());
-                    data.extend((0..16).map(|_| r.random::<u8>()));
-                }
-                WeightFormat::Q4_0 => {
-                    data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
-                    data.extend((0..16).map(|_| r.random::<u8>()));
-                }
-                WeightFormat::Q8_0 => {
-                    data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
-                    data.extend((0..32).map(|_| r.random::<u8>()));
-                }
-                _ => unreachable!(),
+            data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
+            if format == WeightFormat::Q4_1 {
+                data.extend(f16::from_f32(r.random_range(-0.5..0.0)).to_le_bytes());
             }
+            let nq = if format == WeightFormat::Q8_0 { 32 } else { 16 };
+            data.extend((0..nq).map(|_| r.random::<u8>()));
         }
-        QuantMatrix::new(format, rows, cols, data.into()).expect("matrix")
+        QuantMatrix::from_gguf_bytes(format, rows, cols, &data).expect("matrix")
     }
 
+    /// Every instruction set this CPU has, against an f64 product of the dequantized weights.
     #[test]
     fn kernels_equal_dequantized_f64_products() {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut isas = vec![Isa::Portable];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                isas.push(Isa::Avx2);
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+                isas.push(Isa::Avx512);
+            }
+        }
         for format in [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0] {
             let (n, k) = (37, 96);
             let w = random_matrix(format, n, k, 2);
             let dense = w.to_f32();
+            let x: Vec<f32> = (0..k).map(|_| r.random_range(-2.0..2.0)).collect();
+            let xs: Vec<f32> = x.chunks_exact(BLOCK).map(|c| c.iter().sum()).collect();
+            for &isa in &isas {
+                for j in 0..n {
+                    let exact: f64 = (0..k).map(|t| f64::from(x[t]) * f64::from(dense[j * k + t])).sum();
+                    let (sc, q) = w.row(j);
+                    let got = f64::from(dot_row(isa, format, sc, q, &x, &xs));
+                    assert!(
+                        (got - exact).abs() <= 1e-4 * (1.0 + exact.abs()),
+                        "{isa:?} {format:?}: {got} vs {exact}"
+                    );
+                    let got = f64::from(dot_f32_with(isa, &x, &dense[j * k..(j + 1) * k]));
+                    assert!(
+                        (got - exact).abs() <= 1e-4 * (1.0 + exact.abs()),
+                        "{isa:?} f32 dot: {got} vs {exact}"
+                    );
+                }
+            }
+            for &isa in &isas {
+                for j in 0..n {
+                    let (sc, q) = w.row(j);
+                    let mut row = vec![0.0; k];
+                    dequantize_row(isa, format, sc, q, &mut row);
+                    assert_eq!(
+                        row,
+                        dense[j * k..(j + 1) * k],
+                        "{isa:?} {format:?} dequantize must be bit-identical"
+                    );
+                }
+            }
+            assert_eq!(dequantize_matrix(&w), dense);
             for m in [1, 3, 8] {
                 let x: Vec<f32> = (0..m * k).map(|_| r.random_range(-2.0..2.0)).collect();
                 let y = matmul_xwt(&x, m, &w);

@@ -69,7 +69,7 @@ impl WeightFormat {
 }
 
 #[inline]
-fn f16_at(b: &[u8], i: usize) -> f32 {
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
@@ -123,14 +123,19 @@ pub fn dequantize(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// A 2-D weight `[rows, cols]` (row-major, `cols` the input dimension) in its storage format.
+/// A 2-D weight `[rows, cols]` (row-major, `cols` the input dimension) in a block format,
+/// repacked for the kernels: the f16 scales widened to f32 in one array (`[d]` per block for
+/// Q8_0/Q4_0, `[d, m]` for Q4_1) and the quants in another (16 bytes a block for Q4, 32 for Q8),
+/// so the inner loops never convert f16. Values are exactly those of the GGUF blocks.
 #[derive(Clone)]
 pub struct QuantMatrix {
     pub format: WeightFormat,
     pub rows: usize,
     pub cols: usize,
-    /// `rows * format.row_bytes(cols)` bytes.
-    pub data: std::sync::Arc<[u8]>,
+    /// `rows * blocks_per_row * scales_per_block` scales.
+    pub scales: std::sync::Arc<[f32]>,
+    /// `rows * blocks_per_row * quant_bytes_per_block` bytes.
+    pub qs: std::sync::Arc<[u8]>,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -139,62 +144,169 @@ impl std::fmt::Debug for QuantMatrix {
     }
 }
 
+impl WeightFormat {
+    /// f32 scales per block in [`QuantMatrix`] (0 for non-block formats).
+    pub fn scales_per_block(self) -> usize {
+        match self {
+            WeightFormat::Q4_1 => 2,
+            WeightFormat::Q4_0 | WeightFormat::Q8_0 => 1,
+            _ => 0,
+        }
+    }
+
+    /// Quant bytes per block in [`QuantMatrix`].
+    pub fn quant_bytes_per_block(self) -> usize {
+        match self {
+            WeightFormat::Q8_0 => 32,
+            WeightFormat::Q4_0 | WeightFormat::Q4_1 => 16,
+            _ => 0,
+        }
+    }
+}
+
 impl QuantMatrix {
-    pub fn new(format: WeightFormat, rows: usize, cols: usize, data: std::sync::Arc<[u8]>) -> Result<Self> {
-        if format.is_block() && !cols.is_multiple_of(BLOCK) {
+    /// Repacks GGUF block bytes (`rows * format.row_bytes(cols)` of them).
+    pub fn from_gguf_bytes(format: WeightFormat, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
+        if !format.is_block() {
+            return Err(Error::Invalid(format!("{format:?} is not a block format")));
+        }
+        if !cols.is_multiple_of(BLOCK) {
             return Err(Error::Invalid(format!(
                 "{format:?} rows need a multiple of {BLOCK} columns, got {cols}"
             )));
         }
         let need = rows * format.row_bytes(cols);
-        if data.len() != need {
+        if bytes.len() != need {
             return Err(Error::Invalid(format!(
                 "{format:?} [{rows}, {cols}] needs {need} bytes, got {}",
-                data.len()
+                bytes.len()
             )));
+        }
+        let blocks = rows * cols / BLOCK;
+        let (ns, qb) = (format.scales_per_block(), format.quant_bytes_per_block());
+        let block_bytes = format.row_bytes(BLOCK);
+        let mut scales = Vec::with_capacity(blocks * ns);
+        let mut qs = Vec::with_capacity(blocks * qb);
+        for b in bytes.chunks_exact(block_bytes) {
+            for s in 0..ns {
+                scales.push(f16_at(b, 2 * s));
+            }
+            qs.extend_from_slice(&b[2 * ns..]);
         }
         Ok(QuantMatrix {
             format,
             rows,
             cols,
-            data,
+            scales: scales.into(),
+            qs: qs.into(),
         })
     }
 
-    pub fn row_bytes(&self) -> usize {
-        self.format.row_bytes(self.cols)
+    pub fn blocks_per_row(&self) -> usize {
+        self.cols / BLOCK
     }
 
-    pub fn row(&self, r: usize) -> &[u8] {
-        let n = self.row_bytes();
-        &self.data[r * n..(r + 1) * n]
+    /// Row `r`'s scales and quants.
+    pub fn row(&self, r: usize) -> (&[f32], &[u8]) {
+        let nb = self.blocks_per_row();
+        let (ns, qb) = (self.format.scales_per_block(), self.format.quant_bytes_per_block());
+        (
+            &self.scales[r * nb * ns..(r + 1) * nb * ns],
+            &self.qs[r * nb * qb..(r + 1) * nb * qb],
+        )
     }
 
-    /// Row `r` as f32.
+    /// Row `r` as f32 (`out.len() >= cols`).
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        dequantize(self.format, self.row(r), &mut out[..self.cols]);
+        let (scales, qs) = self.row(r);
+        dequantize_packed(self.format, scales, qs, &mut out[..self.cols]);
     }
 
     /// The whole matrix as f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        dequantize(self.format, &self.data, &mut out);
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.dequantize_row(r, row);
+        }
         out
+    }
+
+    /// The rows of several matrices of one format and width stacked (fused projections).
+    pub fn concat_rows(parts: &[&QuantMatrix]) -> Result<QuantMatrix> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::Invalid("nothing to concatenate".into()))?;
+        if parts.iter().any(|p| p.format != first.format || p.cols != first.cols) {
+            return Err(Error::Invalid("fused matrices must share format and width".into()));
+        }
+        Ok(QuantMatrix {
+            format: first.format,
+            rows: parts.iter().map(|p| p.rows).sum(),
+            cols: first.cols,
+            scales: parts
+                .iter()
+                .flat_map(|p| p.scales.iter().copied())
+                .collect::<Vec<_>>()
+                .into(),
+            qs: parts
+                .iter()
+                .flat_map(|p| p.qs.iter().copied())
+                .collect::<Vec<_>>()
+                .into(),
+        })
     }
 
     /// The same matrix with its rows reordered: row `r` of the result is row `perm[r]` here.
     pub fn permute_rows(&self, perm: &[usize]) -> QuantMatrix {
-        let n = self.row_bytes();
-        let mut data = Vec::with_capacity(self.data.len());
+        let mut scales = Vec::with_capacity(self.scales.len());
+        let mut qs = Vec::with_capacity(self.qs.len());
         for &src in perm {
-            data.extend_from_slice(&self.data[src * n..(src + 1) * n]);
+            let (s, q) = self.row(src);
+            scales.extend_from_slice(s);
+            qs.extend_from_slice(q);
         }
         QuantMatrix {
             format: self.format,
             rows: self.rows,
             cols: self.cols,
-            data: data.into(),
+            scales: scales.into(),
+            qs: qs.into(),
         }
+    }
+}
+
+/// Dequantizes one repacked row (the same values and arithmetic as [`dequantize`]).
+pub fn dequantize_packed(format: WeightFormat, scales: &[f32], qs: &[u8], out: &mut [f32]) {
+    match format {
+        WeightFormat::Q8_0 => {
+            for ((o, q), &d) in out.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(32)).zip(scales) {
+                for (w, &b) in o.iter_mut().zip(q) {
+                    *w = d * f32::from(b as i8);
+                }
+            }
+        }
+        WeightFormat::Q4_0 => {
+            for ((o, q), &d) in out.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(16)).zip(scales) {
+                for j in 0..16 {
+                    o[j] = d * f32::from(i16::from(q[j] & 15) - 8);
+                    o[j + 16] = d * f32::from(i16::from(q[j] >> 4) - 8);
+                }
+            }
+        }
+        WeightFormat::Q4_1 => {
+            for ((o, q), s) in out
+                .chunks_exact_mut(BLOCK)
+                .zip(qs.chunks_exact(16))
+                .zip(scales.chunks_exact(2))
+            {
+                let (d, m) = (s[0], s[1]);
+                for j in 0..16 {
+                    o[j] = d * f32::from(q[j] & 15) + m;
+                    o[j + 16] = d * f32::from(q[j] >> 4) + m;
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -221,5 +333,7 @@ mod tests {
         dequantize(WeightFormat::Q8_0, &b, &mut out);
         assert_eq!(out[0], -4.0);
         assert_eq!(out[31], 3.75);
+        let m = QuantMatrix::from_gguf_bytes(WeightFormat::Q8_0, 1, 32, &b).expect("repack");
+        assert_eq!(m.to_f32(), out.to_vec());
     }
 }

@@ -1,5 +1,6 @@
 //! One module per `sealong` command.
 
+pub mod bench;
 pub mod decode;
 pub mod generate;
 pub mod models;

@@ -182,7 +182,7 @@ impl DecoderWeights {
                 _ => None,
             };
             let data = if shape.len() == 2 && format.is_block() {
-                let m = QuantMatrix::new(format, shape[0], shape[1], Arc::from(g.tensor_bytes(bytes, t)))
+                let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], g.tensor_bytes(bytes, t))
                     .map_err(|e| err(format!("tensor {:?}: {e}", t.name)))?;
                 WeightData::Quant(match &perm {
                     Some(p) => m.permute_rows(p),
