@@ -10,6 +10,7 @@ pub mod generate;
 pub mod loading;
 pub mod models;
 pub mod nn;
+pub mod ops;
 pub mod quant;
 pub mod rng;
 pub mod text;

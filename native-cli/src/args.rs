@@ -217,11 +217,15 @@ pub struct SubemArgs {
     pub metrics: Option<PathBuf>,
 }
 
-#[derive(Debug, Args, Clone, Copy)]
+#[derive(Debug, Args, Clone)]
 pub struct DeviceArgs {
     /// Where the model runs: auto (a GPU if there is one), cpu, or gpu (any wgpu adapter).
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// CPU arithmetic with quantized weights: exact (f32 activations, parity with transformers)
+    /// or int8 (activations rounded per block as llama.cpp does; faster).
+    #[arg(long, default_value = "exact")]
+    pub precision: String,
 }
 
 /// Decoding flags shared by `generate` and `sample`.

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod tiny;
+
 use serde_json::Value;
 
 /// `tests/golden/` (copies of the reference vectors; see PROVENANCE.md there).

@@ -1,13 +1,16 @@
 //! Decoder parity with HF transformers on SmolLM2-135M-Instruct Q4_1 (the golden vectors):
 //! dequantized and un-permuted weights, logits at the recorded positions (max |d| <= 1e-3,
-//! f32), greedy 48-token continuations identical token for token; and the wgpu path (lavapipe
-//! in CI) against the CPU path.
+//! f32), greedy 48-token continuations identical token for token, for the CPU engine and for
+//! its twin, the burn decoder (which GPUs run); the wgpu path (lavapipe in CI) against the CPU
+//! path; N streams over a shared prefix against N single streams; and how far the opt-in int8
+//! precision moves the logits.
 
 use burn::prelude::*;
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::loading::ModelPath;
-use sealong::models::decoder::Decoder;
 use sealong::models::decoder::weights::DecoderWeights;
+use sealong::models::decoder::{CpuDecoder, Decoder, LanguageModel};
+use sealong::nn::linear::Precision;
 use sealong::rng;
 use sealong_tests::{golden_dir, golden_json, ids, smollm_path};
 
@@ -15,8 +18,74 @@ use sealong_tests::{golden_dir, golden_json, ids, smollm_path};
 /// moves by up to ~1e-4 between f32 and f64).
 const LOGIT_TOL: f32 = 1e-3;
 
+/// Max |logit difference| allowed for the int8 precision (activation rounding, ~0.4% per
+/// element, accumulated over 30 layers); measured worst 1.98 on the golden prompts.
+const INT8_LOGIT_TOL: f32 = 2.5;
+
 fn model(device: &Device) -> Decoder {
     Decoder::load(&ModelPath::detect(&smollm_path()).expect("detect"), device).expect("load SmolLM2")
+}
+
+fn cpu_engine(precision: Precision) -> CpuDecoder {
+    let (config, mut w) = DecoderWeights::load(&ModelPath::detect(&smollm_path()).expect("detect")).expect("weights");
+    let mut m = CpuDecoder::from_weights(config, &mut w).expect("cpu engine");
+    w.finish().expect("every weight used");
+    m.precision = precision;
+    m
+}
+
+/// Logits at `positions` from one chunked pass of the CPU engine over `prompt`.
+fn cpu_logits_at(model: &CpuDecoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f32>> {
+    let mut cache = model.new_cache(1);
+    let d = model.config.hidden_size;
+    let mut out = vec![Vec::new(); positions.len()];
+    let mut offset = 0;
+    for chunk in prompt.chunks(generate::PREFILL_CHUNK) {
+        let hidden = model.forward_hidden(&[chunk.to_vec()], &mut cache).expect("forward");
+        for (k, &p) in positions.iter().enumerate() {
+            if p >= offset && p < offset + chunk.len() {
+                out[k] = model.logits(&hidden[(p - offset) * d..(p - offset + 1) * d], 1);
+            }
+        }
+        offset += chunk.len();
+    }
+    out
+}
+
+/// Compares logits at the golden positions of every prompt; returns the worst max |d|.
+fn check_logits_against_golden(get: impl Fn(&[u32], &[usize]) -> Vec<Vec<f32>>, tol: f32, check_argmax: bool) -> f32 {
+    let chat = golden_json("smollm_chat.json");
+    let bytes = std::fs::read(golden_dir().join("smollm_logits.safetensors")).expect("golden");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let mut worst = 0.0f32;
+    for (k, p) in chat["prompts"].as_array().expect("prompts").iter().enumerate() {
+        let prompt = ids(p, "ids");
+        let other: Vec<usize> = tensor_i64(&st, &format!("chat_{k:02}.positions_other"))
+            .iter()
+            .map(|&x| x as usize)
+            .collect();
+        let mut positions = other.clone();
+        positions.push(prompt.len() - 1);
+        let got = get(&prompt, &positions);
+        let (_, other_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_other"));
+        let vocab = 49152;
+        for (i, &pos) in other.iter().enumerate() {
+            let d = max_abs_diff(&got[i], &other_expected[i * vocab..(i + 1) * vocab]);
+            assert!(d <= tol, "prompt {k} position {pos}: max |d| = {d}");
+            worst = worst.max(d);
+        }
+        let (_, final_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_final"));
+        let d = max_abs_diff(&got[other.len()], &final_expected);
+        assert!(d <= tol, "prompt {k} final position: max |d| = {d}");
+        worst = worst.max(d);
+        if check_argmax {
+            assert_eq!(
+                generate::sampler::argmax(&got[other.len()]),
+                p["final_argmax"].as_u64().expect("argmax") as u32
+            );
+        }
+    }
+    worst
 }
 
 fn tensor_f32(st: &safetensors::SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
@@ -114,45 +183,39 @@ fn weights_dequantize_and_unpermute_like_transformers() {
 }
 
 #[test]
-fn logits_match_transformers_on_cpu() {
-    let device = Device::flex();
-    let m = model(&device);
-    let chat = golden_json("smollm_chat.json");
-    let bytes = std::fs::read(golden_dir().join("smollm_logits.safetensors")).expect("golden");
-    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let mut worst = 0.0f32;
-    for (k, p) in chat["prompts"].as_array().expect("prompts").iter().enumerate() {
-        let prompt = ids(p, "ids");
-        let other: Vec<usize> = tensor_i64(&st, &format!("chat_{k:02}.positions_other"))
-            .iter()
-            .map(|&x| x as usize)
-            .collect();
-        let mut positions = other.clone();
-        positions.push(prompt.len() - 1);
-        let got = logits_at(&m, &prompt, &positions);
-        let (_, other_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_other"));
-        let vocab = 49152;
-        for (i, &pos) in other.iter().enumerate() {
-            let d = max_abs_diff(&got[i], &other_expected[i * vocab..(i + 1) * vocab]);
-            assert!(d <= LOGIT_TOL, "prompt {k} position {pos}: max |d| = {d}");
-            worst = worst.max(d);
-        }
-        let (_, final_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_final"));
-        let d = max_abs_diff(&got[other.len()], &final_expected);
-        assert!(d <= LOGIT_TOL, "prompt {k} final position: max |d| = {d}");
-        worst = worst.max(d);
-        assert_eq!(
-            generate::sampler::argmax(&got[other.len()]),
-            p["final_argmax"].as_u64().expect("argmax") as u32
-        );
-    }
-    eprintln!("worst max |d logits| over all prompts and positions: {worst:e}");
+fn cpu_engine_logits_match_transformers() {
+    let m = cpu_engine(Precision::Exact);
+    let worst = check_logits_against_golden(|p, pos| cpu_logits_at(&m, p, pos), LOGIT_TOL, true);
+    eprintln!("CPU engine: worst max |d logits| over all prompts and positions: {worst:e}");
+}
+
+#[test]
+fn burn_decoder_logits_match_transformers_on_flex() {
+    let m = model(&Device::flex());
+    let worst = check_logits_against_golden(|p, pos| logits_at(&m, p, pos), LOGIT_TOL, true);
+    eprintln!("burn decoder (flex): worst max |d logits| over all prompts and positions: {worst:e}");
+}
+
+/// The opt-in int8 precision rounds activations (as llama.cpp does): its logits move further
+/// from transformers. Bound measured here and written in BENCHMARKS.md; exact stays the default.
+#[test]
+fn int8_precision_stays_close_to_transformers() {
+    let m = cpu_engine(Precision::Int8);
+    let worst = check_logits_against_golden(|p, pos| cpu_logits_at(&m, p, pos), INT8_LOGIT_TOL, false);
+    eprintln!("CPU engine, int8: worst max |d logits|: {worst:e}");
 }
 
 #[test]
 fn greedy_continuations_are_identical() {
-    let device = Device::flex();
-    let m = model(&device);
+    greedy_check(&cpu_engine(Precision::Exact));
+}
+
+#[test]
+fn burn_greedy_continuations_are_identical() {
+    greedy_check(&model(&Device::flex()));
+}
+
+fn greedy_check<M: LanguageModel>(m: &M) {
     let chat = golden_json("smollm_chat.json");
     let eos = chat["eos_token_id"].as_u64().expect("eos") as u32;
     let n_new = chat["greedy_new_tokens"].as_u64().expect("n") as usize;
@@ -165,7 +228,7 @@ fn greedy_continuations_are_identical() {
                 stop_ids: stop,
             };
             let mut rngs = vec![rng::for_item(0, "greedy")];
-            let out = generate::generate(&m, &prompt, &opts, &mut rngs, |_| {}).expect("generate");
+            let out = generate::generate(m, &prompt, &opts, &mut rngs, |_| {}).expect("generate");
             assert_eq!(out[0].ids, ids(p, key), "prompt {k}: {key} differ");
         }
     }
@@ -177,7 +240,7 @@ fn wgpu_matches_cpu_on_a_prompt() {
     let p = &chat["prompts"][0];
     let prompt = ids(p, "ids");
     let positions = [prompt.len() - 1];
-    let cpu = logits_at(&model(&Device::flex()), &prompt, &positions);
+    let cpu = cpu_logits_at(&cpu_engine(Precision::Exact), &prompt, &positions);
     let gpu_device = Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
     let gpu = logits_at(&model(&gpu_device), &prompt, &positions);
     // Same f32 math in another order on another device: within the parity tolerance.
@@ -193,8 +256,15 @@ fn wgpu_matches_cpu_on_a_prompt() {
 /// generations give with the same seeds (greedy: the golden continuation in every stream).
 #[test]
 fn batched_streams_equal_single_streams() {
-    let device = Device::flex();
-    let m = model(&device);
+    batched_check(&cpu_engine(Precision::Exact));
+}
+
+#[test]
+fn burn_batched_streams_equal_single_streams() {
+    batched_check(&model(&Device::flex()));
+}
+
+fn batched_check<M: LanguageModel>(m: &M) {
     let chat = golden_json("smollm_chat.json");
     let eos = chat["eos_token_id"].as_u64().expect("eos") as u32;
     let p = &chat["prompts"][2];
@@ -205,7 +275,7 @@ fn batched_streams_equal_single_streams() {
         stop_ids: vec![eos],
     };
     let mut rngs: Vec<_> = (0..3).map(|i| rng::for_item(i, "g")).collect();
-    let out = generate::generate(&m, &prompt, &greedy, &mut rngs, |_| {}).expect("batched greedy");
+    let out = generate::generate(m, &prompt, &greedy, &mut rngs, |_| {}).expect("batched greedy");
     for o in &out {
         assert_eq!(o.ids, ids(p, "greedy_ids"));
     }
@@ -220,11 +290,11 @@ fn batched_streams_equal_single_streams() {
         stop_ids: vec![eos, 30],
     };
     let mut rngs: Vec<_> = (0..4).map(|i| rng::for_item(i, "s")).collect();
-    let batched = generate::generate(&m, &prompt, &sampled, &mut rngs, |_| {}).expect("batched");
+    let batched = generate::generate(m, &prompt, &sampled, &mut rngs, |_| {}).expect("batched");
     let mut lengths = std::collections::BTreeSet::new();
     for (i, b) in batched.iter().enumerate() {
         let mut r = vec![rng::for_item(i as u64, "s")];
-        let single = generate::generate(&m, &prompt, &sampled, &mut r, |_| {}).expect("single");
+        let single = generate::generate(m, &prompt, &sampled, &mut r, |_| {}).expect("single");
         assert_eq!(b, &single[0], "stream {i}");
         lengths.insert(b.ids.len());
     }

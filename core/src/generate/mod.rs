@@ -5,12 +5,10 @@
 pub mod prompt;
 pub mod sampler;
 
-use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::decoder::Decoder;
-use crate::nn::KvCache;
+use crate::models::decoder::LanguageModel;
 use crate::rng::Rng;
 pub use sampler::SamplingParams;
 
@@ -45,19 +43,9 @@ pub struct GenerateOptions {
     pub stop_ids: Vec<u32>,
 }
 
-/// Reads logits rows `[rows, vocab]` to the host.
-fn rows_to_host(logits: Tensor<2>) -> Result<Vec<Vec<f32>>> {
-    let [rows, vocab] = logits.dims();
-    let flat: Vec<f32> = logits
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| Error::Invalid(format!("reading logits: {e:?}")))?;
-    Ok((0..rows).map(|r| flat[r * vocab..(r + 1) * vocab].to_vec()).collect())
-}
-
 /// Prefills `prompt` into a fresh single-stream cache in chunks; returns the cache and the logits
 /// after the last prompt token.
-pub fn prefill(model: &Decoder, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+pub fn prefill<M: LanguageModel>(model: &M, prompt: &[u32]) -> Result<(M::Cache, Vec<f32>)> {
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
@@ -66,14 +54,13 @@ pub fn prefill(model: &Decoder, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
     for chunk in prompt.chunks(PREFILL_CHUNK) {
         last = Some(model.forward_last(&[chunk.to_vec()], &mut cache)?);
     }
-    let logits = last.ok_or_else(|| Error::Invalid("empty prompt".into()))?;
-    let mut rows = rows_to_host(logits)?;
+    let mut rows = last.ok_or_else(|| Error::Invalid("empty prompt".into()))?;
     Ok((cache, rows.remove(0)))
 }
 
 /// Checks that the prompt and the continuation fit the model's context.
-pub fn check_context(model: &Decoder, prompt_len: usize, max_new_tokens: usize) -> Result<()> {
-    let max = model.config.max_position_embeddings;
+pub fn check_context<M: LanguageModel>(model: &M, prompt_len: usize, max_new_tokens: usize) -> Result<()> {
+    let max = model.config().max_position_embeddings;
     if prompt_len + max_new_tokens > max {
         return Err(Error::Invalid(format!(
             "the prompt has {prompt_len} tokens; with {max_new_tokens} new tokens that exceeds the model's context of {max} \
@@ -85,8 +72,8 @@ pub fn check_context(model: &Decoder, prompt_len: usize, max_new_tokens: usize) 
 
 /// Generates one continuation per entry of `rngs` (N = `rngs.len()`), all from `prompt`.
 /// `on_token` is called once per decode step with the number of tokens produced in it.
-pub fn generate(
-    model: &Decoder,
+pub fn generate<M: LanguageModel>(
+    model: &M,
     prompt: &[u32],
     options: &GenerateOptions,
     rngs: &mut [Rng],
@@ -103,8 +90,8 @@ pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-fn generate_on_worker(
-    model: &Decoder,
+fn generate_on_worker<M: LanguageModel>(
+    model: &M,
     prompt: &[u32],
     options: &GenerateOptions,
     rngs: &mut [Rng],
@@ -121,9 +108,9 @@ fn generate_on_worker(
 
 /// Decodes `rngs.len()` streams from a prefilled single-stream `cache` whose last logits are
 /// `logits` (the prompt is shared, not copied, when there are several streams).
-pub fn decode(
-    model: &Decoder,
-    cache: KvCache,
+pub fn decode<M: LanguageModel>(
+    model: &M,
+    cache: M::Cache,
     logits: Vec<f32>,
     options: &GenerateOptions,
     rngs: &mut [Rng],
@@ -139,7 +126,7 @@ pub fn decode(
     if options.max_new_tokens == 0 || n == 0 {
         return Ok(outs);
     }
-    let mut cache = if n == 1 { cache } else { cache.fork(n) };
+    let mut cache = if n == 1 { cache } else { model.fork(&cache, n)? };
     // Streams still running, in cache row order.
     let mut active: Vec<usize> = (0..n).collect();
     let mut rows: Vec<Vec<f32>> = vec![logits; n];
@@ -161,11 +148,10 @@ pub fn decode(
             break;
         }
         if keep.len() < active.len() {
-            cache.retain_rows(&keep);
+            model.retain(&mut cache, &keep);
             active = keep.iter().map(|&r| active[r]).collect();
         }
-        let logits = model.forward_last(&next, &mut cache)?;
-        rows = rows_to_host(logits)?;
+        rows = model.forward_last(&next, &mut cache)?;
     }
     Ok(outs)
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use burn::prelude::*;
 
 use crate::models::decoder::weights::{Weight, WeightData};
-use crate::quant::{QuantMatrix, kernels};
+use crate::quant::{QuantMatrix, int8, kernels};
 
 /// Activation rows up to which the quantized kernels beat dequantize + GEMM.
 const QUANT_KERNEL_MAX_ROWS: usize = 16;
@@ -65,16 +65,48 @@ pub fn tensor_from_weight<const D: usize>(w: &Weight, device: &Device) -> Tensor
     Tensor::from_data(TensorData::new(values, w.shape.clone()), device)
 }
 
+/// How products with host-quantized weights are computed on the CPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    /// f32 activations: the dequantized-f32 product up to rounding (logits parity with
+    /// transformers).
+    #[default]
+    Exact,
+    /// Activations rounded to int8 per block and integer dot products, as llama.cpp computes
+    /// (see `quant::int8`): faster, about 0.4% activation rounding.
+    Int8,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = crate::error::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(Precision::Exact),
+            "int8" => Ok(Precision::Int8),
+            other => Err(crate::error::Error::Invalid(format!(
+                "unknown precision {other:?} (expected exact or int8)"
+            ))),
+        }
+    }
+}
+
 /// `y = x W^T (+ b)`.
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: LinearWeight,
     pub bias: Option<Tensor<1>>,
+    pub precision: Precision,
 }
 
 impl Linear {
     pub fn new(weight: LinearWeight, bias: Option<Tensor<1>>) -> Self {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            precision: Precision::Exact,
+        }
     }
 
     /// # Shapes
@@ -85,7 +117,7 @@ impl Linear {
         let x2 = x.reshape([batch * seq_len, d_in]);
         let y = match &self.weight {
             LinearWeight::Dense(w) => x2.matmul(w.clone().transpose()),
-            LinearWeight::Quant(q) => quant_matmul(x2, q),
+            LinearWeight::Quant(q) => quant_matmul(x2, q, self.precision),
         };
         let y = match &self.bias {
             Some(b) => y + b.clone().reshape([1, d_out]),
@@ -99,9 +131,17 @@ impl Linear {
 ///
 /// # Shapes
 /// `x`: `[m, in]` -> `[m, out]`.
-fn quant_matmul(x: Tensor<2>, w: &QuantMatrix) -> Tensor<2> {
+fn quant_matmul(x: Tensor<2>, w: &QuantMatrix, precision: Precision) -> Tensor<2> {
     let device = x.device();
-    let [m, _] = x.dims();
+    let [m, k] = x.dims();
+    if precision == Precision::Int8
+        && is_host_cpu(&device)
+        && !x.is_autodiff()
+        && let Ok(xs) = x.clone().into_data().try_into_vec_as::<f32>()
+    {
+        let y = int8::matmul(&int8::quantize_acts(&xs, m, k), w);
+        return Tensor::from_data(TensorData::new(y, [m, w.rows]), &device);
+    }
     if m <= QUANT_KERNEL_MAX_ROWS && is_host_cpu(&device) && !x.is_autodiff() {
         // A flex tensor's data is already on the host: this read is a copy of m rows.
         if let Ok(xs) = x.clone().into_data().try_into_vec_as::<f32>() {

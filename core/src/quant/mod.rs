@@ -9,6 +9,7 @@
 //!
 //! All arithmetic is f32 after widening the f16 scales, in the order gguf-py uses (`(d * q) + m`).
 
+pub mod int8;
 pub mod kernels;
 
 use half::{bf16, f16};

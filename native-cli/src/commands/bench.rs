@@ -48,7 +48,7 @@ fn figure(value: f64, unit: &str, runs: Vec<f64>) -> Value {
 }
 
 fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
-    let dec = LoadedDecoder::load(&a.model.model, a.device.device)?;
+    let dec = LoadedDecoder::load(&a.model.model, &a.device)?;
     let text = match &a.text {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => default_text()?,
@@ -132,6 +132,7 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
         "bench": "sealong_decode",
         "model": dec.path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "device": crate::device::describe(&dec.device),
+        "precision": a.device.precision,
         "threads": rayon_threads(),
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "text_tokens": toks.len(),

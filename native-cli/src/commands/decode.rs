@@ -7,15 +7,17 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use sealong::generate::{Continuation, FinishReason};
 use sealong::loading::{ModelPath, TextAssets};
-use sealong::models::decoder::Decoder;
+use sealong::models::decoder::{Engine, LanguageModel};
+use sealong::nn::linear::Precision;
 use serde::Serialize;
 
-use crate::device::{self, DeviceChoice};
+use crate::args::DeviceArgs;
+use crate::device;
 use crate::provision;
 
 /// A decoder ready to generate.
 pub struct LoadedDecoder {
-    pub model: Decoder,
+    pub model: Engine,
     pub text: TextAssets,
     /// What `--model` said (a default name or a path), recorded in outputs.
     pub name: String,
@@ -26,19 +28,25 @@ pub struct LoadedDecoder {
 }
 
 impl LoadedDecoder {
-    pub fn load(spec: &str, choice: DeviceChoice) -> Result<Self> {
+    pub fn load(spec: &str, args: &DeviceArgs) -> Result<Self> {
+        let precision: Precision = args.precision.parse()?;
         let path = provision::resolve_model(spec)?;
         let kind = ModelPath::detect(&path)?;
-        let device = device::select(choice)?;
+        let device = device::select(args.device)?;
         let text = TextAssets::load(&kind).context("loading the tokenizer and chat template")?;
-        let model = Decoder::load(&kind, &device).context("loading the decoder")?;
-        let mut stop_ids = model.config.eos_token_ids.clone();
+        let model = Engine::load(&kind, &device, precision).context("loading the decoder")?;
+        let mut stop_ids = model.config().eos_token_ids.clone();
         if let Some(e) = text.tokenizer.eos_id
             && !stop_ids.contains(&e)
         {
             stop_ids.push(e);
         }
-        tracing::info!("decoder {} on {}", path.display(), device::describe(&device));
+        tracing::info!(
+            "decoder {} on {} ({})",
+            path.display(),
+            device::describe(&device),
+            model.name()
+        );
         Ok(LoadedDecoder {
             model,
             text,
@@ -51,7 +59,10 @@ impl LoadedDecoder {
 
     /// Most prompt tokens that leave room for `max_new_tokens`.
     pub fn prompt_budget(&self, max_new_tokens: usize) -> usize {
-        self.model.config.max_position_embeddings.saturating_sub(max_new_tokens)
+        self.model
+            .config()
+            .max_position_embeddings
+            .saturating_sub(max_new_tokens)
     }
 
     /// The answer text of a continuation (stop token and special tokens left out).

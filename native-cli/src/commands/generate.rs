@@ -16,7 +16,7 @@ use crate::progress;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let strategy: Strategy = args.decode.strategy.parse()?;
-    let dec = LoadedDecoder::load(&args.model.model, args.device.device)?;
+    let dec = LoadedDecoder::load(&args.model.model, &args.device)?;
     let options = GenerateOptions {
         sampling: SamplingParams {
             temperature: args.temperature,

@@ -42,7 +42,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
-    let dec = LoadedDecoder::load(&args.model.model, args.device.device)?;
+    let dec = LoadedDecoder::load(&args.model.model, &args.device)?;
     let options = GenerateOptions {
         sampling,
         max_new_tokens: args.decode.max_new_tokens,

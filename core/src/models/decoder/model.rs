@@ -9,6 +9,7 @@ use crate::loading::ModelPath;
 use crate::models::decoder::config::DecoderConfig;
 use crate::models::decoder::weights::DecoderWeights;
 use crate::nn::attention::attend;
+use crate::nn::linear::Precision;
 use crate::nn::linear::tensor_from_weight;
 use crate::nn::norm::rms_norm;
 use crate::nn::rope::RopeTables;
@@ -247,6 +248,27 @@ impl Decoder {
     pub fn forward_all(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor<3>> {
         let hidden = self.forward_hidden(ids, cache)?;
         Ok(self.lm_head.forward(hidden))
+    }
+
+    /// Sets how host-quantized products are computed (see [`Precision`]).
+    pub fn set_precision(&mut self, precision: Precision) {
+        for l in &mut self.layers {
+            for lin in [
+                &mut l.q_proj,
+                &mut l.k_proj,
+                &mut l.v_proj,
+                &mut l.o_proj,
+                &mut l.gate_proj,
+                &mut l.up_proj,
+                &mut l.down_proj,
+            ] {
+                lin.precision = precision;
+            }
+            for lin in [&mut l.fused_qkv, &mut l.fused_gate_up].into_iter().flatten() {
+                lin.precision = precision;
+            }
+        }
+        self.lm_head.precision = precision;
     }
 
     /// A fresh cache for `batch` streams.

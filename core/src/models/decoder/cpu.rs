@@ -1,0 +1,527 @@
+//! The CPU inference engine: the same decoder as [`super::model::Decoder`] computed on host
+//! buffers with sealong's kernels, without burn's per-operation dispatch. Profiling showed that
+//! on the CPU a decode step of a small model is some 1,200 tiny tensor operations whose fixed
+//! cost (allocation, dispatch, layout checks) took a third of the time; here a layer is a
+//! handful of loops over preallocated rows. The burn decoder remains the implementation for
+//! GPUs and training and this engine's twin: the tests compare both against the goldens.
+//!
+//! The KV cache keeps an optional shared prefix (one prompt, stored once) and per-stream
+//! positions after it, like [`crate::nn::KvCache`]; N samples of one prompt prefill it once and
+//! decode as one batch, each step's attention reading the shared prefix once for all N streams.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::models::decoder::config::DecoderConfig;
+use crate::models::decoder::weights::{DecoderWeights, Weight, WeightData};
+use crate::nn::linear::Precision;
+use crate::ops::host::{self, HostMatrix};
+
+struct Layer {
+    input_norm: Vec<f32>,
+    /// q, k and v stacked (`[(h + 2 kvh) hd, d]`).
+    qkv: HostMatrix,
+    qkv_bias: Option<Vec<f32>>,
+    o: HostMatrix,
+    post_norm: Vec<f32>,
+    /// gate and up stacked (`[2 i, d]`).
+    gate_up: HostMatrix,
+    down: HostMatrix,
+}
+
+/// The decoder on host buffers.
+pub struct CpuDecoder {
+    pub config: DecoderConfig,
+    layers: Vec<Layer>,
+    embed: HostMatrix,
+    norm: Vec<f32>,
+    lm_head: HostMatrix,
+    /// `[max_positions, hd]` tables (see `nn::rope`).
+    rope_cos: Vec<f32>,
+    rope_sin: Vec<f32>,
+    pub precision: Precision,
+}
+
+impl std::fmt::Debug for CpuDecoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CpuDecoder")
+            .field("config", &self.config)
+            .field("precision", &self.precision)
+            .finish()
+    }
+}
+
+fn host_matrix(w: &Weight) -> HostMatrix {
+    match &w.data {
+        WeightData::Quant(q) => HostMatrix::Quant(Arc::new(q.clone())),
+        WeightData::Dense(v) => HostMatrix::Dense {
+            data: v.clone(),
+            rows: w.shape[0],
+            cols: w.shape[1],
+        },
+    }
+}
+
+/// Stacks weights along their output dimension (same format and width), or dense f32 when
+/// their formats differ.
+fn stack(parts: &[Weight]) -> HostMatrix {
+    let quants: Option<Vec<&crate::quant::QuantMatrix>> = parts
+        .iter()
+        .map(|w| match &w.data {
+            WeightData::Quant(q) => Some(q),
+            WeightData::Dense(_) => None,
+        })
+        .collect();
+    if let Some(qs) = quants
+        && let Ok(m) = crate::quant::QuantMatrix::concat_rows(&qs)
+    {
+        return HostMatrix::Quant(Arc::new(m));
+    }
+    let cols = parts[0].shape[1];
+    let data: Vec<f32> = parts.iter().flat_map(|w| w.to_f32().to_vec()).collect();
+    HostMatrix::Dense {
+        rows: data.len() / cols,
+        data: data.into(),
+        cols,
+    }
+}
+
+fn dense(w: &Weight) -> Vec<f32> {
+    w.to_f32().to_vec()
+}
+
+impl CpuDecoder {
+    /// Builds the engine, taking every weight it needs out of `weights`.
+    pub fn from_weights(config: DecoderConfig, weights: &mut DecoderWeights) -> Result<Self> {
+        let c = &config;
+        let (d, hd) = (c.hidden_size, c.head_dim);
+        let (qo, kvo) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let q = weights.take(&format!("{p}.self_attn.q_proj.weight"), &[qo, d])?;
+            let k = weights.take(&format!("{p}.self_attn.k_proj.weight"), &[kvo, d])?;
+            let v = weights.take(&format!("{p}.self_attn.v_proj.weight"), &[kvo, d])?;
+            let qkv_bias = if c.attention_bias {
+                let mut b = dense(&weights.take(&format!("{p}.self_attn.q_proj.bias"), &[qo])?);
+                b.extend(dense(&weights.take(&format!("{p}.self_attn.k_proj.bias"), &[kvo])?));
+                b.extend(dense(&weights.take(&format!("{p}.self_attn.v_proj.bias"), &[kvo])?));
+                Some(b)
+            } else {
+                None
+            };
+            let gate = weights.take(&format!("{p}.mlp.gate_proj.weight"), &[c.intermediate_size, d])?;
+            let up = weights.take(&format!("{p}.mlp.up_proj.weight"), &[c.intermediate_size, d])?;
+            layers.push(Layer {
+                input_norm: dense(&weights.take(&format!("{p}.input_layernorm.weight"), &[d])?),
+                qkv: stack(&[q, k, v]),
+                qkv_bias,
+                o: host_matrix(&weights.take(&format!("{p}.self_attn.o_proj.weight"), &[d, qo])?),
+                post_norm: dense(&weights.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?),
+                gate_up: stack(&[gate, up]),
+                down: host_matrix(&weights.take(&format!("{p}.mlp.down_proj.weight"), &[d, c.intermediate_size])?),
+            });
+        }
+        let embed = host_matrix(&weights.take("model.embed_tokens.weight", &[c.vocab_size, d])?);
+        let lm_head = match weights.take_optional("lm_head.weight", &[c.vocab_size, d])? {
+            Some(w) if !c.tie_word_embeddings => host_matrix(&w),
+            Some(_) => {
+                return Err(Error::Model {
+                    path: weights.source().to_string(),
+                    message: "tie_word_embeddings is set but the file also has lm_head.weight".into(),
+                });
+            }
+            None => embed.clone(),
+        };
+        let norm = dense(&weights.take("model.norm.weight", &[d])?);
+        let inv_freq = c.rope_inv_freq();
+        let half = inv_freq.len();
+        let max = c.max_position_embeddings;
+        let mut rope_cos = vec![0.0f32; max * hd];
+        let mut rope_sin = vec![0.0f32; max * hd];
+        for pos in 0..max {
+            for (i, &f) in inv_freq.iter().enumerate() {
+                let (s, co) = (pos as f32 * f).sin_cos();
+                rope_cos[pos * hd + i] = co;
+                rope_cos[pos * hd + half + i] = co;
+                rope_sin[pos * hd + i] = -s;
+                rope_sin[pos * hd + half + i] = s;
+            }
+        }
+        Ok(CpuDecoder {
+            config,
+            layers,
+            embed,
+            norm,
+            lm_head,
+            rope_cos,
+            rope_sin,
+            precision: Precision::Exact,
+        })
+    }
+
+    /// A fresh cache for `batch` streams.
+    pub fn new_cache(&self, batch: usize) -> CpuKvCache {
+        CpuKvCache::new(&self.config, batch)
+    }
+
+    /// Runs `ids` (`batch` rows of equal length) through the model, appending to `cache`, and
+    /// returns the final hidden states `[batch * seq_len, hidden]` (after the last norm).
+    pub fn forward_hidden(&self, ids: &[Vec<u32>], cache: &mut CpuKvCache) -> Result<Vec<f32>> {
+        let c = &self.config;
+        let batch = ids.len();
+        let s = ids.first().map_or(0, Vec::len);
+        if batch == 0 || s == 0 || ids.iter().any(|r| r.len() != s) {
+            return Err(Error::Invalid(
+                "forward needs a non-empty batch of equal-length rows".into(),
+            ));
+        }
+        if batch != cache.batch {
+            return Err(Error::Invalid(format!(
+                "batch of {batch} rows does not match the cache's {} streams",
+                cache.batch
+            )));
+        }
+        if let Some(bad) = ids.iter().flatten().find(|&&t| t as usize >= c.vocab_size) {
+            return Err(Error::Invalid(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                c.vocab_size
+            )));
+        }
+        let start = cache.position();
+        if start + s > c.max_position_embeddings {
+            return Err(Error::Invalid(format!(
+                "{} positions exceed the model's maximum context of {} tokens",
+                start + s,
+                c.max_position_embeddings
+            )));
+        }
+        let (d, h, kvh, hd) = (c.hidden_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let rows = batch * s;
+        let eps = c.rms_norm_eps as f32;
+        let mut x = vec![0.0f32; rows * d];
+        for (row, &id) in x.chunks_exact_mut(d).zip(ids.iter().flatten()) {
+            self.embed.row_f32(id as usize, row);
+        }
+        cache.reserve(cache.len + s);
+        let own_start = cache.len;
+        let qkv_w = (h + 2 * kvh) * hd;
+        for (li, layer) in self.layers.iter().enumerate() {
+            let xn = host::rms_norm_rows(&x, d, &layer.input_norm, eps);
+            let mut qkv = layer.qkv.matmul(&xn, rows, self.precision);
+            if let Some(b) = &layer.qkv_bias {
+                for r in qkv.chunks_exact_mut(qkv_w) {
+                    r.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+                }
+            }
+            // RoPE on q and k heads at each row's position, then k, v into the cache.
+            for (r, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
+                let pos = start + r % s;
+                let cos = &self.rope_cos[pos * hd..(pos + 1) * hd];
+                let sin = &self.rope_sin[pos * hd..(pos + 1) * hd];
+                for head in row[..(h + kvh) * hd].chunks_exact_mut(hd) {
+                    host::rope_head(head, cos, sin);
+                }
+            }
+            cache.write(li, &qkv, batch, s, own_start, h, kvh, hd);
+            let attn = self.attention(&qkv, cache, li, batch, s, own_start);
+            let o = layer.o.matmul(&attn, rows, self.precision);
+            x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
+            let xn = host::rms_norm_rows(&x, d, &layer.post_norm, eps);
+            let gu = layer.gate_up.matmul(&xn, rows, self.precision);
+            let act = host::swiglu_rows(&gu, c.intermediate_size);
+            let down = layer.down.matmul(&act, rows, self.precision);
+            x.iter_mut().zip(&down).for_each(|(x, o)| *x += o);
+        }
+        cache.len += s;
+        Ok(host::rms_norm_rows(&x, d, &self.norm, eps))
+    }
+
+    /// Logits of `rows` hidden states (`[rows, hidden]` -> `[rows, vocab]`).
+    pub fn logits(&self, hidden: &[f32], rows: usize) -> Vec<f32> {
+        self.lm_head.matmul(hidden, rows, self.precision)
+    }
+
+    /// Logits of the last position of each row: `batch` vectors of `vocab`.
+    pub fn forward_last(&self, ids: &[Vec<u32>], cache: &mut CpuKvCache) -> Result<Vec<Vec<f32>>> {
+        let hidden = self.forward_hidden(ids, cache)?;
+        let d = self.config.hidden_size;
+        let s = ids[0].len();
+        let last: Vec<f32> = (0..ids.len())
+            .flat_map(|b| hidden[((b + 1) * s - 1) * d..(b + 1) * s * d].iter().copied())
+            .collect();
+        let logits = self.logits(&last, ids.len());
+        let v = self.config.vocab_size;
+        Ok(logits.chunks_exact(v).map(<[f32]>::to_vec).collect())
+    }
+
+    /// Attention of the new positions (q in `qkv`) over the cache of layer `li`; returns
+    /// `[batch * s, heads * hd]`.
+    ///
+    /// Per key/value head, the query rows of all its heads and streams are gathered into one
+    /// matrix, so the shared prefix is multiplied once for every stream (`[rows, hd] x [hd,
+    /// prefix]`), and each stream's own positions follow with a causal mask.
+    fn attention(
+        &self,
+        qkv: &[f32],
+        cache: &CpuKvCache,
+        li: usize,
+        batch: usize,
+        s: usize,
+        own_start: usize,
+    ) -> Vec<f32> {
+        let c = &self.config;
+        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let g = h / kvh;
+        let qkv_w = (h + 2 * kvh) * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let lc = &cache.layers[li];
+        let prefix_len = cache.prefix_len;
+        let total = own_start + s;
+        let per_head: Vec<Vec<f32>> = (0..kvh)
+            .into_par_iter()
+            .map(|kv| {
+                // Query rows of this kv head: (stream b, head gi, position i), scaled.
+                let rows_per_stream = g * s;
+                let r_all = batch * rows_per_stream;
+                let mut q = vec![0.0f32; r_all * hd];
+                for b in 0..batch {
+                    for gi in 0..g {
+                        for i in 0..s {
+                            let src = &qkv[(b * s + i) * qkv_w + (kv * g + gi) * hd..][..hd];
+                            let dst = &mut q[((b * g + gi) * s + i) * hd..][..hd];
+                            dst.iter_mut().zip(src).for_each(|(d, v)| *d = v * scale);
+                        }
+                    }
+                }
+                let cols = prefix_len + total;
+                let mut scores = vec![0.0f32; r_all * cols];
+                if let Some(p) = &lc.prefix {
+                    let kp = &p.k[kv * prefix_len * hd..(kv + 1) * prefix_len * hd];
+                    host::gemm_raw(r_all, prefix_len, hd, &mut scores, cols, &q, hd, false, kp, hd, true);
+                }
+                for b in 0..batch {
+                    let ko = lc.own_k(b, kv, total);
+                    let rows = &q[b * rows_per_stream * hd..(b + 1) * rows_per_stream * hd];
+                    let dst = &mut scores[b * rows_per_stream * cols + prefix_len..];
+                    host::gemm_raw(rows_per_stream, total, hd, dst, cols, rows, hd, false, ko, hd, true);
+                    // Causal mask: position i sees own positions j <= own_start + i.
+                    for gi in 0..g {
+                        for i in 0..s {
+                            let r = b * rows_per_stream + gi * s + i;
+                            let row = &mut scores[r * cols + prefix_len..(r + 1) * cols];
+                            row[own_start + i + 1..].iter_mut().for_each(|v| *v = f32::NEG_INFINITY);
+                        }
+                    }
+                }
+                host::softmax_rows(&mut scores, cols);
+                let mut out = vec![0.0f32; r_all * hd];
+                if let Some(p) = &lc.prefix {
+                    let vp = &p.v[kv * prefix_len * hd..(kv + 1) * prefix_len * hd];
+                    host::gemm_raw(r_all, hd, prefix_len, &mut out, hd, &scores, cols, false, vp, hd, false);
+                }
+                for b in 0..batch {
+                    let vo = lc.own_v(b, kv, total);
+                    let probs = &scores[b * rows_per_stream * cols + prefix_len..];
+                    let mut part = vec![0.0f32; rows_per_stream * hd];
+                    host::gemm_raw(
+                        rows_per_stream,
+                        hd,
+                        total,
+                        &mut part,
+                        hd,
+                        probs,
+                        cols,
+                        false,
+                        vo,
+                        hd,
+                        false,
+                    );
+                    out[b * rows_per_stream * hd..(b + 1) * rows_per_stream * hd]
+                        .iter_mut()
+                        .zip(&part)
+                        .for_each(|(o, p)| *o += p);
+                }
+                out
+            })
+            .collect();
+        // Back to [batch, s, heads * hd].
+        let mut attn = vec![0.0f32; batch * s * h * hd];
+        for (kv, out) in per_head.iter().enumerate() {
+            for b in 0..batch {
+                for gi in 0..g {
+                    for i in 0..s {
+                        let src = &out[((b * g + gi) * s + i) * hd..][..hd];
+                        attn[(b * s + i) * h * hd + (kv * g + gi) * hd..][..hd].copy_from_slice(src);
+                    }
+                }
+            }
+        }
+        attn
+    }
+}
+
+/// A shared prefix: `[kv_heads, len, hd]` keys and values.
+#[derive(Debug)]
+pub struct PrefixKv {
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+}
+
+/// One layer's cache on the host.
+#[derive(Debug, Clone)]
+pub struct CpuLayerCache {
+    pub prefix: Option<Arc<PrefixKv>>,
+    /// `[batch, kv_heads, capacity, hd]`.
+    k: Vec<f32>,
+    v: Vec<f32>,
+    capacity: usize,
+    kv_heads: usize,
+    hd: usize,
+}
+
+impl CpuLayerCache {
+    fn own_k(&self, b: usize, kv: usize, len: usize) -> &[f32] {
+        let at = ((b * self.kv_heads + kv) * self.capacity) * self.hd;
+        &self.k[at..at + len * self.hd]
+    }
+
+    fn own_v(&self, b: usize, kv: usize, len: usize) -> &[f32] {
+        let at = ((b * self.kv_heads + kv) * self.capacity) * self.hd;
+        &self.v[at..at + len * self.hd]
+    }
+}
+
+/// The KV cache of the CPU engine.
+#[derive(Debug, Clone)]
+pub struct CpuKvCache {
+    pub layers: Vec<CpuLayerCache>,
+    pub prefix_len: usize,
+    pub len: usize,
+    pub batch: usize,
+}
+
+impl CpuKvCache {
+    fn new(c: &DecoderConfig, batch: usize) -> Self {
+        CpuKvCache {
+            layers: (0..c.num_hidden_layers)
+                .map(|_| CpuLayerCache {
+                    prefix: None,
+                    k: Vec::new(),
+                    v: Vec::new(),
+                    capacity: 0,
+                    kv_heads: c.num_key_value_heads,
+                    hd: c.head_dim,
+                })
+                .collect(),
+            prefix_len: 0,
+            len: 0,
+            batch,
+        }
+    }
+
+    pub fn position(&self) -> usize {
+        self.prefix_len + self.len
+    }
+
+    /// Makes room for `len` own positions per stream (doubling, so appends are amortized O(1)).
+    fn reserve(&mut self, len: usize) {
+        for l in &mut self.layers {
+            if len <= l.capacity {
+                continue;
+            }
+            let cap = len.max(2 * l.capacity).max(64);
+            let (kvh, hd) = (l.kv_heads, l.hd);
+            let mut k = vec![0.0f32; self.batch * kvh * cap * hd];
+            let mut v = vec![0.0f32; self.batch * kvh * cap * hd];
+            for bk in 0..self.batch * kvh {
+                let old = bk * l.capacity * hd;
+                let new = bk * cap * hd;
+                let n = self.len * hd;
+                k[new..new + n].copy_from_slice(&l.k[old..old + n]);
+                v[new..new + n].copy_from_slice(&l.v[old..old + n]);
+            }
+            l.k = k;
+            l.v = v;
+            l.capacity = cap;
+        }
+    }
+
+    /// Writes the k, v heads of `qkv` rows (`[batch * s, (h + 2 kvh) hd]`) at own positions
+    /// `start..start + s` of layer `li`.
+    #[allow(clippy::too_many_arguments)]
+    fn write(&mut self, li: usize, qkv: &[f32], batch: usize, s: usize, start: usize, h: usize, kvh: usize, hd: usize) {
+        let l = &mut self.layers[li];
+        let w = (h + 2 * kvh) * hd;
+        for b in 0..batch {
+            for i in 0..s {
+                let row = &qkv[(b * s + i) * w..(b * s + i + 1) * w];
+                for kv in 0..kvh {
+                    let at = ((b * kvh + kv) * l.capacity + start + i) * hd;
+                    l.k[at..at + hd].copy_from_slice(&row[(h + kv) * hd..(h + kv + 1) * hd]);
+                    l.v[at..at + hd].copy_from_slice(&row[(h + kvh + kv) * hd..(h + kvh + kv + 1) * hd]);
+                }
+            }
+        }
+    }
+
+    /// Turns a single-stream cache into the shared prefix of `n` new streams.
+    pub fn fork(&self, n: usize) -> Result<CpuKvCache> {
+        if self.batch != 1 {
+            return Err(Error::Invalid("only a single-stream cache can be forked".into()));
+        }
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                let (kvh, hd) = (l.kv_heads, l.hd);
+                let total = self.prefix_len + self.len;
+                let mut k = Vec::with_capacity(kvh * total * hd);
+                let mut v = Vec::with_capacity(kvh * total * hd);
+                for kv in 0..kvh {
+                    if let Some(p) = &l.prefix {
+                        k.extend_from_slice(&p.k[kv * self.prefix_len * hd..(kv + 1) * self.prefix_len * hd]);
+                        v.extend_from_slice(&p.v[kv * self.prefix_len * hd..(kv + 1) * self.prefix_len * hd]);
+                    }
+                    k.extend_from_slice(l.own_k(0, kv, self.len));
+                    v.extend_from_slice(l.own_v(0, kv, self.len));
+                }
+                CpuLayerCache {
+                    prefix: Some(Arc::new(PrefixKv { k, v })),
+                    k: Vec::new(),
+                    v: Vec::new(),
+                    capacity: 0,
+                    kv_heads: kvh,
+                    hd,
+                }
+            })
+            .collect();
+        Ok(CpuKvCache {
+            layers,
+            prefix_len: self.position(),
+            len: 0,
+            batch: n,
+        })
+    }
+
+    /// Keeps only the streams `rows` (in that order).
+    pub fn retain_rows(&mut self, rows: &[usize]) {
+        for l in &mut self.layers {
+            let block = l.kv_heads * l.capacity * l.hd;
+            if block == 0 {
+                continue;
+            }
+            let mut k = Vec::with_capacity(rows.len() * block);
+            let mut v = Vec::with_capacity(rows.len() * block);
+            for &r in rows {
+                k.extend_from_slice(&l.k[r * block..(r + 1) * block]);
+                v.extend_from_slice(&l.v[r * block..(r + 1) * block]);
+            }
+            l.k = k;
+            l.v = v;
+        }
+        self.batch = rows.len();
+    }
+}

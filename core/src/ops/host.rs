@@ -1,0 +1,191 @@
+//! The decoder's operations on plain host slices, for the CPU engine
+//! ([`crate::models::decoder::cpu`]). Each has a twin in burn ops in `nn/` (rms_norm, rope,
+//! attention, SwiGLU, linear) that runs on every backend; the tests compare the engines.
+//!
+//! Matrices are row-major `f32`. Products with weights go through [`HostMatrix::matmul`]:
+//! quantized weights through the kernels of `quant`, dense ones through the `gemm` crate.
+
+use std::sync::Arc;
+
+use rayon::prelude::*;
+
+use crate::nn::linear::Precision;
+use crate::quant::{QuantMatrix, int8, kernels};
+
+/// Activation rows up to which a weight row is streamed once per row of x by the dot kernels;
+/// above it, the weight is dequantized and a GEMM runs (exact precision).
+const DOT_KERNEL_MAX_ROWS: usize = 16;
+
+/// A `[rows, cols]` weight on the host.
+#[derive(Debug, Clone)]
+pub enum HostMatrix {
+    Quant(Arc<QuantMatrix>),
+    Dense { data: Arc<[f32]>, rows: usize, cols: usize },
+}
+
+impl HostMatrix {
+    pub fn rows(&self) -> usize {
+        match self {
+            HostMatrix::Quant(q) => q.rows,
+            HostMatrix::Dense { rows, .. } => *rows,
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            HostMatrix::Quant(q) => q.cols,
+            HostMatrix::Dense { cols, .. } => *cols,
+        }
+    }
+
+    /// `y = x W^T`: `x` is `[m, cols]`, `y` is `[m, rows]`.
+    pub fn matmul(&self, x: &[f32], m: usize, precision: Precision) -> Vec<f32> {
+        match self {
+            HostMatrix::Quant(q) => match precision {
+                Precision::Int8 => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
+                Precision::Exact if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
+                Precision::Exact => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
+            },
+            HostMatrix::Dense { data, rows, cols } => gemm_xwt(x, m, data, *rows, *cols),
+        }
+    }
+
+    /// Row `r` as f32 (embedding lookup).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        match self {
+            HostMatrix::Quant(q) => q.dequantize_row(r, out),
+            HostMatrix::Dense { data, cols, .. } => out.copy_from_slice(&data[r * cols..(r + 1) * cols]),
+        }
+    }
+}
+
+/// `y = x W^T` with dense `w` (`[n, k]`), through `gemm` (parallel when large).
+pub fn gemm_xwt(x: &[f32], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    gemm_raw(m, n, k, &mut y, n, x, k, false, w, k, true);
+    y
+}
+
+/// `dst[m, n] = a[m, k] b[k, n]` where `a` has row stride `lda`; `b` is given either as
+/// `[k, n]` with row stride `ldb` or, with `b_transposed`, as `[n, k]` with row stride `ldb`.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    ldd: usize,
+    a: &[f32],
+    lda: usize,
+    _a_transposed: bool,
+    b: &[f32],
+    ldb: usize,
+    b_transposed: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        dst.len() >= (m - 1) * ldd + n && a.len() >= (m - 1) * lda + k,
+        "gemm operands too small"
+    );
+    let (b_cs, b_rs) = if b_transposed {
+        (ldb as isize, 1)
+    } else {
+        (1, ldb as isize)
+    };
+    assert!(
+        b.len()
+            >= if b_transposed {
+                (n - 1) * ldb + k
+            } else {
+                (k.max(1) - 1) * ldb + n
+            }
+    );
+    let work = m * n * k;
+    let par = if work >= 1 << 18 {
+        gemm::Parallelism::Rayon(0)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assertions above bound every element the strides reach in all three operands.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            ldd as isize,
+            false,
+            a.as_ptr(),
+            1,
+            lda as isize,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// RMSNorm of each row of `x` (`[rows, d]`), in place of a copy: HF's
+/// `w * (x * rsqrt(mean(x^2) + eps))`.
+pub fn rms_norm_rows(x: &[f32], d: usize, weight: &[f32], eps: f32) -> Vec<f32> {
+    let mut out = vec![0.0f32; x.len()];
+    for (o, r) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let ms = kernels::dot_f32(r, r) / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, &v), &w) in o.iter_mut().zip(r).zip(weight) {
+            *o = w * (v * inv);
+        }
+    }
+    out
+}
+
+/// Rotate-half RoPE on one head vector at the table row `cos`/`sin` (`hd` values each,
+/// `sin_signed` with the first half negated, see `nn::rope`).
+#[inline]
+pub fn rope_head(x: &mut [f32], cos: &[f32], sin_signed: &[f32]) {
+    let half = x.len() / 2;
+    let mut rotated = [0.0f32; 512];
+    let rot = &mut rotated[..x.len()];
+    rot[..half].copy_from_slice(&x[half..]);
+    rot[half..].copy_from_slice(&x[..half]);
+    for i in 0..x.len() {
+        x[i] = x[i] * cos[i] + rot[i] * sin_signed[i];
+    }
+}
+
+/// `silu(gate) * up` for rows laid out `[gate (i) | up (i)]`; returns `[rows, i]`.
+pub fn swiglu_rows(gate_up: &[f32], i: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(gate_up.len() / 2);
+    for r in gate_up.chunks_exact(2 * i) {
+        let (g, u) = r.split_at(i);
+        out.extend(g.iter().zip(u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
+    }
+    out
+}
+
+/// Softmax of each row in place (max-subtracted; `-inf` entries become 0).
+pub fn softmax_rows(x: &mut [f32], cols: usize) {
+    x.par_chunks_mut(cols.max(1)).with_min_len(8).for_each(|row| {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if max == f32::NEG_INFINITY {
+            row.iter_mut().for_each(|v| *v = 0.0);
+            return;
+        }
+        let mut sum = 0.0f32;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    });
+}

@@ -1,0 +1,3 @@
+//! Operations outside burn: host-slice versions of the decoder's ops for the CPU engine.
+
+pub mod host;

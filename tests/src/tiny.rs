@@ -1,0 +1,450 @@
+//! Tiny random decoders for tests: written as an HF directory (config.json + safetensors) and as
+//! a GGUF file (with llama.cpp's Q/K row permutation), plus a naive f64 forward pass written
+//! straight from the HF formulas to check the engines against.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// Sizes and options of a tiny model.
+#[derive(Debug, Clone)]
+pub struct TinySpec {
+    pub model_type: &'static str,
+    pub vocab: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub qkv_bias: bool,
+    pub tied: bool,
+    /// Llama-3 rope scaling (factor, low, high, original max positions).
+    pub llama3_scaling: Option<(f64, f64, f64, usize)>,
+    pub rope_theta: f64,
+    pub eps: f64,
+    pub max_positions: usize,
+}
+
+/// Named weights (HF names, row-major f32 values and shapes).
+pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Deterministic pseudo-random weights (a small LCG: no dependency, same on every machine).
+pub fn random_weights(spec: &TinySpec, seed: u64) -> Weights {
+    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((state >> 33) as f64 / (1u64 << 31) as f64 - 1.0) as f32
+    };
+    let mut w = Weights::new();
+    let mut put = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
+        let n: usize = shape.iter().product();
+        let v = (0..n).map(|_| offset + scale * next()).collect();
+        w.insert(name, (shape, v));
+    };
+    let (d, hd) = (spec.hidden, spec.head_dim);
+    put("model.embed_tokens.weight".into(), vec![spec.vocab, d], 0.5, 0.0);
+    for l in 0..spec.layers {
+        let p = format!("model.layers.{l}");
+        put(format!("{p}.input_layernorm.weight"), vec![d], 0.2, 1.0);
+        put(format!("{p}.post_attention_layernorm.weight"), vec![d], 0.2, 1.0);
+        put(
+            format!("{p}.self_attn.q_proj.weight"),
+            vec![spec.heads * hd, d],
+            0.3,
+            0.0,
+        );
+        put(
+            format!("{p}.self_attn.k_proj.weight"),
+            vec![spec.kv_heads * hd, d],
+            0.3,
+            0.0,
+        );
+        put(
+            format!("{p}.self_attn.v_proj.weight"),
+            vec![spec.kv_heads * hd, d],
+            0.3,
+            0.0,
+        );
+        if spec.qkv_bias {
+            put(format!("{p}.self_attn.q_proj.bias"), vec![spec.heads * hd], 0.2, 0.0);
+            put(format!("{p}.self_attn.k_proj.bias"), vec![spec.kv_heads * hd], 0.2, 0.0);
+            put(format!("{p}.self_attn.v_proj.bias"), vec![spec.kv_heads * hd], 0.2, 0.0);
+        }
+        put(
+            format!("{p}.self_attn.o_proj.weight"),
+            vec![d, spec.heads * hd],
+            0.3,
+            0.0,
+        );
+        put(
+            format!("{p}.mlp.gate_proj.weight"),
+            vec![spec.intermediate, d],
+            0.3,
+            0.0,
+        );
+        put(format!("{p}.mlp.up_proj.weight"), vec![spec.intermediate, d], 0.3, 0.0);
+        put(
+            format!("{p}.mlp.down_proj.weight"),
+            vec![d, spec.intermediate],
+            0.3,
+            0.0,
+        );
+    }
+    put("model.norm.weight".into(), vec![d], 0.2, 1.0);
+    if !spec.tied {
+        put("lm_head.weight".into(), vec![spec.vocab, d], 0.5, 0.0);
+    }
+    w
+}
+
+/// The HF `config.json` of `spec`.
+pub fn hf_config(spec: &TinySpec) -> Value {
+    let mut c = json!({
+        "model_type": spec.model_type,
+        "architectures": [if spec.model_type == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+        "vocab_size": spec.vocab, "hidden_size": spec.hidden, "intermediate_size": spec.intermediate,
+        "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads, "num_key_value_heads": spec.kv_heads,
+        "head_dim": spec.head_dim, "rms_norm_eps": spec.eps, "rope_theta": spec.rope_theta,
+        "max_position_embeddings": spec.max_positions, "tie_word_embeddings": spec.tied,
+        "attention_bias": spec.qkv_bias, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    });
+    if let Some((factor, low, high, orig)) = spec.llama3_scaling {
+        c["rope_scaling"] = json!({"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+            "high_freq_factor": high, "original_max_position_embeddings": orig});
+    }
+    c
+}
+
+/// Writes `weights` as an HF directory (`config.json` + `model.safetensors`, F32).
+pub fn write_hf_dir(dir: &Path, spec: &TinySpec, weights: &Weights) {
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(&hf_config(spec)).expect("json"),
+    )
+    .expect("write");
+    let bytes: Vec<(String, Vec<u8>, Vec<usize>)> = weights
+        .iter()
+        .map(|(n, (shape, v))| {
+            (
+                n.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                shape.clone(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = bytes
+        .iter()
+        .map(|(n, b, s)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"),
+            )
+        })
+        .collect();
+    let data = safetensors::serialize(views, None).expect("serialize");
+    std::fs::write(dir.join("model.safetensors"), data).expect("write");
+}
+
+/// GGUF name of an HF tensor name.
+fn gguf_name(hf: &str) -> String {
+    let map = [
+        ("model.embed_tokens.weight", "token_embd.weight"),
+        ("model.norm.weight", "output_norm.weight"),
+        ("lm_head.weight", "output.weight"),
+    ];
+    if let Some((_, g)) = map.iter().find(|(h, _)| *h == hf) {
+        return (*g).to_string();
+    }
+    let rest = hf.strip_prefix("model.layers.").expect("layer tensor");
+    let (l, suffix) = rest.split_once('.').expect("dot");
+    let g = match suffix {
+        "input_layernorm.weight" => "attn_norm.weight",
+        "post_attention_layernorm.weight" => "ffn_norm.weight",
+        "self_attn.q_proj.weight" => "attn_q.weight",
+        "self_attn.q_proj.bias" => "attn_q.bias",
+        "self_attn.k_proj.weight" => "attn_k.weight",
+        "self_attn.k_proj.bias" => "attn_k.bias",
+        "self_attn.v_proj.weight" => "attn_v.weight",
+        "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.o_proj.weight" => "attn_output.weight",
+        "mlp.gate_proj.weight" => "ffn_gate.weight",
+        "mlp.up_proj.weight" => "ffn_up.weight",
+        "mlp.down_proj.weight" => "ffn_down.weight",
+        other => panic!("no GGUF name for {other}"),
+    };
+    format!("blk.{l}.{g}")
+}
+
+/// llama.cpp's converter permutation of Q/K rows (HF rotate-half -> interleaved pairs):
+/// GGUF row `h*hd + 2i + j` = HF row `h*hd + j*hd/2 + i`.
+fn permute_for_gguf(v: &[f32], rows: usize, cols: usize, heads: usize) -> Vec<f32> {
+    let hd = rows / heads;
+    let mut out = vec![0.0; v.len()];
+    for h in 0..heads {
+        for i in 0..hd / 2 {
+            for j in 0..2 {
+                let g = h * hd + 2 * i + j;
+                let f = h * hd + j * hd / 2 + i;
+                out[g * cols..(g + 1) * cols].copy_from_slice(&v[f * cols..(f + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+fn enc_str(s: &str) -> Vec<u8> {
+    let mut v = (s.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+/// Writes a llama-architecture GGUF (F32 tensors, Q/K permuted as llama.cpp stores them).
+pub fn write_gguf(path: &Path, spec: &TinySpec, weights: &Weights) {
+    assert_eq!(spec.model_type, "llama", "the tiny GGUF writer writes llama models");
+    let mut kv: Vec<(String, u32, Vec<u8>)> = Vec::new();
+    let u32kv = |k: &str, v: u32| (k.to_string(), 4u32, v.to_le_bytes().to_vec());
+    let f32kv = |k: &str, v: f32| (k.to_string(), 6u32, v.to_le_bytes().to_vec());
+    kv.push(("general.architecture".into(), 8, enc_str("llama")));
+    kv.push(u32kv("llama.block_count", spec.layers as u32));
+    kv.push(u32kv("llama.context_length", spec.max_positions as u32));
+    kv.push(u32kv("llama.embedding_length", spec.hidden as u32));
+    kv.push(u32kv("llama.feed_forward_length", spec.intermediate as u32));
+    kv.push(u32kv("llama.attention.head_count", spec.heads as u32));
+    kv.push(u32kv("llama.attention.head_count_kv", spec.kv_heads as u32));
+    kv.push(u32kv("llama.rope.dimension_count", spec.head_dim as u32));
+    kv.push(u32kv("llama.vocab_size", spec.vocab as u32));
+    kv.push(f32kv("llama.rope.freq_base", spec.rope_theta as f32));
+    kv.push(f32kv("llama.attention.layer_norm_rms_epsilon", spec.eps as f32));
+    kv.push(u32kv("tokenizer.ggml.eos_token_id", 2));
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (hf, (shape, v)) in weights {
+        let values = if hf.ends_with("q_proj.weight") {
+            permute_for_gguf(v, shape[0], shape[1], spec.heads)
+        } else if hf.ends_with("k_proj.weight") {
+            permute_for_gguf(v, shape[0], shape[1], spec.kv_heads)
+        } else {
+            v.clone()
+        };
+        tensors.push((
+            gguf_name(hf),
+            shape.clone(),
+            values.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    }
+    // llama.cpp stores Llama-3 scaling as per-frequency divisors in `rope_freqs.weight`.
+    if let Some(scaling) = spec.llama3_scaling {
+        let factors = llama3_freq_factors(spec, scaling);
+        tensors.push((
+            "rope_freqs.weight".into(),
+            vec![factors.len()],
+            factors.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        ));
+    }
+    let mut out = b"GGUF".to_vec();
+    out.extend(3u32.to_le_bytes());
+    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((kv.len() as u64).to_le_bytes());
+    for (k, ty, v) in &kv {
+        out.extend(enc_str(k));
+        out.extend(ty.to_le_bytes());
+        out.extend(v);
+    }
+    let mut offset = 0u64;
+    for (name, shape, data) in &tensors {
+        out.extend(enc_str(name));
+        out.extend((shape.len() as u32).to_le_bytes());
+        for d in shape.iter().rev() {
+            out.extend((*d as u64).to_le_bytes());
+        }
+        out.extend(0u32.to_le_bytes()); // F32
+        out.extend(offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while !out.len().is_multiple_of(32) {
+        out.push(0);
+    }
+    for (_, _, data) in &tensors {
+        out.extend(data);
+        while !out.len().is_multiple_of(32) {
+            out.push(0);
+        }
+    }
+    std::fs::write(path, out).expect("write gguf");
+}
+
+/// Base RoPE inverse frequencies of `spec` (f64).
+fn base_inv_freq(spec: &TinySpec) -> Vec<f64> {
+    let d = spec.head_dim;
+    (0..d / 2)
+        .map(|i| 1.0 / spec.rope_theta.powf((2 * i) as f64 / d as f64))
+        .collect()
+}
+
+/// HF `_compute_llama3_parameters`, written out independently.
+fn llama3_inv_freq(spec: &TinySpec, (factor, low, high, orig): (f64, f64, f64, usize)) -> Vec<f64> {
+    let orig = orig as f64;
+    base_inv_freq(spec)
+        .into_iter()
+        .map(|f| {
+            let wavelen = 2.0 * std::f64::consts::PI / f;
+            if wavelen < orig / high {
+                f
+            } else if wavelen > orig / low {
+                f / factor
+            } else {
+                let smooth = (orig / wavelen - low) / (high - low);
+                (1.0 - smooth) * f / factor + smooth * f
+            }
+        })
+        .collect()
+}
+
+/// The divisors llama.cpp writes to `rope_freqs.weight` (base / scaled).
+fn llama3_freq_factors(spec: &TinySpec, scaling: (f64, f64, f64, usize)) -> Vec<f32> {
+    base_inv_freq(spec)
+        .iter()
+        .zip(llama3_inv_freq(spec, scaling))
+        .map(|(b, s)| (b / s) as f32)
+        .collect()
+}
+
+/// Naive f64 forward: logits `[ids.len(), vocab]` for one sequence, straight from the HF
+/// formulas (RMSNorm, rotate-half RoPE, GQA causal attention, SwiGLU).
+pub fn reference_logits(spec: &TinySpec, weights: &Weights, ids: &[u32]) -> Vec<Vec<f64>> {
+    let get = |n: &str| -> Vec<f64> { weights[n].1.iter().map(|&x| f64::from(x)).collect() };
+    let (d, hd, h, kvh) = (spec.hidden, spec.head_dim, spec.heads, spec.kv_heads);
+    let s = ids.len();
+    let matvec = |w: &[f64], rows: usize, cols: usize, x: &[f64]| -> Vec<f64> {
+        (0..rows)
+            .map(|r| (0..cols).map(|c| w[r * cols + c] * x[c]).sum())
+            .collect()
+    };
+    let rms = |x: &[f64], w: &[f64]| -> Vec<f64> {
+        let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+        let inv = 1.0 / (ms + spec.eps).sqrt();
+        x.iter().zip(w).map(|(v, w)| w * v * inv).collect()
+    };
+    let inv_freq = match spec.llama3_scaling {
+        Some(sc) => llama3_inv_freq(spec, sc),
+        None => base_inv_freq(spec),
+    };
+    let rope = |v: &mut [f64], pos: usize| {
+        let half = hd / 2;
+        let orig = v.to_vec();
+        for i in 0..half {
+            let a = pos as f64 * inv_freq[i];
+            let (sn, cs) = a.sin_cos();
+            v[i] = orig[i] * cs - orig[i + half] * sn;
+            v[i + half] = orig[i + half] * cs + orig[i] * sn;
+        }
+    };
+    let emb = get("model.embed_tokens.weight");
+    let mut x: Vec<Vec<f64>> = ids
+        .iter()
+        .map(|&t| emb[t as usize * d..(t as usize + 1) * d].to_vec())
+        .collect();
+    for l in 0..spec.layers {
+        let p = format!("model.layers.{l}");
+        let (wq, wk, wv, wo) = (
+            get(&format!("{p}.self_attn.q_proj.weight")),
+            get(&format!("{p}.self_attn.k_proj.weight")),
+            get(&format!("{p}.self_attn.v_proj.weight")),
+            get(&format!("{p}.self_attn.o_proj.weight")),
+        );
+        let bias = |n: &str, len: usize| {
+            if spec.qkv_bias {
+                get(&format!("{p}.self_attn.{n}.bias"))
+            } else {
+                vec![0.0; len]
+            }
+        };
+        let (bq, bk, bv) = (
+            bias("q_proj", h * hd),
+            bias("k_proj", kvh * hd),
+            bias("v_proj", kvh * hd),
+        );
+        let norm1 = get(&format!("{p}.input_layernorm.weight"));
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (pos, xi) in x.iter().enumerate() {
+            let xn = rms(xi, &norm1);
+            let mut q: Vec<f64> = matvec(&wq, h * hd, d, &xn)
+                .iter()
+                .zip(&bq)
+                .map(|(a, b)| a + b)
+                .collect();
+            let mut k: Vec<f64> = matvec(&wk, kvh * hd, d, &xn)
+                .iter()
+                .zip(&bk)
+                .map(|(a, b)| a + b)
+                .collect();
+            let v: Vec<f64> = matvec(&wv, kvh * hd, d, &xn)
+                .iter()
+                .zip(&bv)
+                .map(|(a, b)| a + b)
+                .collect();
+            q.chunks_exact_mut(hd).for_each(|c| rope(c, pos));
+            k.chunks_exact_mut(hd).for_each(|c| rope(c, pos));
+            qs.push(q);
+            ks.push(k);
+            vs.push(v);
+        }
+        let g = h / kvh;
+        let scale = 1.0 / (hd as f64).sqrt();
+        for i in 0..s {
+            let mut attn = vec![0.0; h * hd];
+            for head in 0..h {
+                let kv = head / g;
+                let q = &qs[i][head * hd..(head + 1) * hd];
+                let scores: Vec<f64> = (0..=i)
+                    .map(|j| {
+                        q.iter()
+                            .zip(&ks[j][kv * hd..(kv + 1) * hd])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            * scale
+                    })
+                    .collect();
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = scores.iter().map(|v| (v - max).exp()).collect();
+                let z: f64 = e.iter().sum();
+                for (j, ej) in e.iter().enumerate() {
+                    for t in 0..hd {
+                        attn[head * hd + t] += ej / z * vs[j][kv * hd + t];
+                    }
+                }
+            }
+            let o = matvec(&wo, d, h * hd, &attn);
+            x[i].iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+        }
+        let norm2 = get(&format!("{p}.post_attention_layernorm.weight"));
+        let (wg, wu, wd) = (
+            get(&format!("{p}.mlp.gate_proj.weight")),
+            get(&format!("{p}.mlp.up_proj.weight")),
+            get(&format!("{p}.mlp.down_proj.weight")),
+        );
+        for xi in x.iter_mut() {
+            let xn = rms(xi, &norm2);
+            let gate = matvec(&wg, spec.intermediate, d, &xn);
+            let up = matvec(&wu, spec.intermediate, d, &xn);
+            let act: Vec<f64> = gate.iter().zip(&up).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let down = matvec(&wd, d, spec.intermediate, &act);
+            xi.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
+        }
+    }
+    let norm = get("model.norm.weight");
+    let head = if spec.tied {
+        get("model.embed_tokens.weight")
+    } else {
+        get("lm_head.weight")
+    };
+    x.iter()
+        .map(|xi| matvec(&head, spec.vocab, d, &rms(xi, &norm)))
+        .collect()
+}
