@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::models::decoder::config::DecoderConfig;
 use crate::models::decoder::weights::{DecoderWeights, Weight, WeightData};
 use crate::nn::linear::Precision;
+use crate::ops::decode_attention::{self, HeadKv};
 use crate::ops::host::{self, HostMatrix};
 
 struct Layer {
@@ -272,6 +273,10 @@ impl CpuDecoder {
         s: usize,
         own_start: usize,
     ) -> Vec<f32> {
+        // Decoding (one new position per stream): split-K over the shared prefix. Prefill: GEMM.
+        if s == 1 {
+            return self.attention_decode(qkv, cache, li, batch, own_start);
+        }
         let c = &self.config;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let g = h / kvh;
@@ -299,8 +304,20 @@ impl CpuDecoder {
                 let cols = prefix_len + total;
                 let mut scores = vec![0.0f32; r_all * cols];
                 if let Some(p) = &lc.prefix {
-                    let kp = &p.k[kv * prefix_len * hd..(kv + 1) * prefix_len * hd];
-                    host::gemm_raw(r_all, prefix_len, hd, &mut scores, cols, &q, hd, false, kp, hd, true);
+                    let kpt = &p.kt[kv * prefix_len * hd..(kv + 1) * prefix_len * hd];
+                    host::gemm_raw(
+                        r_all,
+                        prefix_len,
+                        hd,
+                        &mut scores,
+                        cols,
+                        &q,
+                        hd,
+                        false,
+                        kpt,
+                        prefix_len,
+                        false,
+                    );
                 }
                 for b in 0..batch {
                     let ko = lc.own_k(b, kv, total);
@@ -363,10 +380,67 @@ impl CpuDecoder {
     }
 }
 
-/// A shared prefix: `[kv_heads, len, hd]` keys and values.
+impl CpuDecoder {
+    /// Attention of one new position per stream (see `ops::decode_attention`).
+    fn attention_decode(&self, qkv: &[f32], cache: &CpuKvCache, li: usize, batch: usize, own_start: usize) -> Vec<f32> {
+        let c = &self.config;
+        let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+        let g = h / kvh;
+        let qkv_w = (h + 2 * kvh) * hd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let lc = &cache.layers[li];
+        let pl = cache.prefix_len;
+        let total = own_start + 1;
+        let q: Vec<Vec<f32>> = (0..kvh)
+            .map(|kv| {
+                let mut q = vec![0.0f32; batch * g * hd];
+                for b in 0..batch {
+                    for gi in 0..g {
+                        let src = &qkv[b * qkv_w + (kv * g + gi) * hd..][..hd];
+                        q[(b * g + gi) * hd..][..hd]
+                            .iter_mut()
+                            .zip(src)
+                            .for_each(|(d, v)| *d = v * scale);
+                    }
+                }
+                q
+            })
+            .collect();
+        let heads: Vec<HeadKv> = (0..kvh)
+            .map(|kv| {
+                let (prefix_kt, prefix_v): (&[f32], &[f32]) = match &lc.prefix {
+                    Some(p) => (
+                        &p.kt[kv * hd * pl..(kv + 1) * hd * pl],
+                        &p.v[kv * pl * hd..(kv + 1) * pl * hd],
+                    ),
+                    None => (&[], &[]),
+                };
+                HeadKv {
+                    prefix_kt,
+                    prefix_v,
+                    own_k: (0..batch).map(|b| lc.own_k(b, kv, total)).collect(),
+                    own_v: (0..batch).map(|b| lc.own_v(b, kv, total)).collect(),
+                }
+            })
+            .collect();
+        let out = decode_attention::attend(&q, &heads, batch, g, hd);
+        let mut attn = vec![0.0f32; batch * h * hd];
+        for (kv, o) in out.iter().enumerate() {
+            for b in 0..batch {
+                for gi in 0..g {
+                    attn[b * h * hd + (kv * g + gi) * hd..][..hd].copy_from_slice(&o[(b * g + gi) * hd..][..hd]);
+                }
+            }
+        }
+        attn
+    }
+}
+
+/// A shared prefix: keys transposed, `[kv_heads, hd, len]` (so decode attention reads a block
+/// of keys as one vector, see `ops::decode_attention`), values `[kv_heads, len, hd]`.
 #[derive(Debug)]
 pub struct PrefixKv {
-    pub k: Vec<f32>,
+    pub kt: Vec<f32>,
     pub v: Vec<f32>,
 }
 
@@ -477,19 +551,28 @@ impl CpuKvCache {
             .iter()
             .map(|l| {
                 let (kvh, hd) = (l.kv_heads, l.hd);
-                let total = self.prefix_len + self.len;
-                let mut k = Vec::with_capacity(kvh * total * hd);
+                let (pl, own) = (self.prefix_len, self.len);
+                let total = pl + own;
+                let mut kt = vec![0.0f32; kvh * hd * total];
                 let mut v = Vec::with_capacity(kvh * total * hd);
                 for kv in 0..kvh {
+                    let dst = &mut kt[kv * hd * total..(kv + 1) * hd * total];
                     if let Some(p) = &l.prefix {
-                        k.extend_from_slice(&p.k[kv * self.prefix_len * hd..(kv + 1) * self.prefix_len * hd]);
-                        v.extend_from_slice(&p.v[kv * self.prefix_len * hd..(kv + 1) * self.prefix_len * hd]);
+                        let src = &p.kt[kv * hd * pl..(kv + 1) * hd * pl];
+                        for d in 0..hd {
+                            dst[d * total..d * total + pl].copy_from_slice(&src[d * pl..(d + 1) * pl]);
+                        }
+                        v.extend_from_slice(&p.v[kv * pl * hd..(kv + 1) * pl * hd]);
                     }
-                    k.extend_from_slice(l.own_k(0, kv, self.len));
-                    v.extend_from_slice(l.own_v(0, kv, self.len));
+                    for (j, row) in l.own_k(0, kv, own).chunks_exact(hd).enumerate() {
+                        for (d, x) in row.iter().enumerate() {
+                            dst[d * total + pl + j] = *x;
+                        }
+                    }
+                    v.extend_from_slice(l.own_v(0, kv, own));
                 }
                 CpuLayerCache {
-                    prefix: Some(Arc::new(PrefixKv { k, v })),
+                    prefix: Some(Arc::new(PrefixKv { kt, v })),
                     k: Vec::new(),
                     v: Vec::new(),
                     capacity: 0,

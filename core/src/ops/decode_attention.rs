@@ -1,0 +1,430 @@
+//! Attention of one new position per stream over a long shared prefix (split-K, "flash
+//! decoding" on the CPU).
+//!
+//! Decoding N streams over one prompt gives, per key/value head, `N × group` query rows that all
+//! read the same prefix keys and values. GEMM libraries pack the `[prefix, hd]` key matrix again
+//! on every call, which costs as much as the multiply for a few dozen rows, and splitting the
+//! work by head leaves one of two cores idle when there are three heads. Here the prefix is cut
+//! into key chunks; every (head, chunk) task computes its scores, a chunk-local softmax (max,
+//! sum) and the weighted value sum for all rows while the chunk sits in cache, and the partial
+//! results are merged exactly with the usual log-sum-exp rescaling. Keys of the prefix are
+//! stored transposed (`[hd, len]`), so a block of 16 keys is one vector and the scores need no
+//! horizontal reductions.
+
+use rayon::prelude::*;
+
+/// Keys per task: 256 keys × 64 dims × 4 bytes × (k + v) = 128 KiB, an L2-resident chunk.
+const KEY_CHUNK: usize = 256;
+
+/// A chunk's softmax statistics and unnormalized output for `rows` query rows.
+struct Part {
+    /// Row maxima of the scores.
+    max: Vec<f32>,
+    /// Row sums of `exp(score - max)`.
+    sum: Vec<f32>,
+    /// `[rows, hd]`: `Σ_j exp(score_j - max) v_j`.
+    out: Vec<f32>,
+}
+
+/// Keys and values one kv head attends to.
+pub struct HeadKv<'a> {
+    /// Shared prefix keys, transposed: `[hd, prefix_len]`.
+    pub prefix_kt: &'a [f32],
+    /// Shared prefix values: `[prefix_len, hd]`.
+    pub prefix_v: &'a [f32],
+    /// Each stream's own keys and values: `[own_len, hd]` row-major.
+    pub own_k: Vec<&'a [f32]>,
+    pub own_v: Vec<&'a [f32]>,
+}
+
+/// Attention for `streams` streams of one new position each, for every kv head.
+///
+/// `q[kv]` holds the scaled queries of kv head `kv`, `[streams * group, hd]` with the rows of
+/// stream `b` at `b * group..(b + 1) * group`. Returns, per kv head, the `[streams * group, hd]`
+/// attention outputs.
+pub fn attend(q: &[Vec<f32>], heads: &[HeadKv<'_>], streams: usize, group: usize, hd: usize) -> Vec<Vec<f32>> {
+    let rows = streams * group;
+    // Tasks: every prefix chunk of every head, and every stream's own keys of every head.
+    enum Task {
+        Prefix { kv: usize, j0: usize, j1: usize },
+        Own { kv: usize, b: usize },
+    }
+    let mut tasks = Vec::new();
+    for (kv, h) in heads.iter().enumerate() {
+        let len = h.prefix_v.len() / hd;
+        for c in 0..len.div_ceil(KEY_CHUNK) {
+            tasks.push(Task::Prefix {
+                kv,
+                j0: c * KEY_CHUNK,
+                j1: ((c + 1) * KEY_CHUNK).min(len),
+            });
+        }
+        for b in 0..streams {
+            if !h.own_k[b].is_empty() {
+                tasks.push(Task::Own { kv, b });
+            }
+        }
+    }
+    let parts: Vec<Part> = tasks
+        .par_iter()
+        .map(|t| match *t {
+            Task::Prefix { kv, j0, j1 } => {
+                let h = &heads[kv];
+                let len = h.prefix_v.len() / hd;
+                let mut scores = vec![0.0f32; rows * (j1 - j0)];
+                scores_transposed(&q[kv], rows, h.prefix_kt, len, j0, j1, hd, &mut scores);
+                softmax_part(&mut scores, rows, j1 - j0, &h.prefix_v[j0 * hd..j1 * hd], hd)
+            }
+            Task::Own { kv, b } => {
+                let h = &heads[kv];
+                let (k, v) = (h.own_k[b], h.own_v[b]);
+                let n = k.len() / hd;
+                let qb = &q[kv][b * group * hd..(b + 1) * group * hd];
+                let mut scores = vec![0.0f32; group * n];
+                for r in 0..group {
+                    let qr = &qb[r * hd..(r + 1) * hd];
+                    for (j, kj) in k.chunks_exact(hd).enumerate() {
+                        scores[r * n + j] = crate::quant::kernels::dot_f32(qr, kj);
+                    }
+                }
+                softmax_part(&mut scores, group, n, v, hd)
+            }
+        })
+        .collect();
+    // Merge: out = Σ_p e^{m_p - M} o_p / Σ_p e^{m_p - M} l_p, row by row.
+    let mut acc: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..heads.len())
+        .map(|_| {
+            (
+                vec![f32::NEG_INFINITY; rows],
+                vec![0.0f32; rows],
+                vec![0.0f32; rows * hd],
+            )
+        })
+        .collect();
+    for (t, p) in tasks.iter().zip(&parts) {
+        let (kv, row0) = match *t {
+            Task::Prefix { kv, .. } => (kv, 0),
+            Task::Own { kv, b } => (kv, b * group),
+        };
+        let (m, l, o) = &mut acc[kv];
+        for (r, &pm) in p.max.iter().enumerate() {
+            let row = row0 + r;
+            let new_m = m[row].max(pm);
+            if new_m == f32::NEG_INFINITY {
+                continue;
+            }
+            let a = (m[row] - new_m).exp();
+            let bscale = (pm - new_m).exp();
+            l[row] = l[row] * a + p.sum[r] * bscale;
+            for (oo, po) in o[row * hd..(row + 1) * hd].iter_mut().zip(&p.out[r * hd..(r + 1) * hd]) {
+                *oo = *oo * a + po * bscale;
+            }
+            m[row] = new_m;
+        }
+    }
+    acc.into_iter()
+        .map(|(_, l, mut o)| {
+            for (row, &lr) in l.iter().enumerate() {
+                let inv = 1.0 / lr;
+                o[row * hd..(row + 1) * hd].iter_mut().for_each(|v| *v *= inv);
+            }
+            o
+        })
+        .collect()
+}
+
+/// `scores[r, j - j0] = q_r · k_j` for keys `j0..j1` of a transposed key matrix `kt: [hd, len]`.
+#[allow(clippy::too_many_arguments)]
+fn scores_transposed(q: &[f32], rows: usize, kt: &[f32], len: usize, j0: usize, j1: usize, hd: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected at run time.
+        unsafe { scores_transposed_avx512(q, rows, kt, len, j0, j1, hd, out) };
+        return;
+    }
+    scores_transposed_generic(q, rows, kt, len, j0, j1, hd, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_transposed_avx512(
+    q: &[f32],
+    rows: usize,
+    kt: &[f32],
+    len: usize,
+    j0: usize,
+    j1: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    scores_transposed_generic(q, rows, kt, len, j0, j1, hd, out);
+}
+
+/// Written for the auto-vectorizer: a tile of 4 query rows × 32 keys is 8 vector accumulators,
+/// each step loads two key vectors and broadcasts four query values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn scores_transposed_generic(
+    q: &[f32],
+    rows: usize,
+    kt: &[f32],
+    len: usize,
+    j0: usize,
+    j1: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    const RT: usize = 4;
+    const JT: usize = 32;
+    let w = j1 - j0;
+    let mut r = 0;
+    while r < rows {
+        let rt = (rows - r).min(RT);
+        let mut j = j0;
+        while j < j1 {
+            let jt = (j1 - j).min(JT);
+            let mut acc = [[0.0f32; JT]; RT];
+            if jt == JT && rt == RT {
+                for d in 0..hd {
+                    let krow: &[f32; JT] = kt[d * len + j..d * len + j + JT].try_into().expect("JT keys");
+                    for (ri, a) in acc.iter_mut().enumerate() {
+                        let qv = q[(r + ri) * hd + d];
+                        for (x, k) in a.iter_mut().zip(krow) {
+                            *x = qv.mul_add(*k, *x);
+                        }
+                    }
+                }
+            } else {
+                for d in 0..hd {
+                    let krow = &kt[d * len + j..d * len + j + jt];
+                    for (ri, a) in acc.iter_mut().enumerate().take(rt) {
+                        let qv = q[(r + ri) * hd + d];
+                        for (x, k) in a.iter_mut().zip(krow) {
+                            *x = qv.mul_add(*k, *x);
+                        }
+                    }
+                }
+            }
+            for (ri, a) in acc.iter().enumerate().take(rt) {
+                out[(r + ri) * w + (j - j0)..][..jt].copy_from_slice(&a[..jt]);
+            }
+            j += jt;
+        }
+        r += rt;
+    }
+}
+
+/// Chunk-local softmax statistics and `Σ_j p_j v_j` for `rows` rows of `n` scores.
+fn softmax_part(scores: &mut [f32], rows: usize, n: usize, v: &[f32], hd: usize) -> Part {
+    let mut max = vec![f32::NEG_INFINITY; rows];
+    let mut sum = vec![0.0f32; rows];
+    for r in 0..rows {
+        let row = &mut scores[r * n..(r + 1) * n];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        exp_shifted(row, m);
+        let s = row.iter().sum();
+        max[r] = m;
+        sum[r] = s;
+    }
+    let mut out = vec![0.0f32; rows * hd];
+    weighted_rows(scores, rows, n, v, hd, &mut out);
+    Part { max, sum, out }
+}
+
+/// `x = exp(x - m)` for a row with maximum `m` (arguments ≤ 0).
+fn exp_shifted(row: &mut [f32], m: f32) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected at run time.
+        unsafe { exp_shifted_avx512(row, m) };
+        return;
+    }
+    exp_shifted_generic(row, m);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn exp_shifted_avx512(row: &mut [f32], m: f32) {
+    exp_shifted_generic(row, m);
+}
+
+/// Branch-free `exp` that the compiler vectorizes (libm's `expf` is a scalar call per score):
+/// `exp(x) = 2^n · e^r` with `n = round(x / ln 2)`, `r = x − n ln 2` in two parts (Cody–Waite),
+/// `e^r` by its degree-6 Taylor polynomial on |r| ≤ ln2/2 (error below 2 ulp). Inputs below
+/// −87 (`e^x` < 2^−126, negligible beside the row's maximum term 1) give 0.
+#[inline(always)]
+fn exp_shifted_generic(row: &mut [f32], m: f32) {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    for x in row.iter_mut() {
+        let v = (*x - m).max(-87.0);
+        let n = (v * LOG2E).round();
+        let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, v));
+        let mut p: f32 = 1.0 / 720.0;
+        p = p.mul_add(r, 1.0 / 120.0);
+        p = p.mul_add(r, 1.0 / 24.0);
+        p = p.mul_add(r, 1.0 / 6.0);
+        p = p.mul_add(r, 0.5);
+        p = p.mul_add(r, 1.0);
+        p = p.mul_add(r, 1.0);
+        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        *x = if v <= -87.0 { 0.0 } else { p * scale };
+    }
+}
+
+/// `out[r] = Σ_j p[r, j] v_j`.
+fn weighted_rows(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected at run time.
+        unsafe { weighted_rows_avx512(p, rows, n, v, hd, out) };
+        return;
+    }
+    weighted_rows_generic(p, rows, n, v, hd, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn weighted_rows_avx512(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &mut [f32]) {
+    weighted_rows_generic(p, rows, n, v, hd, out);
+}
+
+/// Tiles of 4 rows × 64 dims (16 vector accumulators) when the head has 64 dims, else row by row.
+#[inline(always)]
+fn weighted_rows_generic(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &mut [f32]) {
+    const RT: usize = 4;
+    const HD: usize = 64;
+    let mut r = 0;
+    if hd.is_multiple_of(HD) {
+        while r + RT <= rows {
+            for h0 in (0..hd).step_by(HD) {
+                let mut acc = [[0.0f32; HD]; RT];
+                for j in 0..n {
+                    let vj: &[f32; HD] = v[j * hd + h0..j * hd + h0 + HD].try_into().expect("HD dims");
+                    for (ri, a) in acc.iter_mut().enumerate() {
+                        let pv = p[(r + ri) * n + j];
+                        for (x, vv) in a.iter_mut().zip(vj) {
+                            *x = pv.mul_add(*vv, *x);
+                        }
+                    }
+                }
+                for (ri, a) in acc.iter().enumerate() {
+                    out[(r + ri) * hd + h0..][..HD].copy_from_slice(a);
+                }
+            }
+            r += RT;
+        }
+    }
+    for r in r..rows {
+        let o = &mut out[r * hd..(r + 1) * hd];
+        for j in 0..n {
+            let pv = p[r * n + j];
+            for (x, vv) in o.iter_mut().zip(&v[j * hd..(j + 1) * hd]) {
+                *x += pv * vv;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Plain softmax attention in f64 over prefix ++ own keys.
+    fn naive(q: &[f32], k: &[Vec<f32>], v: &[Vec<f32>], hd: usize) -> Vec<f64> {
+        let s: Vec<f64> = k
+            .iter()
+            .map(|kj| (0..hd).map(|d| f64::from(q[d]) * f64::from(kj[d])).sum())
+            .collect();
+        let m = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let e: Vec<f64> = s.iter().map(|x| (x - m).exp()).collect();
+        let z: f64 = e.iter().sum();
+        (0..hd)
+            .map(|d| e.iter().zip(v).map(|(p, vj)| p * f64::from(vj[d])).sum::<f64>() / z)
+            .collect()
+    }
+
+    #[test]
+    fn vector_exp_is_within_two_ulp() {
+        let xs: Vec<f32> = (0..200_000).map(|i| -88.0 + i as f32 * 88.0 / 200_000.0).collect();
+        let mut got = xs.clone();
+        exp_shifted(&mut got, 0.0);
+        for (x, g) in xs.iter().zip(&got) {
+            let want = f64::from(*x).exp();
+            if want < 1e-37 {
+                assert!(*g < 1e-37, "exp({x}) = {g}");
+                continue;
+            }
+            let ulp = f64::from(f32::EPSILON) * want;
+            assert!((f64::from(*g) - want).abs() <= 2.0 * ulp, "exp({x}) = {g}, want {want}");
+        }
+    }
+
+    #[test]
+    fn matches_naive_softmax_attention() {
+        use rand::{RngExt, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for &(kvh, streams, group, hd, prefix, own) in &[
+            (3, 8, 3, 64, 700, 5),
+            (2, 1, 2, 64, 0, 9),
+            (1, 3, 5, 24, 301, 1),
+            (2, 2, 1, 128, 33, 0),
+        ] {
+            let mut r = |n: usize| (0..n).map(|_| rng.random_range(-1.5f32..1.5)).collect::<Vec<f32>>();
+            let pk: Vec<Vec<f32>> = (0..kvh).map(|_| r(prefix * hd)).collect();
+            let pv: Vec<Vec<f32>> = (0..kvh).map(|_| r(prefix * hd)).collect();
+            let ok: Vec<Vec<Vec<f32>>> = (0..kvh).map(|_| (0..streams).map(|_| r(own * hd)).collect()).collect();
+            let ov: Vec<Vec<Vec<f32>>> = (0..kvh).map(|_| (0..streams).map(|_| r(own * hd)).collect()).collect();
+            let q: Vec<Vec<f32>> = (0..kvh).map(|_| r(streams * group * hd)).collect();
+            let kt: Vec<Vec<f32>> = pk
+                .iter()
+                .map(|k| {
+                    let mut t = vec![0.0; prefix * hd];
+                    for j in 0..prefix {
+                        for d in 0..hd {
+                            t[d * prefix + j] = k[j * hd + d];
+                        }
+                    }
+                    t
+                })
+                .collect();
+            let heads: Vec<HeadKv> = (0..kvh)
+                .map(|kv| HeadKv {
+                    prefix_kt: &kt[kv],
+                    prefix_v: &pv[kv],
+                    own_k: ok[kv].iter().map(Vec::as_slice).collect(),
+                    own_v: ov[kv].iter().map(Vec::as_slice).collect(),
+                })
+                .collect();
+            let got = attend(&q, &heads, streams, group, hd);
+            for kv in 0..kvh {
+                for b in 0..streams {
+                    let keys: Vec<Vec<f32>> = pk[kv]
+                        .chunks(hd)
+                        .chain(ok[kv][b].chunks(hd))
+                        .map(<[f32]>::to_vec)
+                        .collect();
+                    let vals: Vec<Vec<f32>> = pv[kv]
+                        .chunks(hd)
+                        .chain(ov[kv][b].chunks(hd))
+                        .map(<[f32]>::to_vec)
+                        .collect();
+                    for gi in 0..group {
+                        let row = b * group + gi;
+                        let want = naive(&q[kv][row * hd..(row + 1) * hd], &keys, &vals, hd);
+                        for d in 0..hd {
+                            let g = f64::from(got[kv][row * hd + d]);
+                            assert!(
+                                (g - want[d]).abs() < 1e-5,
+                                "kv {kv} row {row} dim {d}: {g} vs {}",
+                                want[d]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
