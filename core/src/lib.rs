@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod generate;
 pub mod loading;
+pub mod mbr;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::device::DeviceChoice;
-use crate::provision::DEFAULT_DECODER;
+use crate::provision::{DEFAULT_DECODER, DEFAULT_EMBEDDER};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +37,10 @@ pub enum Command {
     Generate(GenerateArgs),
     /// Sample N answers per question (SEALONG stage 2), resumable.
     Sample(SampleArgs),
+    /// MBR-score each question's samples and pick chosen / rejected (stage 3), resumable.
+    Score(ScoreArgs),
+    /// Sentence embeddings of a JSONL field (the MBR encoder), resumable.
+    Embed(EmbedArgs),
     /// Measure speed (see BENCHMARKS.md for the peer comparisons).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -47,6 +51,12 @@ pub enum BenchCommand {
     /// Prefill tok/s at 1k and 4k, decode tok/s, N = 8 samples over a shared 4k prompt vs 8
     /// independent generations, peak memory.
     Decode(BenchDecodeArgs),
+    /// Sentence embeddings/s (512 x 30 words, batch 32) and single-sentence latency.
+    Embed(BenchEmbedArgs),
+    /// Batched embedding MBR (scores + argmax) for questions x N x d random unit vectors.
+    Mbr(BenchMbrArgs),
+    /// ROUGE-L MBR seconds per question at N = 8 and 32 answers of 200 words.
+    Rouge(BenchRougeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -297,4 +307,128 @@ pub struct SampleArgs {
     pub limit: Option<usize>,
     #[command(flatten)]
     pub seed: SeedArgs,
+}
+
+/// Scoring methods of `score`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScoreMethod {
+    /// MBR with the cosine between sentence embeddings (the paper's default).
+    Embedding,
+    /// MBR with ROUGE-L F1 (rouge-score's tokenization, no stemmer).
+    RougeL,
+    /// The decoder rates each answer 1..5 given the context (reference-free, not MBR).
+    SelfEval,
+    /// MBR with the decoder judging whether two answers agree (True = 1, False = 0).
+    RefSelfEval,
+    /// A uniformly random chosen and rejected (baseline).
+    Random,
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Samples JSONL (stage 2, from `sealong sample`).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Scored JSONL (stage 3); appended to and resumed.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Scoring method.
+    #[arg(long, value_enum, default_value_t = ScoreMethod::Embedding)]
+    pub method: ScoreMethod,
+    /// Sentence embedder for --method embedding: a default name or a sentence-transformers directory.
+    #[arg(long, default_value = DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Judge decoder for the self-eval methods: a default name or a path.
+    #[arg(long, default_value = DEFAULT_DECODER)]
+    pub judge: String,
+    /// Most tokens of a reference-free judge's explanation and rating.
+    #[arg(long, default_value_t = 256)]
+    pub judge_max_new_tokens: usize,
+    /// Also write preference pairs (SEALONG / TRL schema: prompt, chosen, rejected, messages).
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Where to write the summary JSON (default: OUT with .summary.json in place of .jsonl).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Sentence embedder: a default name or a sentence-transformers directory.
+    #[arg(long, short = 'm', default_value = DEFAULT_EMBEDDER)]
+    pub model: String,
+    /// Input JSONL.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Field holding the text: a string, or a list of strings / {text} samples (one vector each).
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// Field with each record's id (for resuming); records without one are numbered by line.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Output: .jsonl (id + embedding per record, appended and resumed) or .npy (one f32 matrix).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// Sentence embedder: a default model's name or a sentence-transformers directory.
+    #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Text to cut the sentences from (default: the shipped MuSiQue paragraphs). The peer uses
+    /// `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Timed runs of the 512 sentences; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The peer's JSON line (bench/peers/st_embed.sh output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMbrArgs {
+    /// Questions per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub questions: usize,
+    /// Answers per question.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    pub n: usize,
+    /// Embedding width (d = 384 is measured as well).
+    #[arg(long, default_value_t = 1024)]
+    pub dim: usize,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the GPU kernel runs besides the CPU path (a GPU device adds a `gpu` figure).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Seed of the random unit vectors.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The peer's JSON line (bench/peers/rouge_mbr.py output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRougeArgs {
+    /// Text to draw the answers from (default: the shipped MuSiQue paragraphs). The peer uses
+    /// `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The peer's JSON line (bench/peers/rouge_mbr.py output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
 }

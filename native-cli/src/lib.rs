@@ -19,6 +19,8 @@ pub fn run(cli: args::Cli) -> Result<()> {
         Command::Subem(a) => commands::subem::run(a),
         Command::Generate(a) => commands::generate::run(a),
         Command::Sample(a) => commands::sample::run(a),
+        Command::Score(a) => commands::score::run(a),
+        Command::Embed(a) => commands::embed::run(a),
         Command::Bench(c) => commands::bench::run(c),
     }
 }

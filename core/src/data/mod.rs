@@ -2,6 +2,7 @@
 
 pub mod jsonl;
 pub mod records;
+pub mod samples;
 pub mod synth;
 
 pub use records::{LongBenchRecord, MultiHopRecord, MusiqueRecord, Paragraph};

@@ -46,16 +46,23 @@ pub struct GenerateOptions {
 /// Prefills `prompt` into a fresh single-stream cache in chunks; returns the cache and the logits
 /// after the last prompt token.
 pub fn prefill<M: LanguageModel>(model: &M, prompt: &[u32]) -> Result<(M::Cache, Vec<f32>)> {
-    if prompt.is_empty() {
+    let mut cache = model.new_cache(1);
+    let logits = extend(model, &mut cache, prompt)?;
+    Ok((cache, logits))
+}
+
+/// Appends `ids` to a single-stream `cache` in chunks (continuing a prefill, e.g. after a shared
+/// prefix); returns the logits after the last id.
+pub fn extend<M: LanguageModel>(model: &M, cache: &mut M::Cache, ids: &[u32]) -> Result<Vec<f32>> {
+    if ids.is_empty() {
         return Err(Error::Invalid("the prompt has no tokens".into()));
     }
-    let mut cache = model.new_cache(1);
     let mut last = None;
-    for chunk in prompt.chunks(PREFILL_CHUNK) {
-        last = Some(model.forward_last(&[chunk.to_vec()], &mut cache)?);
+    for chunk in ids.chunks(PREFILL_CHUNK) {
+        last = Some(model.forward_last(&[chunk.to_vec()], cache)?);
     }
     let mut rows = last.ok_or_else(|| Error::Invalid("empty prompt".into()))?;
-    Ok((cache, rows.remove(0)))
+    Ok(rows.remove(0))
 }
 
 /// Checks that the prompt and the continuation fit the model's context.

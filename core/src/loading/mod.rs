@@ -3,5 +3,6 @@
 
 pub mod gguf;
 pub mod model_files;
+pub mod safetensors;
 
 pub use model_files::{ModelPath, TextAssets};

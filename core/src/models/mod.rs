@@ -1,3 +1,4 @@
-//! Models: the decoder that generates and trains (and, later, the sentence encoder).
+//! Models: the decoder that generates and trains, and the sentence encoder that scores.
 
 pub mod decoder;
+pub mod encoder;

@@ -189,3 +189,52 @@ pub fn softmax_rows(x: &mut [f32], cols: usize) {
         row.iter_mut().for_each(|v| *v *= inv);
     });
 }
+
+/// LayerNorm of each row of `x` (`[rows, d]`) in place: `(x - mean) / sqrt(var + eps) * w + b`
+/// with the biased variance, as torch computes it.
+pub fn layer_norm_rows(x: &mut [f32], d: usize, weight: &[f32], bias: &[f32], eps: f32) {
+    x.par_chunks_mut(d * 64).for_each(|block| {
+        for row in block.chunks_exact_mut(d) {
+            let mean = row.iter().sum::<f32>() / d as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+            let inv = 1.0 / (var + eps).sqrt();
+            for ((v, w), b) in row.iter_mut().zip(weight).zip(bias) {
+                *v = (*v - mean) * inv * w + b;
+            }
+        }
+    });
+}
+
+/// Adds `bias` (`[d]`) to every row of `x` (`[rows, d]`).
+pub fn add_bias_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+    }
+}
+
+/// `erf(x)` to about 1e-7 absolute (Abramowitz & Stegun 7.1.26 evaluated in f64): the exact
+/// GELU of BERT needs it and Rust's std has no stable `erf`.
+pub fn erf(x: f32) -> f32 {
+    let x = f64::from(x);
+    let t = 1.0 / (1.0 + 0.327_591_1 * x.abs());
+    let poly =
+        t * (0.254_829_592 + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+    let y = 1.0 - poly * (-x * x).exp();
+    (if x < 0.0 { -y } else { y }) as f32
+}
+
+/// Activation functions of encoder feed-forward layers, in place.
+pub fn activation_rows(x: &mut [f32], act: &str) {
+    x.par_chunks_mut(4096).for_each(|block| match act {
+        // HF "gelu": the exact form 0.5 x (1 + erf(x / sqrt 2)).
+        "gelu" => block
+            .iter_mut()
+            .for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
+        // "gelu_new" / "gelu_pytorch_tanh": the tanh approximation.
+        "gelu_new" | "gelu_pytorch_tanh" => block.iter_mut().for_each(|v| {
+            let x = *v;
+            *v = 0.5 * x * (1.0 + (0.797_884_6 * (x + 0.044_715 * x * x * x)).tanh());
+        }),
+        _ => block.iter_mut().for_each(|v| *v = v.max(0.0)),
+    });
+}

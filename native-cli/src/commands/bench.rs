@@ -15,6 +15,9 @@ use sealong::generate::{self, GenerateOptions, SamplingParams};
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
         BenchCommand::Decode(a) => decode(a),
+        BenchCommand::Embed(a) => crate::commands::bench_scoring::embed(a),
+        BenchCommand::Mbr(a) => crate::commands::bench_scoring::mbr(a),
+        BenchCommand::Rouge(a) => crate::commands::bench_scoring::rouge(a),
     }
 }
 
@@ -26,7 +29,7 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn load1() -> f64 {
+pub(crate) fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
@@ -34,7 +37,7 @@ fn load1() -> f64 {
 }
 
 /// The smallest of `runs` timings of `f` (seconds), and all of them.
-fn best(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, Vec<f64>)> {
+pub(crate) fn best(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, Vec<f64>)> {
     let mut all = Vec::with_capacity(runs);
     for _ in 0..runs {
         all.push(f()?);
@@ -43,7 +46,7 @@ fn best(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, Vec<f64
     Ok((min, all.iter().map(|t| (t * 1000.0).round() / 1000.0).collect()))
 }
 
-fn figure(value: f64, unit: &str, runs: Vec<f64>) -> Value {
+pub(crate) fn figure(value: f64, unit: &str, runs: Vec<f64>) -> Value {
     json!({"value": (value * 1e4).round() / 1e4, "unit": unit, "load1": load1(), "runs_s": runs})
 }
 
@@ -146,12 +149,12 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
     Ok(())
 }
 
-fn rayon_threads() -> usize {
+pub(crate) fn rayon_threads() -> usize {
     sealong::generate::in_pool(sealong::quant::kernels::threads)
 }
 
 /// Built-in benchmark text when no --text is given: the shipped MuSiQue paragraphs.
-fn default_text() -> Result<String> {
+pub(crate) fn default_text() -> Result<String> {
     let p = Path::new("data/musique/paragraphs.jsonl");
     let lines = sealong::data::records::read_paragraphs(p)
         .context("no --text given and data/musique/paragraphs.jsonl is not here (run from the repository root)")?;

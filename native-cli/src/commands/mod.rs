@@ -1,10 +1,13 @@
 //! One module per `sealong` command.
 
 pub mod bench;
+pub mod bench_scoring;
 pub mod decode;
+pub mod embed;
 pub mod generate;
 pub mod models;
 pub mod sample;
+pub mod score;
 pub mod subem;
 pub mod synth;
 pub mod tokenize;

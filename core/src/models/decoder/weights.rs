@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::loading::ModelPath;
 use crate::loading::gguf::GgufTensorInfo;
 use crate::loading::model_files::{GgufFile, map_file};
+use crate::loading::safetensors::{DenseTensor, read_dense};
 use crate::models::decoder::config::DecoderConfig;
 use crate::quant::{QuantMatrix, WeightFormat, dequantize};
 
@@ -209,30 +210,9 @@ impl DecoderWeights {
         for file in files {
             let bytes = map_file(&file)?;
             let label = file.display().to_string();
-            let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
-                path: label.clone(),
-                message: format!("{e} (corrupt or truncated file?)"),
-            })?;
-            for (name, view) in st.tensors() {
-                // Buffers some checkpoints carry that are recomputed here.
-                if name.ends_with("rotary_emb.inv_freq") {
-                    continue;
-                }
-                let shape = view.shape().to_vec();
-                let n: usize = shape.iter().product();
-                let format = match view.dtype() {
-                    safetensors::Dtype::F32 => WeightFormat::F32,
-                    safetensors::Dtype::F16 => WeightFormat::F16,
-                    safetensors::Dtype::BF16 => WeightFormat::BF16,
-                    other => {
-                        return Err(Error::Safetensors {
-                            path: label.clone(),
-                            message: format!("tensor {name:?} has dtype {other:?} (F32, F16 and BF16 are supported)"),
-                        });
-                    }
-                };
-                let mut out = vec![0.0; n];
-                dequantize(format, view.data(), &mut out);
+            let read = read_dense(&bytes, &label, |name| name.ends_with("rotary_emb.inv_freq"))?;
+            for DenseTensor { name, shape, data } in read {
+                let out = data;
                 if tensors.contains_key(&name) {
                     return Err(Error::Safetensors {
                         path: label.clone(),
@@ -303,7 +283,7 @@ impl DecoderWeights {
 }
 
 /// The safetensors files of an HF directory: the index's shards, or the single file.
-fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+pub(crate) fn safetensors_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let bytes = std::fs::read(&index).map_err(|e| Error::io(&index, e))?;

@@ -1,0 +1,457 @@
+//! The encoder on host buffers (the CPU engine), the twin of the burn encoder in `model.rs`.
+//!
+//! A batch is never padded: the token rows of all its sentences are stacked into one
+//! `[tokens, hidden]` matrix for every linear layer (one large GEMM), and attention runs per
+//! sentence over its own tokens. Padding therefore cannot change a result, and no work is spent
+//! on pad positions.
+//!
+//! Speed: the linear layers are ~60% of the time (the `gemm` crate); their weights are kept
+//! transposed (`[in, out]`), so packing them is a contiguous copy rather than a strided gather.
+//! Everything between them is fused per row (bias + GELU; bias + residual + LayerNorm) and
+//! written so LLVM vectorizes it: no libm calls in the loops (GELU's erf is a rational
+//! approximation, softmax's exp a polynomial), reductions in 16 lanes, attention as axpy loops
+//! over a transposed K. Those loops are compiled a second time for AVX2+FMA and picked at run
+//! time (the crate is built for baseline x86-64, whose SSE2 is 4 lanes wide).
+
+use rayon::prelude::*;
+
+use crate::models::encoder::config::{EncoderConfig, Pooling};
+use crate::models::encoder::weights::EncoderWeights;
+use crate::ops::host;
+
+/// Defines `fn $name(args)` that runs `$imp(args)` through a copy compiled for AVX2+FMA when
+/// this CPU has them, else as built. `$imp` must be `#[inline(always)]` so its body is compiled
+/// into each copy.
+macro_rules! multiversion {
+    ($name:ident => $imp:ident($($a:ident: $t:ty),* $(,)?)) => {
+        fn $name($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn avx2($($a: $t),*) {
+                    $imp($($a),*)
+                }
+                if crate::quant::kernels::isa() != crate::quant::kernels::Isa::Portable {
+                    // SAFETY: `isa()` detected AVX2 and FMA on this CPU at run time.
+                    unsafe { avx2($($a),*) };
+                    return;
+                }
+            }
+            $imp($($a),*)
+        }
+    };
+}
+
+multiversion!(attend => attend_impl(heads: &Heads<'_>, out: &mut [f32]));
+multiversion!(bias_gelu => bias_gelu_impl(block: &mut [f32], bias: &[f32]));
+multiversion!(bias_residual_norm => bias_residual_norm_impl(
+    block: &mut [f32],
+    res: &[f32],
+    bias: &[f32],
+    weight: &[f32],
+    beta: &[f32],
+    eps: f32,
+));
+
+/// One layer's linear weights transposed to `[in, out]` row-major (biases and norms stay in
+/// [`EncoderWeights`]).
+#[derive(Debug, Clone)]
+struct LayerT {
+    qkv: Vec<f32>,
+    attn_out: Vec<f32>,
+    inter: Vec<f32>,
+    out: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CpuEncoder {
+    pub config: EncoderConfig,
+    /// Embeddings, biases and norms; the layers' linear matrices are moved into `layers_t`.
+    weights: EncoderWeights,
+    layers_t: Vec<LayerT>,
+}
+
+/// `w` (`[rows, cols]` row-major) transposed to `[cols, rows]`.
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0f32; w.len()];
+    const B: usize = 32;
+    for r0 in (0..rows).step_by(B) {
+        for c0 in (0..cols).step_by(B) {
+            for r in r0..(r0 + B).min(rows) {
+                for c in c0..(c0 + B).min(cols) {
+                    t[c * rows + r] = w[r * cols + c];
+                }
+            }
+        }
+    }
+    t
+}
+
+impl CpuEncoder {
+    pub fn new(config: EncoderConfig, mut weights: EncoderWeights) -> Self {
+        let (h, inter) = (config.hidden_size, config.intermediate_size);
+        let layers_t = weights
+            .layers
+            .iter_mut()
+            .map(|l| LayerT {
+                qkv: transpose(&std::mem::take(&mut l.qkv), 3 * h, h),
+                attn_out: transpose(&std::mem::take(&mut l.attn_out), h, h),
+                inter: transpose(&std::mem::take(&mut l.inter), inter, h),
+                out: transpose(&std::mem::take(&mut l.out), h, inter),
+            })
+            .collect();
+        CpuEncoder {
+            config,
+            weights,
+            layers_t,
+        }
+    }
+
+    /// Last hidden states of each sequence (`ids` include the special tokens), `[len, hidden]`.
+    pub fn hidden_states(&self, seqs: &[Vec<u32>]) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        let w = &self.weights;
+        let (h, inter) = (c.hidden_size, c.intermediate_size);
+        let eps = c.layer_norm_eps as f32;
+        let offsets: Vec<usize> = std::iter::once(0)
+            .chain(seqs.iter().scan(0, |acc, s| {
+                *acc += s.len();
+                Some(*acc)
+            }))
+            .collect();
+        let t = offsets[seqs.len()];
+        // Embeddings: word + position + token type 0, then LayerNorm.
+        let mut x = vec![0.0f32; t * h];
+        for (s, ids) in seqs.iter().enumerate() {
+            for (p, &id) in ids.iter().enumerate() {
+                let row = &mut x[(offsets[s] + p) * h..(offsets[s] + p + 1) * h];
+                let pos = c.position_offset() + p;
+                let we = &w.word[id as usize * h..(id as usize + 1) * h];
+                let pe = &w.position[pos * h..(pos + 1) * h];
+                for (((o, a), b), tt) in row.iter_mut().zip(we).zip(pe).zip(&w.token_type0) {
+                    *o = a + b + tt;
+                }
+            }
+        }
+        host::layer_norm_rows(&mut x, h, &w.embed_norm.0, &w.embed_norm.1, eps);
+        for (l, lt) in w.layers.iter().zip(&self.layers_t) {
+            let qkv = linear(&x, t, &lt.qkv, 3 * h, h);
+            let ctx = self.attention(&qkv, &l.qkv_bias, &offsets);
+            let mut a = linear(&ctx, t, &lt.attn_out, h, h);
+            bias_residual_norm_rows(&mut a, &l.attn_out_bias, &x, &l.attn_norm.0, &l.attn_norm.1, eps);
+            let mut f = linear(&a, t, &lt.inter, inter, h);
+            bias_activation_rows(&mut f, &l.inter_bias, &c.hidden_act);
+            let mut o = linear(&f, t, &lt.out, h, inter);
+            bias_residual_norm_rows(&mut o, &l.out_bias, &a, &l.out_norm.0, &l.out_norm.1, eps);
+            x = o;
+        }
+        (0..seqs.len())
+            .map(|s| x[offsets[s] * h..offsets[s + 1] * h].to_vec())
+            .collect()
+    }
+
+    /// Self-attention of every sequence over its own tokens; `qkv` is `[tokens, 3 hidden]`
+    /// before its bias `qkv_bias` (added here). A task is one sequence with all its heads (its
+    /// rows then stay in cache), or with fewer heads when there are too few sequences to keep
+    /// every thread busy.
+    fn attention(&self, qkv: &[f32], qkv_bias: &[f32], offsets: &[usize]) -> Vec<f32> {
+        let c = &self.config;
+        let (h, nh, hd) = (c.hidden_size, c.num_attention_heads, c.head_dim());
+        let scale = 1.0 / (hd as f32).sqrt();
+        let seqs = offsets.len() - 1;
+        let t = offsets[seqs];
+        let threads = rayon::current_num_threads().max(1);
+        // Heads per task: all of them, or fewer so that there are about 2 tasks per thread.
+        let per = if seqs >= 2 * threads {
+            nh
+        } else {
+            nh.div_ceil((2 * threads).div_ceil(seqs.max(1))).max(1)
+        };
+        let tasks: Vec<(usize, usize, usize)> = (0..seqs)
+            .flat_map(|s| (0..nh).step_by(per).map(move |h0| (s, h0, (h0 + per).min(nh))))
+            .collect();
+        let outs: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(s, h0, h1)| {
+                let (a, b) = (offsets[s], offsets[s + 1]);
+                let heads = Heads {
+                    qkv: &qkv[a * 3 * h..b * 3 * h],
+                    bias: qkv_bias,
+                    len: b - a,
+                    h,
+                    hd,
+                    heads: h0..h1,
+                    scale,
+                };
+                let mut out = vec![0.0f32; heads.len * (h1 - h0) * hd];
+                attend(&heads, &mut out);
+                out
+            })
+            .collect();
+        let mut ctx = vec![0.0f32; t * h];
+        for (&(s, h0, h1), out) in tasks.iter().zip(&outs) {
+            let w = (h1 - h0) * hd;
+            for (i, o) in out.chunks_exact(w).enumerate() {
+                ctx[(offsets[s] + i) * h + h0 * hd..][..w].copy_from_slice(o);
+            }
+        }
+        ctx
+    }
+
+    /// Pooled sentence vectors (before any normalization).
+    pub fn pooled(&self, seqs: &[Vec<u32>], pooling: Pooling) -> Vec<Vec<f32>> {
+        let h = self.config.hidden_size;
+        self.hidden_states(seqs)
+            .into_iter()
+            .map(|states| pool(&states, h, pooling))
+            .collect()
+    }
+}
+
+
+/// `x [m, k] · wt [k, n]` (`wt` is a weight `[n, k]` transposed).
+fn linear(x: &[f32], m: usize, wt: &[f32], n: usize, k: usize) -> Vec<f32> {
+    let mut y = vec![0.0f32; m * n];
+    host::gemm_raw(m, n, k, &mut y, n, x, k, false, wt, n, false);
+    y
+}
+
+/// Attention heads `heads` of one sequence: rows of `qkv` (`[len, 3 h]`, before `bias`).
+struct Heads<'a> {
+    qkv: &'a [f32],
+    bias: &'a [f32],
+    len: usize,
+    h: usize,
+    hd: usize,
+    heads: std::ops::Range<usize>,
+    scale: f32,
+}
+
+/// `out [len, heads × hd]` = softmax(q kᵀ · scale) v for each head. K is gathered transposed
+/// (`[hd, len]`) so scores are axpy loops over positions, and V contiguous; biases are added
+/// while gathering.
+#[inline(always)]
+fn attend_impl(heads: &Heads<'_>, out: &mut [f32]) {
+    let Heads {
+        qkv, bias, len, h, hd, scale, ..
+    } = *heads;
+    let w = heads.heads.len() * hd;
+    let mut kt = vec![0.0f32; hd * len];
+    let mut v = vec![0.0f32; len * hd];
+    let mut q = vec![0.0f32; hd];
+    let mut p = vec![0.0f32; len];
+    for (k, hh) in heads.heads.clone().enumerate() {
+        let at = hh * hd;
+        let part = |i: usize, p: usize| &qkv[i * 3 * h + p * h + at..][..hd];
+        let bq = &bias[at..at + hd];
+        let bk = &bias[h + at..h + at + hd];
+        let bv = &bias[2 * h + at..2 * h + at + hd];
+        for j in 0..len {
+            for (d, (&x, &b)) in part(j, 1).iter().zip(bk).enumerate() {
+                kt[d * len + j] = x + b;
+            }
+            for ((o, &x), &b) in v[j * hd..(j + 1) * hd].iter_mut().zip(part(j, 2)).zip(bv) {
+                *o = x + b;
+            }
+        }
+        for i in 0..len {
+            for ((q, &x), &b) in q.iter_mut().zip(part(i, 0)).zip(bq) {
+                *q = x + b;
+            }
+            p.iter_mut().for_each(|p| *p = 0.0);
+            for (d, &qd) in q.iter().enumerate() {
+                for (p, &x) in p.iter_mut().zip(&kt[d * len..(d + 1) * len]) {
+                    *p += qd * x;
+                }
+            }
+            let m = p.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+            p.iter_mut().for_each(|x| *x = exp_f32(*x * scale - m));
+            let z = lane_sum(&p);
+            let o = &mut out[i * w + k * hd..][..hd];
+            o.iter_mut().for_each(|o| *o = 0.0);
+            for (&pj, vj) in p.iter().zip(v.chunks_exact(hd)) {
+                for (o, &x) in o.iter_mut().zip(vj) {
+                    *o += pj * x;
+                }
+            }
+            let inv = 1.0 / z;
+            o.iter_mut().for_each(|o| *o *= inv);
+        }
+    }
+}
+
+/// Sum in 16 lanes (vectorizable; a sequential f32 sum is not).
+#[inline(always)]
+fn lane_sum(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let chunks = x.chunks_exact(16);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a += v;
+        }
+    }
+    let mut s = acc.iter().sum::<f32>();
+    for &v in rest {
+        s += v;
+    }
+    s
+}
+
+/// `e^x` in f32 without libm (Cephes' expf polynomial, relative error ~2e-7), so loops over it
+/// vectorize. Inputs below -87 give ~e^-87 rather than a denormal.
+#[inline(always)]
+fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    let r = x - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5.000_000_1e-1;
+    let y = p * r * r + r + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// `erf(x)` in f32 as a rational function on [-4, 4] (Eigen's `generic_fast_erf_float`; absolute
+/// error below 5e-7), vectorizable.
+#[inline(always)]
+fn erf_f32(x: f32) -> f32 {
+    let x = x.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_3e-10f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_599_8e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5f32;
+    q = q * x2 - 2.133_740_5e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329_2e-3;
+    q = q * x2 - 1.426_473_9e-2;
+    x * p / q
+}
+
+/// `x += bias` per row, then the activation (HF "gelu" is the exact erf form).
+fn bias_activation_rows(x: &mut [f32], bias: &[f32], act: &str) {
+    if act != "gelu" {
+        host::add_bias_rows(x, bias);
+        host::activation_rows(x, act);
+        return;
+    }
+    let d = bias.len();
+    x.par_chunks_mut(d * 16).for_each(|block| bias_gelu(block, bias));
+}
+
+#[inline(always)]
+fn bias_gelu_impl(block: &mut [f32], bias: &[f32]) {
+    for row in block.chunks_exact_mut(bias.len()) {
+        for (v, &b) in row.iter_mut().zip(bias) {
+            let x = *v + b;
+            *v = 0.5 * x * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+/// `y = LayerNorm(y + bias + residual)` per row of `d = bias.len()`.
+fn bias_residual_norm_rows(y: &mut [f32], bias: &[f32], residual: &[f32], weight: &[f32], beta: &[f32], eps: f32) {
+    let d = bias.len();
+    y.par_chunks_mut(d * 16)
+        .zip(residual.par_chunks(d * 16))
+        .for_each(|(block, res)| bias_residual_norm(block, res, bias, weight, beta, eps));
+}
+
+#[inline(always)]
+fn bias_residual_norm_impl(block: &mut [f32], res: &[f32], bias: &[f32], weight: &[f32], beta: &[f32], eps: f32) {
+    let d = bias.len();
+    for (row, r) in block.chunks_exact_mut(d).zip(res.chunks_exact(d)) {
+        for ((v, &b), &r) in row.iter_mut().zip(bias).zip(r) {
+            *v = *v + b + r;
+        }
+        let mean = lane_sum(row) / d as f32;
+        let mut acc = [0.0f32; 16];
+        let chunks = row.chunks_exact(16);
+        let rest = chunks.remainder();
+        for c in chunks {
+            for (a, &v) in acc.iter_mut().zip(c) {
+                *a += (v - mean) * (v - mean);
+            }
+        }
+        let mut var = acc.iter().sum::<f32>();
+        for &v in rest {
+            var += (v - mean) * (v - mean);
+        }
+        let inv = 1.0 / (var / d as f32 + eps).sqrt();
+        for ((v, &w), &b) in row.iter_mut().zip(weight).zip(beta) {
+            *v = (*v - mean) * inv * w + b;
+        }
+    }
+}
+
+/// Pools `[len, hidden]` token states into one vector (sentence-transformers' Pooling: mean
+/// over the attended tokens, the first token, or the element-wise max).
+pub fn pool(states: &[f32], h: usize, pooling: Pooling) -> Vec<f32> {
+    let len = states.len() / h;
+    match pooling {
+        Pooling::Cls => states[..h].to_vec(),
+        Pooling::Mean => {
+            let mut v = vec![0.0f32; h];
+            for row in states.chunks_exact(h) {
+                v.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
+            v.iter_mut().for_each(|a| *a /= len.max(1) as f32);
+            v
+        }
+        Pooling::Max => {
+            let mut v = vec![f32::NEG_INFINITY; h];
+            for row in states.chunks_exact(h) {
+                v.iter_mut().zip(row).for_each(|(a, b)| *a = a.max(*b));
+            }
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fast_exp_and_erf_are_close_to_libm() {
+        let mut worst_exp = 0.0f64;
+        let mut worst_erf = 0.0f64;
+        for i in -20_000..=2_000 {
+            let x = i as f32 / 200.0; // -100 .. 10
+            let want = f64::from(x).exp();
+            let got = f64::from(exp_f32(x));
+            if x > -87.0 {
+                worst_exp = worst_exp.max((got - want).abs() / want);
+            }
+        }
+        for i in -10_000..=10_000 {
+            let x = i as f32 / 1000.0; // -10 .. 10
+            worst_erf = worst_erf.max((f64::from(erf_f32(x)) - f64::from(host::erf(x))).abs());
+        }
+        assert!(worst_exp < 5e-7, "exp relative error {worst_exp}");
+        assert!(worst_erf < 8e-7, "erf absolute error {worst_erf}");
+        assert_eq!(exp_f32(0.0), 1.0);
+        assert!(exp_f32(-1000.0) < 1e-37);
+    }
+
+    #[test]
+    fn transpose_and_lane_sum() {
+        let w: Vec<f32> = (0..35).map(|i| i as f32).collect();
+        let t = transpose(&w, 5, 7);
+        for r in 0..5 {
+            for c in 0..7 {
+                assert_eq!(t[c * 5 + r], w[r * 7 + c]);
+            }
+        }
+        let x: Vec<f32> = (0..37).map(|i| i as f32).collect();
+        assert_eq!(lane_sum(&x), (0..37).sum::<i32>() as f32);
+    }
+}

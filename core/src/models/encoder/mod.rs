@@ -1,0 +1,213 @@
+//! The sentence encoder: a BERT-family transformer (BERT, MiniLM, RoBERTa, XLM-R) with
+//! sentence-transformers' tokenization limits, pooling and normalization. MBR's default utility
+//! is the cosine between these embeddings.
+//!
+//! Files come as bytes ([`EncoderFiles`]) so the browser build can load them the same way as
+//! the CLI does from a directory.
+
+pub mod config;
+pub mod cpu;
+pub mod model;
+pub mod weights;
+
+use burn::tensor::Device;
+
+use crate::error::{Error, Result};
+use crate::text::Tokenizer;
+
+pub use config::{EncoderConfig, Pooling, SentenceConfig};
+pub use cpu::CpuEncoder;
+pub use model::BurnEncoder;
+pub use weights::EncoderWeights;
+
+/// The files of a sentence-transformers model directory, as bytes.
+pub struct EncoderFiles<'a> {
+    /// Where they came from (for error messages).
+    pub source: String,
+    pub config_json: &'a [u8],
+    pub tokenizer_json: &'a [u8],
+    /// `(label, bytes)` of each safetensors file.
+    pub safetensors: Vec<(String, &'a [u8])>,
+    pub pooling_json: Option<&'a [u8]>,
+    pub sentence_config_json: Option<&'a [u8]>,
+    pub modules_json: Option<&'a [u8]>,
+}
+
+/// Turns texts into sentence vectors exactly as `SentenceTransformer.encode` does.
+#[derive(Debug, Clone)]
+pub struct SentenceEmbedder {
+    pub sentence: SentenceConfig,
+    tokenizer: Tokenizer,
+    engine: EncoderEngine,
+}
+
+/// The encoder as the device runs it best: host buffers on the CPU, burn on a GPU.
+#[derive(Debug, Clone)]
+pub enum EncoderEngine {
+    Cpu(Box<CpuEncoder>),
+    Burn(Box<BurnEncoder>),
+}
+
+/// Sentences per forward pass: bounds the activation memory (the batch is not padded, so the
+/// size does not change results).
+const FORWARD_BATCH: usize = 64;
+
+impl SentenceEmbedder {
+    /// Loads the files for the CPU (host engine).
+    pub fn from_files(files: &EncoderFiles<'_>) -> Result<Self> {
+        Self::from_files_on(files, None)
+    }
+
+    /// Loads the files for the host engine (`None`) or for the burn encoder on `device` (how a
+    /// GPU runs it; on the CPU backend it is the twin the tests compare with the host engine).
+    pub fn from_files_on(files: &EncoderFiles<'_>, device: Option<&Device>) -> Result<Self> {
+        let config = EncoderConfig::from_json(files.config_json, &files.source)?;
+        let sentence = SentenceConfig::from_files(
+            files.pooling_json,
+            files.sentence_config_json,
+            files.modules_json,
+            &config,
+            &files.source,
+        )?;
+        // sentence-transformers ignores the truncation/padding a tokenizer.json may carry
+        // (MiniLM's says 128 and pads): no padding, truncation at max_seq_length, specials
+        // included.
+        let tokenizer = Tokenizer::from_json_bytes(files.tokenizer_json, format!("{}/tokenizer.json", files.source))?
+            .truncating(sentence.max_seq_length)?;
+        if tokenizer.vocab_size() > config.vocab_size {
+            return Err(Error::Model {
+                path: files.source.clone(),
+                message: format!(
+                    "tokenizer has {} tokens but the model's vocab_size is {}",
+                    tokenizer.vocab_size(),
+                    config.vocab_size
+                ),
+            });
+        }
+        let weights = EncoderWeights::from_safetensors(&files.safetensors, &config, &files.source)?;
+        let engine = match device {
+            Some(d) => EncoderEngine::Burn(Box::new(BurnEncoder::new(config, &weights, d))),
+            None => EncoderEngine::Cpu(Box::new(CpuEncoder::new(config, weights))),
+        };
+        Ok(SentenceEmbedder {
+            sentence,
+            tokenizer,
+            engine,
+        })
+    }
+
+    /// Loads a sentence-transformers (or plain HF BERT-family) directory.
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load_dir(dir: &std::path::Path) -> Result<Self> {
+        Self::load_dir_on(dir, None)
+    }
+
+    /// Loads a directory for `device` (see [`SentenceEmbedder::from_files_on`]).
+    #[cfg(not(target_family = "wasm"))]
+    pub fn load_dir_on(dir: &std::path::Path, device: Option<&Device>) -> Result<Self> {
+        let read = |name: &str| -> Result<Vec<u8>> {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| Error::io(&p, e))
+        };
+        let optional = |name: &str| -> Result<Option<Vec<u8>>> {
+            let p = dir.join(name);
+            if p.is_file() { read(name).map(Some) } else { Ok(None) }
+        };
+        if !dir.is_dir() {
+            return Err(Error::Model {
+                path: dir.display().to_string(),
+                message: "not a directory (an embedder is a sentence-transformers or HF model directory)".into(),
+            });
+        }
+        let config_json = read("config.json")?;
+        let tokenizer_json = read("tokenizer.json")?;
+        let pooling = optional("1_Pooling/config.json")?;
+        let st = optional("sentence_bert_config.json")?;
+        let modules = optional("modules.json")?;
+        let files = crate::models::decoder::weights::safetensors_files(dir)?;
+        let maps = files
+            .iter()
+            .map(|f| crate::loading::model_files::map_file(f))
+            .collect::<Result<Vec<_>>>()?;
+        let safetensors = files
+            .iter()
+            .zip(&maps)
+            .map(|(f, m)| (f.display().to_string(), &m[..]))
+            .collect();
+        Self::from_files_on(
+            &EncoderFiles {
+                source: dir.display().to_string(),
+                config_json: &config_json,
+                tokenizer_json: &tokenizer_json,
+                safetensors,
+                pooling_json: pooling.as_deref(),
+                sentence_config_json: st.as_deref(),
+                modules_json: modules.as_deref(),
+            },
+            device,
+        )
+    }
+
+    /// Embedding width.
+    pub fn dim(&self) -> usize {
+        self.config().hidden_size
+    }
+
+    pub fn config(&self) -> &EncoderConfig {
+        match &self.engine {
+            EncoderEngine::Cpu(e) => &e.config,
+            EncoderEngine::Burn(e) => &e.config,
+        }
+    }
+
+    /// Which engine runs: "cpu-engine" or "burn".
+    pub fn engine_name(&self) -> &'static str {
+        match &self.engine {
+            EncoderEngine::Cpu(_) => "cpu-engine",
+            EncoderEngine::Burn(_) => "burn",
+        }
+    }
+
+    /// The ids the model sees for `text`: `[CLS] ... [SEP]`, truncated to max_seq_length.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(text, true)
+    }
+
+    /// Sentence vectors of `texts` (normalized when the model's modules say so).
+    pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(FORWARD_BATCH) {
+            let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+            let pooled = match &self.engine {
+                EncoderEngine::Cpu(e) => e.pooled(&ids, self.sentence.pooling),
+                EncoderEngine::Burn(e) => {
+                    let t = e.pooled(&ids, self.sentence.pooling);
+                    let d = t.dims()[1];
+                    let flat: Vec<f32> = t
+                        .into_data()
+                        .try_into_vec_as::<f32>()
+                        .map_err(|e| Error::Invalid(format!("reading embeddings back from the device: {e:?}")))?;
+                    flat.chunks_exact(d).map(<[f32]>::to_vec).collect()
+                }
+            };
+            for mut v in pooled {
+                if self.sentence.normalize {
+                    normalize(&mut v);
+                }
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `v / max(|v|, 1e-12)` (torch's `F.normalize`, which sentence-transformers' Normalize uses).
+pub fn normalize(v: &mut [f32]) {
+    let n = v
+        .iter()
+        .map(|x| f64::from(*x) * f64::from(*x))
+        .sum::<f64>()
+        .sqrt()
+        .max(1e-12);
+    v.iter_mut().for_each(|x| *x = (f64::from(*x) / n) as f32);
+}

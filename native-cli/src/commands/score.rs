@@ -1,0 +1,291 @@
+//! `sealong score`: MBR scoring of each question's N samples (SEALONG stage 3). Writes the
+//! sample record plus `method`, `scores`, `chosen`, `rejected` (and `sub_em` per sample when
+//! gold answers are present, for diagnostics only), optionally the preference pairs, and the
+//! summary the reference prints (SubEM x 100 of oracle, random, average, MBR, chosen,
+//! rejected). Both outputs are appended record by record and resumed by id.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use sealong::data::jsonl::{self, Appender};
+use sealong::data::samples::{self, SampleSet};
+use sealong::eval::sub_em;
+use sealong::mbr::judge::{self, Judge};
+use sealong::mbr::{self, Selection, embedding, rouge};
+use sealong::models::encoder::SentenceEmbedder;
+use sealong::rng;
+use serde_json::{Value, json};
+
+use crate::args::{ScoreArgs, ScoreMethod};
+use crate::commands::decode::LoadedDecoder;
+use crate::{progress, provision};
+
+/// The loaded scorer of a run.
+enum Scorer {
+    Embedding(Box<SentenceEmbedder>),
+    RougeL,
+    Judge(Box<LoadedDecoder>),
+    Random,
+}
+
+pub fn method_name(m: ScoreMethod) -> &'static str {
+    match m {
+        ScoreMethod::Embedding => "embedding",
+        ScoreMethod::RougeL => "rouge-l",
+        ScoreMethod::SelfEval => "self-eval",
+        ScoreMethod::RefSelfEval => "ref-self-eval",
+        ScoreMethod::Random => "random",
+    }
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    path.with_file_name(format!("{stem}{suffix}"))
+}
+
+pub fn run(args: ScoreArgs) -> Result<()> {
+    if args.out == args.input || args.pairs.as_ref() == Some(&args.input) {
+        bail!("--out and --pairs must differ from --input (the input would be overwritten)");
+    }
+    let sets = samples::read(&args.input)?;
+    // Check every record before any work, so a bad line fails fast and writes nothing.
+    for l in &sets {
+        let n = l.value.texts.len();
+        if n < 2 {
+            bail!(
+                "{}:{}: record {:?} has {n} sample(s); MBR needs at least 2 (sample with --n 2 or more)",
+                args.input.display(),
+                l.line,
+                l.value.id
+            );
+        }
+        if args.method == ScoreMethod::SelfEval && l.value.context().is_none() {
+            bail!(
+                "{}:{}: record {:?}: self-eval needs the question and its context, but the prompt does not end \
+                 with the record's \"question\"",
+                args.input.display(),
+                l.line,
+                l.value.id
+            );
+        }
+        if args.method == ScoreMethod::RefSelfEval && l.value.question.is_none() {
+            bail!(
+                "{}:{}: record {:?} has no \"question\"",
+                args.input.display(),
+                l.line,
+                l.value.id
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for l in &sets {
+        if !seen.insert(l.value.id.clone()) {
+            bail!("{}:{}: id {:?} appears twice", args.input.display(), l.line, l.value.id);
+        }
+    }
+    let scored_done = jsonl::existing_ids(&args.out, "id")?;
+    let pairs_done = match &args.pairs {
+        Some(p) => jsonl::existing_ids(p, "id")?,
+        None => HashSet::new(),
+    };
+    let todo: Vec<_> = sets
+        .iter()
+        .filter(|l| !scored_done.contains(&l.value.id) || (args.pairs.is_some() && !pairs_done.contains(&l.value.id)))
+        .collect();
+    if !scored_done.is_empty() {
+        eprintln!(
+            "resuming {}: {} of {} questions already scored",
+            args.out.display(),
+            sets.len() - todo.len(),
+            sets.len()
+        );
+    }
+    if !todo.is_empty() {
+        let scorer = load_scorer(&args)?;
+        let mut out = Appender::open(&args.out)?;
+        let mut pairs = args.pairs.as_ref().map(|p| Appender::open(p)).transpose()?;
+        let bar = progress::bar(todo.len() as u64, "questions");
+        for l in todo {
+            let set = &l.value;
+            let (sel, extra) = score_one(&scorer, set, &args)
+                .with_context(|| format!("{}:{} (id {:?})", args.input.display(), l.line, set.id))?;
+            if let Some(p) = pairs.as_mut()
+                && !pairs_done.contains(&set.id)
+            {
+                let (chosen, rejected) = (&set.texts[sel.chosen], &set.texts[sel.rejected]);
+                p.append(&json!({
+                    "id": set.id, "prompt": set.prompt, "chosen": chosen, "rejected": rejected,
+                    "messages": [{"role": "user", "content": set.prompt}, {"role": "assistant", "content": chosen}],
+                }))?;
+            }
+            if !scored_done.contains(&set.id) {
+                let mut rec = set.raw.clone();
+                rec.insert("method".into(), json!(method_name(args.method)));
+                rec.insert("scores".into(), json!(sel.scores));
+                rec.insert("chosen".into(), json!(sel.chosen));
+                rec.insert("rejected".into(), json!(sel.rejected));
+                rec.insert("rejected_pool".into(), json!(sel.rejected_pool));
+                if !set.answers.is_empty() {
+                    let sub: Vec<bool> = set.texts.iter().map(|t| sub_em(t, &set.answers)).collect();
+                    rec.insert("sub_em".into(), json!(sub));
+                }
+                for (k, v) in extra {
+                    rec.insert(k, v);
+                }
+                out.append(&Value::Object(rec))?;
+            }
+            bar.inc(1);
+        }
+        bar.finish();
+    }
+    let summary = summarize(&args.out, args.seed.seed)?;
+    let summary_path = args
+        .summary
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.out, ".summary.json"));
+    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", summary_path.display()))?;
+    print_summary(&summary);
+    eprintln!("wrote {} and {}", args.out.display(), summary_path.display());
+    Ok(())
+}
+
+fn load_scorer(args: &ScoreArgs) -> Result<Scorer> {
+    Ok(match args.method {
+        ScoreMethod::Embedding => {
+            let dir = provision::resolve_model(&args.embedder)?;
+            let device = crate::device::select(args.device.device)?;
+            let on = (!sealong::nn::linear::is_host_cpu(&device)).then_some(&device);
+            let e = SentenceEmbedder::load_dir_on(&dir, on)
+                .with_context(|| format!("loading the embedder {}", dir.display()))?;
+            Scorer::Embedding(Box::new(e))
+        }
+        ScoreMethod::RougeL => Scorer::RougeL,
+        ScoreMethod::SelfEval | ScoreMethod::RefSelfEval => {
+            Scorer::Judge(Box::new(LoadedDecoder::load(&args.judge, &args.device)?))
+        }
+        ScoreMethod::Random => Scorer::Random,
+    })
+}
+
+/// Scores one question: the selection and any extra fields for its record.
+fn score_one(scorer: &Scorer, set: &SampleSet, args: &ScoreArgs) -> Result<(Selection, Vec<(String, Value)>)> {
+    let n = set.texts.len();
+    let mut rng = rng::for_item(args.seed.seed, &format!("{}#score", set.id));
+    let mut extra = Vec::new();
+    let sel = match scorer {
+        Scorer::Embedding(e) => {
+            let texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
+            let emb = e.embed(&texts)?;
+            let sim = embedding::similarity_matrix(&emb)?;
+            extra.push(("embedder".to_string(), json!(args.embedder)));
+            mbr::select_from_matrix(&sim, n, &mut rng)?
+        }
+        Scorer::RougeL => mbr::select_from_matrix(&rouge::rouge_l_f1_matrix(&set.texts), n, &mut rng)?,
+        Scorer::Judge(dec) => {
+            let j = Judge {
+                model: &dec.model,
+                text: &dec.text,
+                stop_ids: dec.stop_ids.clone(),
+                max_new_tokens: args.judge_max_new_tokens,
+            };
+            let question = set.question.as_deref().unwrap_or_default();
+            let out = if args.method == ScoreMethod::SelfEval {
+                let ctx = judge::context_of(set.context(), &set.id)?;
+                let o = j.rate(ctx, question, &set.texts)?;
+                let sel = mbr::select(&o.values, &mut rng)?;
+                (sel, o)
+            } else {
+                let o = j.same_answer_matrix(question, &set.texts)?;
+                let sel = mbr::select_from_matrix(&o.values, n, &mut rng)?;
+                (sel, o)
+            };
+            extra.push(("judge".to_string(), json!(args.judge)));
+            extra.push(("judge_calls".to_string(), json!(out.1.calls)));
+            extra.push(("judge_unparsed".to_string(), json!(out.1.unparsed)));
+            out.0
+        }
+        Scorer::Random => mbr::select_random(n, &mut rng)?,
+    };
+    Ok((sel, extra))
+}
+
+/// The reference's diagnostics over the whole scored file (so a resumed run reports all of it):
+/// SubEM x 100 of the best sample (oracle@N), a random sample, the mean over samples, the
+/// MBR-selected (highest score) sample, chosen and rejected.
+pub fn summarize(path: &Path, seed: u64) -> Result<Value> {
+    let lines = jsonl::read::<Value>(path)?;
+    let (mut n, mut with_gold) = (0usize, 0usize);
+    let mut sums = [0.0f64; 6];
+    let mut method = Value::Null;
+    for l in &lines {
+        n += 1;
+        let r = &l.value;
+        method = r.get("method").cloned().unwrap_or(Value::Null);
+        let Some(sub) = r.get("sub_em").and_then(Value::as_array) else {
+            continue;
+        };
+        let sub: Vec<bool> = sub.iter().map(|v| v.as_bool().unwrap_or(false)).collect();
+        let scores: Vec<f64> = r
+            .get("scores")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        let idx = |k: &str| r.get(k).and_then(Value::as_u64).map(|v| v as usize);
+        let (Some(chosen), Some(rejected)) = (idx("chosen"), idx("rejected")) else {
+            bail!("{}:{}: scored record without chosen/rejected", path.display(), l.line);
+        };
+        if sub.is_empty() || chosen >= sub.len() || rejected >= sub.len() || scores.len() != sub.len() {
+            bail!("{}:{}: scored record with inconsistent lengths", path.display(), l.line);
+        }
+        let id = jsonl::id_string(r, "id").unwrap_or_default();
+        let mut rr = rng::for_item(seed, &format!("{id}#random"));
+        let random = rand::RngExt::random_range(&mut rr, 0..sub.len());
+        let mbr_pick = mbr::select::first_argmax(&scores).unwrap_or(0);
+        let f = |b: bool| f64::from(u8::from(b));
+        with_gold += 1;
+        sums[0] += f(sub.iter().any(|&b| b));
+        sums[1] += f(sub[random]);
+        sums[2] += sub.iter().map(|&b| f(b)).sum::<f64>() / sub.len() as f64;
+        sums[3] += f(sub[mbr_pick]);
+        sums[4] += f(sub[chosen]);
+        sums[5] += f(sub[rejected]);
+    }
+    let pct = |s: f64| {
+        if with_gold == 0 {
+            Value::Null
+        } else {
+            json!((s / with_gold as f64 * 100.0 * 100.0).round() / 100.0)
+        }
+    };
+    Ok(json!({
+        "method": method, "questions": n, "questions_with_gold": with_gold,
+        "sub_em_max": pct(sums[0]), "sub_em_random": pct(sums[1]), "sub_em_average": pct(sums[2]),
+        "sub_em_prediction": pct(sums[3]), "sub_em_chosen": pct(sums[4]), "sub_em_rejected": pct(sums[5]),
+    }))
+}
+
+fn print_summary(s: &Value) {
+    println!(
+        "{} questions scored by {} ({} with gold answers)",
+        s["questions"], s["method"], s["questions_with_gold"]
+    );
+    if s["questions_with_gold"].as_u64().unwrap_or(0) > 0 {
+        println!("SubEM x100:");
+        for (k, label) in [
+            ("sub_em_max", "oracle@N (best sample)"),
+            ("sub_em_random", "random sample"),
+            ("sub_em_average", "average over samples"),
+            ("sub_em_prediction", "MBR-selected"),
+            ("sub_em_chosen", "chosen"),
+            ("sub_em_rejected", "rejected"),
+        ] {
+            println!("  {label:<24} {}", s[k]);
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Sentence-encoder parity with sentence-transformers on all-MiniLM-L6-v2 (the golden vectors):
+//! the ids the model sees (truncation at max_seq_length 256, no padding), embeddings with a
+//! cosine of at least 0.9999 per sentence (the empty string and a truncated long text included),
+//! and batching that does not change results; the same for the burn twin on the CPU backend
+//! (flex) and on wgpu (lavapipe in CI), whose batches are padded.
+
+use burn::tensor::Device;
+use sealong::models::encoder::SentenceEmbedder;
+use sealong_tests::{golden_dir, golden_json, ids, minilm_path, s};
+
+/// Minimum cosine to the sentence-transformers embedding (issue: >= 0.9999).
+const COS_MIN: f64 = 0.9999;
+
+fn embedder() -> SentenceEmbedder {
+    SentenceEmbedder::load_dir(&minilm_path()).expect("load MiniLM")
+}
+
+fn golden_matrix(key: &str) -> (Vec<f32>, Vec<usize>) {
+    let bytes = std::fs::read(golden_dir().join("minilm_embeddings.safetensors")).expect("golden safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("parse golden");
+    let t = st.tensor(key).expect("golden tensor");
+    assert_eq!(t.dtype(), safetensors::Dtype::F32);
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    (v, t.shape().to_vec())
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+#[test]
+fn ids_equal_sentence_transformers() {
+    let e = embedder();
+    let g = golden_json("minilm_tokens.json");
+    assert_eq!(e.sentence.max_seq_length, 256);
+    let mut truncated = 0;
+    for group in ["sentences", "plain_strings"] {
+        for case in g[group].as_array().expect("cases") {
+            let text = s(case, "text");
+            assert_eq!(
+                e.tokenize(text).expect("tokenize"),
+                ids(case, "ids"),
+                "{group}: {text:?}"
+            );
+            truncated += usize::from(case["truncated"].as_bool().unwrap_or(false));
+        }
+    }
+    assert!(truncated > 0, "the goldens include a truncated text");
+}
+
+#[test]
+fn embeddings_match_sentence_transformers() {
+    let e = embedder();
+    let g = golden_json("minilm_embeddings.json");
+    let (want, shape) = golden_matrix("sentences.embeddings");
+    let texts: Vec<&str> = g["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|c| s(c, "text"))
+        .collect();
+    assert_eq!(shape, vec![texts.len(), 384]);
+    // One at a time (how the goldens were made) and all in one batch.
+    let single: Vec<Vec<f32>> = texts.iter().map(|t| e.embed(&[t]).expect("embed").remove(0)).collect();
+    let batched = e.embed(&texts).expect("embed batch");
+    let mut worst = 1.0f64;
+    for (i, t) in texts.iter().enumerate() {
+        let w = &want[i * 384..(i + 1) * 384];
+        let c = cosine(&single[i], w);
+        worst = worst.min(c);
+        assert!(c >= COS_MIN, "sentence {i} {t:?}: cosine {c}");
+        let norm: f64 = single[i].iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "sentence {i} not normalized: {norm}");
+        let maxdiff = single[i]
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(maxdiff < 1e-4, "sentence {i}: max |d| {maxdiff}");
+        assert_eq!(single[i], batched[i], "batching changed sentence {i}");
+    }
+    eprintln!("worst cosine to sentence-transformers: {worst:.9}");
+}
+
+#[test]
+fn mbr_group_embeddings_match() {
+    let e = embedder();
+    let g = golden_json("mbr_embedding.json");
+    for (k, group) in g["groups"].as_array().expect("groups").iter().enumerate() {
+        let answers: Vec<&str> = group["answers"]
+            .as_array()
+            .expect("answers")
+            .iter()
+            .map(|a| a.as_str().expect("answer"))
+            .collect();
+        let (want, _) = golden_matrix(&format!("mbr_{k:02}.embeddings"));
+        let got = e.embed(&answers).expect("embed");
+        for (i, v) in got.iter().enumerate() {
+            let c = cosine(v, &want[i * 384..(i + 1) * 384]);
+            assert!(c >= COS_MIN, "group {k} answer {i}: cosine {c}");
+        }
+    }
+}
+
+/// The burn encoder on `device`: every golden sentence (one batch, padded to the longest, which
+/// is the truncated 256-token text) against sentence-transformers and against the host engine.
+fn burn_check(device: &Device, tol: f32) {
+    let host = embedder();
+    let e = SentenceEmbedder::load_dir_on(&minilm_path(), Some(device)).expect("load on device");
+    assert_eq!(e.engine_name(), "burn");
+    let g = golden_json("minilm_embeddings.json");
+    let (want, _) = golden_matrix("sentences.embeddings");
+    let texts: Vec<&str> = g["sentences"]
+        .as_array()
+        .expect("s")
+        .iter()
+        .map(|c| s(c, "text"))
+        .collect();
+    let batched = e.embed(&texts).expect("embed");
+    let reference = host.embed(&texts).expect("host embed");
+    for (i, t) in texts.iter().enumerate() {
+        let c = cosine(&batched[i], &want[i * 384..(i + 1) * 384]);
+        assert!(c >= COS_MIN, "burn sentence {i} {t:?}: cosine {c}");
+        let d = batched[i]
+            .iter()
+            .zip(&reference[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= tol, "burn vs host engine, sentence {i}: max |d| {d}");
+        // Alone (no padding) vs in the padded batch.
+        let single = e.embed(&[t]).expect("single").remove(0);
+        let d = single
+            .iter()
+            .zip(&batched[i])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= tol, "padding changed sentence {i}: max |d| {d}");
+    }
+}
+
+/// Max |difference| between engines / padded and unpadded runs (f32 sums in another order).
+const ENGINE_TOL: f32 = 1e-5;
+
+#[test]
+fn burn_encoder_on_flex_matches() {
+    burn_check(&Device::flex(), ENGINE_TOL);
+}
+
+#[test]
+fn burn_encoder_on_wgpu_matches() {
+    burn_check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), ENGINE_TOL);
+}
