@@ -15,5 +15,6 @@ pub mod ops;
 pub mod quant;
 pub mod rng;
 pub mod text;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -92,12 +92,65 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// `y = x W^T (+ b)`.
+/// A LoRA adapter beside a frozen (or trainable) weight: `y += scaling * dropout(x) Aᵀ Bᵀ`,
+/// in PEFT's layout (`lora_A.weight` `[r, in]`, `lora_B.weight` `[out, r]`).
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    /// `[r, in]`.
+    pub a: Tensor<2>,
+    /// `[out, r]`.
+    pub b: Tensor<2>,
+    /// `alpha / r`.
+    pub scaling: f64,
+    /// Dropout probability on the adapter's input (applied only while `dropout_key` is set).
+    pub dropout: f64,
+    /// `(run seed, step)` while training with dropout; the mask stream is derived from it and
+    /// `name`, so a step's masks are reproducible. `None` = no dropout (evaluation).
+    pub dropout_key: Option<(u64, u64)>,
+    /// The adapted module's HF name (e.g. `model.layers.0.self_attn.q_proj`).
+    pub name: String,
+}
+
+impl LoraAdapter {
+    /// The adapter's contribution.
+    ///
+    /// # Shapes
+    /// `x`: `[m, in]` -> `[m, out]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        let x = match self.dropout_key {
+            Some((seed, step)) if self.dropout > 0.0 => {
+                let [m, k] = x.dims();
+                let mask = dropout_mask(m * k, self.dropout, seed, &format!("lora-dropout/{}/{step}", self.name));
+                let mask = Tensor::<2>::from_data(TensorData::new(mask, [m, k]), &x.device());
+                x * mask
+            }
+            _ => x,
+        };
+        x.matmul(self.a.clone().transpose())
+            .matmul(self.b.clone().transpose())
+            .mul_scalar(self.scaling)
+    }
+}
+
+/// Inverted-dropout multipliers (`0` with probability `p`, else `1 / (1 - p)`) from a seeded
+/// stream.
+fn dropout_mask(n: usize, p: f64, seed: u64, label: &str) -> Vec<f32> {
+    use rand::RngExt;
+    let mut rng = crate::rng::for_item(seed, label);
+    let keep = (1.0 / (1.0 - p)) as f32;
+    (0..n)
+        .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+        .collect()
+}
+
+/// `y = x W^T (+ b)` (+ an optional LoRA adapter's term).
 #[derive(Debug, Clone)]
 pub struct Linear {
     pub weight: LinearWeight,
     pub bias: Option<Tensor<1>>,
     pub precision: Precision,
+    /// A LoRA adapter added to the product (training / adapted inference on burn).
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -106,6 +159,7 @@ impl Linear {
             weight,
             bias,
             precision: Precision::Exact,
+            lora: None,
         }
     }
 
@@ -116,8 +170,12 @@ impl Linear {
         let [d_out, _] = self.weight.dims();
         let x2 = x.reshape([batch * seq_len, d_in]);
         let y = match &self.weight {
-            LinearWeight::Dense(w) => x2.matmul(w.clone().transpose()),
-            LinearWeight::Quant(q) => quant_matmul(x2, q, self.precision),
+            LinearWeight::Dense(w) => x2.clone().matmul(w.clone().transpose()),
+            LinearWeight::Quant(q) => quant_matmul(x2.clone(), q, self.precision),
+        };
+        let y = match &self.lora {
+            Some(adapter) => y + adapter.forward(x2),
+            None => y,
         };
         let y = match &self.bias {
             Some(b) => y + b.clone().reshape([1, d_out]),

@@ -28,8 +28,11 @@ struct Part {
 
 /// Keys and values one kv head attends to.
 pub struct HeadKv<'a> {
-    /// Shared prefix keys, transposed: `[hd, prefix_len]`.
+    /// Shared prefix keys, transposed: `hd` rows of `prefix_len` keys, `prefix_ld` floats apart.
     pub prefix_kt: &'a [f32],
+    /// Row stride of `prefix_kt`; not a multiple of 4 KiB, so that the 64 rows one key block
+    /// reads do not all fall into the same L1 cache set.
+    pub prefix_ld: usize,
     /// Shared prefix values: `[prefix_len, hd]`.
     pub prefix_v: &'a [f32],
     /// Each stream's own keys and values: `[own_len, hd]` row-major.
@@ -70,9 +73,8 @@ pub fn attend(q: &[Vec<f32>], heads: &[HeadKv<'_>], streams: usize, group: usize
         .map(|t| match *t {
             Task::Prefix { kv, j0, j1 } => {
                 let h = &heads[kv];
-                let len = h.prefix_v.len() / hd;
                 let mut scores = vec![0.0f32; rows * (j1 - j0)];
-                scores_transposed(&q[kv], rows, h.prefix_kt, len, j0, j1, hd, &mut scores);
+                scores_transposed(&q[kv], rows, h.prefix_kt, h.prefix_ld, j0, j1, hd, &mut scores);
                 softmax_part(&mut scores, rows, j1 - j0, &h.prefix_v[j0 * hd..j1 * hd], hd)
             }
             Task::Own { kv, b } => {
@@ -133,7 +135,8 @@ pub fn attend(q: &[Vec<f32>], heads: &[HeadKv<'_>], streams: usize, group: usize
         .collect()
 }
 
-/// `scores[r, j - j0] = q_r · k_j` for keys `j0..j1` of a transposed key matrix `kt: [hd, len]`.
+/// `scores[r, j - j0] = q_r · k_j` for keys `j0..j1` of a transposed key matrix `kt` (`hd` rows
+/// `len` floats apart).
 #[allow(clippy::too_many_arguments)]
 fn scores_transposed(q: &[f32], rows: usize, kt: &[f32], len: usize, j0: usize, j1: usize, hd: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
@@ -145,25 +148,32 @@ fn scores_transposed(q: &[f32], rows: usize, kt: &[f32], len: usize, j0: usize, 
     scores_transposed_generic(q, rows, kt, len, j0, j1, hd, out);
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+/// `scores[r, j - j0] = q_r · k_j` over rows `r0..r1` and keys `ja..jb` (plain loops; the
+/// portable path and the edges the vector kernel leaves).
 #[allow(clippy::too_many_arguments)]
-unsafe fn scores_transposed_avx512(
+fn scores_rect(
     q: &[f32],
-    rows: usize,
+    (r0, r1): (usize, usize),
     kt: &[f32],
     len: usize,
+    (ja, jb): (usize, usize),
     j0: usize,
-    j1: usize,
     hd: usize,
     out: &mut [f32],
+    w: usize,
 ) {
-    scores_transposed_generic(q, rows, kt, len, j0, j1, hd, out);
+    for r in r0..r1 {
+        let o = &mut out[r * w + (ja - j0)..r * w + (jb - j0)];
+        o.iter_mut().for_each(|x| *x = 0.0);
+        for d in 0..hd {
+            let qv = q[r * hd + d];
+            for (x, k) in o.iter_mut().zip(&kt[d * len + ja..d * len + jb]) {
+                *x = qv.mul_add(*k, *x);
+            }
+        }
+    }
 }
 
-/// Written for the auto-vectorizer: a tile of 4 query rows × 32 keys is 8 vector accumulators,
-/// each step loads two key vectors and broadcasts four query values.
-#[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn scores_transposed_generic(
     q: &[f32],
@@ -175,44 +185,60 @@ fn scores_transposed_generic(
     hd: usize,
     out: &mut [f32],
 ) {
+    scores_rect(q, (0, rows), kt, len, (j0, j1), j0, hd, out, j1 - j0);
+}
+
+/// Tiles of 4 query rows × 32 keys in 8 vector accumulators: per dimension, two key vectors
+/// are loaded and four query values broadcast, so every load feeds 2-4 FMAs. (Written with
+/// intrinsics: the auto-vectorized loop assembled the key vectors from 128-bit pieces.)
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_transposed_avx512(
+    q: &[f32],
+    rows: usize,
+    kt: &[f32],
+    len: usize,
+    j0: usize,
+    j1: usize,
+    hd: usize,
+    out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
     const RT: usize = 4;
     const JT: usize = 32;
     let w = j1 - j0;
-    let mut r = 0;
-    while r < rows {
-        let rt = (rows - r).min(RT);
-        let mut j = j0;
-        while j < j1 {
-            let jt = (j1 - j).min(JT);
-            let mut acc = [[0.0f32; JT]; RT];
-            if jt == JT && rt == RT {
+    let full_r = rows / RT * RT;
+    let full_j = j0 + (j1 - j0) / JT * JT;
+    assert!(q.len() >= rows * hd && hd > 0 && kt.len() >= (hd - 1) * len + j1 && j1 <= len && out.len() >= rows * w);
+    // Key blocks outside, row tiles inside: a 32-key block (8 KiB at 64 dims) is loaded from L2
+    // once and reused by every row tile from L1.
+    for j in (j0..full_j).step_by(JT) {
+        for r in (0..full_r).step_by(RT) {
+            // SAFETY: r + 3 < rows, j + 31 < j1 <= len and d < hd, within the asserted bounds.
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); 2 * RT];
+                let kp = kt.as_ptr().add(j);
+                let qp = q.as_ptr().add(r * hd);
                 for d in 0..hd {
-                    let krow: &[f32; JT] = kt[d * len + j..d * len + j + JT].try_into().expect("JT keys");
-                    for (ri, a) in acc.iter_mut().enumerate() {
-                        let qv = q[(r + ri) * hd + d];
-                        for (x, k) in a.iter_mut().zip(krow) {
-                            *x = qv.mul_add(*k, *x);
-                        }
+                    let k0 = _mm512_loadu_ps(kp.add(d * len));
+                    let k1 = _mm512_loadu_ps(kp.add(d * len + 16));
+                    for ri in 0..RT {
+                        let qv = _mm512_set1_ps(*qp.add(ri * hd + d));
+                        acc[2 * ri] = _mm512_fmadd_ps(qv, k0, acc[2 * ri]);
+                        acc[2 * ri + 1] = _mm512_fmadd_ps(qv, k1, acc[2 * ri + 1]);
                     }
                 }
-            } else {
-                for d in 0..hd {
-                    let krow = &kt[d * len + j..d * len + j + jt];
-                    for (ri, a) in acc.iter_mut().enumerate().take(rt) {
-                        let qv = q[(r + ri) * hd + d];
-                        for (x, k) in a.iter_mut().zip(krow) {
-                            *x = qv.mul_add(*k, *x);
-                        }
-                    }
+                for ri in 0..RT {
+                    let op = out.as_mut_ptr().add((r + ri) * w + (j - j0));
+                    _mm512_storeu_ps(op, acc[2 * ri]);
+                    _mm512_storeu_ps(op.add(16), acc[2 * ri + 1]);
                 }
             }
-            for (ri, a) in acc.iter().enumerate().take(rt) {
-                out[(r + ri) * w + (j - j0)..][..jt].copy_from_slice(&a[..jt]);
-            }
-            j += jt;
         }
-        r += rt;
     }
+    scores_rect(q, (0, full_r), kt, len, (full_j, j1), j0, hd, out, w);
+    scores_rect(q, (full_r, rows), kt, len, (j0, j1), j0, hd, out, w);
 }
 
 /// Chunk-local softmax statistics and `Σ_j p_j v_j` for `rows` rows of `n` scores.
@@ -285,10 +311,50 @@ fn weighted_rows(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &m
     weighted_rows_generic(p, rows, n, v, hd, out);
 }
 
+/// Tiles of 4 rows × 64 dims in 16 vector accumulators: per key, four value vectors are
+/// loaded and four probabilities broadcast (16 FMAs). Other head sizes and leftover rows take
+/// the portable path.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
+#[target_feature(enable = "avx512f")]
 unsafe fn weighted_rows_avx512(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &mut [f32]) {
-    weighted_rows_generic(p, rows, n, v, hd, out);
+    use std::arch::x86_64::*;
+    const RT: usize = 4;
+    if hd != 64 {
+        weighted_rows_generic(p, rows, n, v, hd, out);
+        return;
+    }
+    assert!(p.len() >= rows * n && v.len() >= n * hd && out.len() >= rows * hd);
+    let full_r = rows / RT * RT;
+    for r in (0..full_r).step_by(RT) {
+        // SAFETY: r + 3 < rows, j < n and 64 dims per row, within the asserted bounds.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); 4 * RT];
+            for j in 0..n {
+                let vp = v.as_ptr().add(j * hd);
+                let vv = [
+                    _mm512_loadu_ps(vp),
+                    _mm512_loadu_ps(vp.add(16)),
+                    _mm512_loadu_ps(vp.add(32)),
+                    _mm512_loadu_ps(vp.add(48)),
+                ];
+                for ri in 0..RT {
+                    let pv = _mm512_set1_ps(*p.get_unchecked((r + ri) * n + j));
+                    for c in 0..4 {
+                        acc[4 * ri + c] = _mm512_fmadd_ps(pv, vv[c], acc[4 * ri + c]);
+                    }
+                }
+            }
+            for ri in 0..RT {
+                for c in 0..4 {
+                    _mm512_storeu_ps(out.as_mut_ptr().add((r + ri) * hd + 16 * c), acc[4 * ri + c]);
+                }
+            }
+        }
+    }
+    let rest = rows - full_r;
+    if rest > 0 {
+        weighted_rows_generic(&p[full_r * n..], rest, n, v, hd, &mut out[full_r * hd..]);
+    }
 }
 
 /// Tiles of 4 rows × 64 dims (16 vector accumulators) when the head has 64 dims, else row by row.
@@ -378,13 +444,14 @@ mod tests {
             let ok: Vec<Vec<Vec<f32>>> = (0..kvh).map(|_| (0..streams).map(|_| r(own * hd)).collect()).collect();
             let ov: Vec<Vec<Vec<f32>>> = (0..kvh).map(|_| (0..streams).map(|_| r(own * hd)).collect()).collect();
             let q: Vec<Vec<f32>> = (0..kvh).map(|_| r(streams * group * hd)).collect();
+            let ld = prefix + 16;
             let kt: Vec<Vec<f32>> = pk
                 .iter()
                 .map(|k| {
-                    let mut t = vec![0.0; prefix * hd];
+                    let mut t = vec![f32::NAN; hd * ld];
                     for j in 0..prefix {
                         for d in 0..hd {
-                            t[d * prefix + j] = k[j * hd + d];
+                            t[d * ld + j] = k[j * hd + d];
                         }
                     }
                     t
@@ -393,6 +460,7 @@ mod tests {
             let heads: Vec<HeadKv> = (0..kvh)
                 .map(|kv| HeadKv {
                     prefix_kt: &kt[kv],
+                    prefix_ld: ld,
                     prefix_v: &pv[kv],
                     own_k: ok[kv].iter().map(Vec::as_slice).collect(),
                     own_v: ov[kv].iter().map(Vec::as_slice).collect(),

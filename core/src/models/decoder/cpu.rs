@@ -304,7 +304,7 @@ impl CpuDecoder {
                 let cols = prefix_len + total;
                 let mut scores = vec![0.0f32; r_all * cols];
                 if let Some(p) = &lc.prefix {
-                    let kpt = &p.kt[kv * prefix_len * hd..(kv + 1) * prefix_len * hd];
+                    let kpt = &p.kt[kv * hd * p.ld..(kv + 1) * hd * p.ld];
                     host::gemm_raw(
                         r_all,
                         prefix_len,
@@ -315,7 +315,7 @@ impl CpuDecoder {
                         hd,
                         false,
                         kpt,
-                        prefix_len,
+                        p.ld,
                         false,
                     );
                 }
@@ -408,16 +408,18 @@ impl CpuDecoder {
             .collect();
         let heads: Vec<HeadKv> = (0..kvh)
             .map(|kv| {
-                let (prefix_kt, prefix_v): (&[f32], &[f32]) = match &lc.prefix {
+                let (prefix_kt, prefix_v, prefix_ld): (&[f32], &[f32], usize) = match &lc.prefix {
                     Some(p) => (
-                        &p.kt[kv * hd * pl..(kv + 1) * hd * pl],
+                        &p.kt[kv * hd * p.ld..(kv + 1) * hd * p.ld],
                         &p.v[kv * pl * hd..(kv + 1) * pl * hd],
+                        p.ld,
                     ),
-                    None => (&[], &[]),
+                    None => (&[], &[], 0),
                 };
                 HeadKv {
                     prefix_kt,
                     prefix_v,
+                    prefix_ld,
                     own_k: (0..batch).map(|b| lc.own_k(b, kv, total)).collect(),
                     own_v: (0..batch).map(|b| lc.own_v(b, kv, total)).collect(),
                 }
@@ -436,12 +438,20 @@ impl CpuDecoder {
     }
 }
 
-/// A shared prefix: keys transposed, `[kv_heads, hd, len]` (so decode attention reads a block
-/// of keys as one vector, see `ops::decode_attention`), values `[kv_heads, len, hd]`.
+/// A shared prefix: keys transposed, `[kv_heads, hd, ld]` with the first `len` of each row used
+/// (so decode attention reads a block of keys as one vector, see `ops::decode_attention`),
+/// values `[kv_heads, len, hd]`.
 #[derive(Debug)]
 pub struct PrefixKv {
     pub kt: Vec<f32>,
     pub v: Vec<f32>,
+    /// Row stride of `kt`: `len` rounded up to 16 floats, plus 16 so that it is never a multiple
+    /// of 4 KiB (rows at such strides share one L1 set and evict each other).
+    pub ld: usize,
+}
+
+fn prefix_ld(len: usize) -> usize {
+    len.next_multiple_of(16) + 16
 }
 
 /// One layer's cache on the host.
@@ -553,26 +563,27 @@ impl CpuKvCache {
                 let (kvh, hd) = (l.kv_heads, l.hd);
                 let (pl, own) = (self.prefix_len, self.len);
                 let total = pl + own;
-                let mut kt = vec![0.0f32; kvh * hd * total];
+                let ld = prefix_ld(total);
+                let mut kt = vec![0.0f32; kvh * hd * ld];
                 let mut v = Vec::with_capacity(kvh * total * hd);
                 for kv in 0..kvh {
-                    let dst = &mut kt[kv * hd * total..(kv + 1) * hd * total];
+                    let dst = &mut kt[kv * hd * ld..(kv + 1) * hd * ld];
                     if let Some(p) = &l.prefix {
-                        let src = &p.kt[kv * hd * pl..(kv + 1) * hd * pl];
+                        let src = &p.kt[kv * hd * p.ld..(kv + 1) * hd * p.ld];
                         for d in 0..hd {
-                            dst[d * total..d * total + pl].copy_from_slice(&src[d * pl..(d + 1) * pl]);
+                            dst[d * ld..d * ld + pl].copy_from_slice(&src[d * p.ld..d * p.ld + pl]);
                         }
                         v.extend_from_slice(&p.v[kv * pl * hd..(kv + 1) * pl * hd]);
                     }
                     for (j, row) in l.own_k(0, kv, own).chunks_exact(hd).enumerate() {
                         for (d, x) in row.iter().enumerate() {
-                            dst[d * total + pl + j] = *x;
+                            dst[d * ld + pl + j] = *x;
                         }
                     }
                     v.extend_from_slice(l.own_v(0, kv, own));
                 }
                 CpuLayerCache {
-                    prefix: Some(Arc::new(PrefixKv { kt, v })),
+                    prefix: Some(Arc::new(PrefixKv { kt, v, ld })),
                     k: Vec::new(),
                     v: Vec::new(),
                     capacity: 0,
