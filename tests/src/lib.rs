@@ -69,3 +69,44 @@ pub fn sealong(args: &[&str]) -> anyhow::Result<()> {
     let cli = sealong_cli::args::Cli::try_parse_from(argv)?;
     sealong_cli::run(cli)
 }
+
+/// The wgpu device (Mesa lavapipe where there is no GPU), initialised once per test binary; no
+/// adapter is a failure, never a skip.
+pub fn wgpu_device() -> burn::tensor::Device {
+    static GPU: std::sync::OnceLock<burn::tensor::Device> = std::sync::OnceLock::new();
+    GPU.get_or_init(|| {
+        burn::tensor::Device::wgpu_options()
+            .device_kind(burn::tensor::DeviceKind::DefaultDevice)
+            .init()
+            .unwrap_or_else(|e| panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe): {e}"))
+    })
+    .clone()
+}
+
+/// splitmix64: a tiny seeded generator for test inputs, the same on every run and platform.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1).
+    pub fn sym(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    /// Uniform in `0..n`.
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+
+    /// `n` values uniform in `[-scale, scale)`.
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.sym() * scale).collect()
+    }
+}

@@ -20,15 +20,15 @@
 //! wgpu runs on Mesa lavapipe where there is no GPU; no adapter is a failure, never a skip.
 
 use std::ops::Range;
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::{DType, DeviceKind};
+use burn::tensor::DType;
 use sealong_shaders::{
     LossError, label_logprobs_chunked, label_logprobs_reference, log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64,
     segment_logprob_sums_chunked, segment_logprob_sums_reference, sft_loss,
 };
+use sealong_tests::{SplitMix as Rng, wgpu_device as gpu};
 
 const FORWARD_TOL: f64 = 1e-5;
 const GRAD_TOL: f64 = 1e-4;
@@ -37,43 +37,6 @@ const FD_TOL: f64 = 1e-4;
 /// 2^-21 absolute, which is what the log odds see).
 const LOG1M_REL: f64 = 1e-5;
 const LOG1M_ABS: f64 = 1e-6;
-
-fn gpu() -> Device {
-    static GPU: OnceLock<Device> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Device::wgpu_options()
-            .device_kind(DeviceKind::DefaultDevice)
-            .init()
-            .unwrap_or_else(|e| panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe): {e}"))
-    })
-    .clone()
-}
-
-/// splitmix64, seeded.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.sym() * scale).collect()
-    }
-}
 
 /// A random problem: hidden `[T, H]`, lm_head `[V, H]`, labels, and pair segments.
 struct Case {

@@ -11,52 +11,16 @@
 //! The kernel runs on wgpu (Mesa lavapipe where there is no GPU). If no wgpu adapter can be
 //! created the tests fail; they never skip.
 
-use std::sync::OnceLock;
 use std::time::Instant;
 
 use burn::prelude::*;
-use burn::tensor::DeviceKind;
 use sealong_shaders::{MbrError, MbrOutput, embeddings_from_data, mbr_scores, mbr_scores_auto, mbr_scores_reference};
-use sealong_tests::golden_dir;
+use sealong_tests::{SplitMix as Rng, golden_dir, wgpu_device as gpu};
 
 /// Kernel vs twin, similarity and scores.
 const PARITY_TOL: f32 = 1e-5;
 /// Against the float64 golden.
 const GOLDEN_TOL: f64 = 1e-4;
-
-/// The wgpu device, initialised once for the whole test binary; panics if no adapter exists.
-fn gpu() -> Device {
-    static GPU: OnceLock<Device> = OnceLock::new();
-    GPU.get_or_init(|| {
-        Device::wgpu_options()
-            .device_kind(DeviceKind::DefaultDevice)
-            .init()
-            .unwrap_or_else(|e| panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe): {e}"))
-    })
-    .clone()
-}
-
-/// splitmix64: a tiny seeded generator, so the inputs are the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [-1, 1).
-    fn sym(&mut self) -> f32 {
-        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
 
 fn normalize(v: &mut [f32]) {
     let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();

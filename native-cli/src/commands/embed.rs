@@ -11,24 +11,8 @@ use sealong::models::encoder::SentenceEmbedder;
 use serde_json::{Value, json};
 
 use crate::args::EmbedArgs;
+use crate::commands::subem::predictions;
 use crate::{progress, provision};
-
-/// Texts of a field: a string (one), or a list of strings / `{text}` objects (several).
-fn texts_of(v: &Value) -> Option<(Vec<String>, bool)> {
-    match v {
-        Value::String(s) => Some((vec![s.clone()], false)),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| match x {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => o.get("text").and_then(Value::as_str).map(str::to_string),
-                _ => None,
-            })
-            .collect::<Option<Vec<_>>>()
-            .map(|t| (t, true)),
-        _ => None,
-    }
-}
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     if args.out == args.input {
@@ -42,7 +26,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             .value
             .get(&args.field)
             .ok_or_else(|| anyhow::anyhow!("{where_}: no {:?} field (set --field)", args.field))?;
-        let (texts, is_list) = texts_of(v)
+        let (texts, is_list) = predictions(v)
             .ok_or_else(|| anyhow::anyhow!("{where_}: {:?} must be a string or a list of strings", args.field))?;
         let id = jsonl::id_string(&l.value, &args.id_field).unwrap_or_else(|| format!("line{}", l.line));
         records.push((id, texts, is_list));

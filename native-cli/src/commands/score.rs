@@ -5,7 +5,7 @@
 //! rejected). Both outputs are appended record by record and resumed by id.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use sealong::data::jsonl::{self, Appender};
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::args::{ScoreArgs, ScoreMethod};
 use crate::commands::decode::LoadedDecoder;
+use crate::commands::subem::with_suffix;
 use crate::{progress, provision};
 
 /// The loaded scorer of a run.
@@ -37,15 +38,6 @@ pub fn method_name(m: ScoreMethod) -> &'static str {
         ScoreMethod::RefSelfEval => "ref-self-eval",
         ScoreMethod::Random => "random",
     }
-}
-
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    path.with_file_name(format!("{stem}{suffix}"))
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {

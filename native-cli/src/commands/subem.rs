@@ -28,8 +28,9 @@ fn golds(v: &Value) -> Option<Vec<String>> {
     }
 }
 
-/// Predictions from a field: a string, or a list of strings / `{text}` samples.
-fn predictions(v: &Value) -> Option<(Vec<String>, bool)> {
+/// Texts from a field: a string, or a list of strings / `{text}` samples (`true` for a list).
+/// `subem` reads predictions this way and `embed` the texts to embed.
+pub(crate) fn predictions(v: &Value) -> Option<(Vec<String>, bool)> {
     match v {
         Value::String(s) => Some((vec![s.clone()], false)),
         Value::Array(items) => items
@@ -45,18 +46,22 @@ fn predictions(v: &Value) -> Option<(Vec<String>, bool)> {
     }
 }
 
-fn default_out(input: &Path) -> PathBuf {
+/// `input` with `.jsonl` replaced by `suffix` (e.g. `.subem.jsonl`).
+pub(crate) fn with_suffix(input: &Path, suffix: &str) -> PathBuf {
     let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
-    input.with_file_name(format!("{stem}.subem.jsonl"))
+    input.with_file_name(format!("{stem}{suffix}"))
 }
 
 pub fn run(args: SubemArgs) -> Result<()> {
     let lines = jsonl::read::<Value>(&args.input)?;
-    let out_path = args.out.clone().unwrap_or_else(|| default_out(&args.input));
+    let out_path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| with_suffix(&args.input, ".subem.jsonl"));
     let to_stdout = out_path.as_os_str() == "-";
     if !to_stdout && out_path == args.input {
         bail!("--out must differ from --input (the input would be overwritten)");
