@@ -41,6 +41,8 @@ pub enum Command {
     Score(ScoreArgs),
     /// Sentence embeddings of a JSONL field (the MBR encoder), resumable.
     Embed(EmbedArgs),
+    /// Fine-tune on pairs (ORPO or SFT, LoRA or full) with SEALONG's recipe; resumable.
+    Train(Box<crate::commands::train::TrainArgs>),
     /// Measure speed (see BENCHMARKS.md for the peer comparisons).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -57,6 +59,8 @@ pub enum BenchCommand {
     Mbr(BenchMbrArgs),
     /// ROUGE-L MBR seconds per question at N = 8 and 32 answers of 200 words.
     Rouge(BenchRougeArgs),
+    /// One LoRA ORPO training step (512-token prompt, two 128-token responses) on the CPU.
+    Train(crate::commands::bench_train::BenchTrainArgs),
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +284,14 @@ pub struct GenerateArgs {
     pub temperature: f32,
     #[command(flatten)]
     pub seed: SeedArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged
+    /// into the model's weights at load.
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
+    /// Debug: write the prompt's ids, the logits after its last token and the generated ids to
+    /// this JSON file (for comparisons with other implementations, bench/peers/check_export.py).
+    #[arg(long, hide = true, requires = "prompt")]
+    pub dump_logits: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -21,6 +21,7 @@ pub fn run(cli: args::Cli) -> Result<()> {
         Command::Sample(a) => commands::sample::run(a),
         Command::Score(a) => commands::score::run(a),
         Command::Embed(a) => commands::embed::run(a),
+        Command::Train(a) => commands::train::run(*a),
         Command::Bench(c) => commands::bench::run(c),
     }
 }

@@ -3,7 +3,36 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Keeps freed memory in the process instead of handing it back to the kernel.
+///
+/// burn's CPU backend allocates a fresh buffer for every tensor op; glibc serves buffers above
+/// its (dynamic) mmap threshold with `mmap` and trims the heap top eagerly, so a training step
+/// spent ~10% of its time in page faults zeroing pages it had just returned. Serving everything
+/// under 32 MiB from the heap and never trimming it made a LoRA ORPO step 1.3x faster (perf:
+/// `exc_page_fault` 10.6% -> gone). The process keeps its peak heap, which it needs again on
+/// the next step anyway.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn tune_allocator() {
+    const M_TRIM_THRESHOLD: i32 = -1;
+    const M_MMAP_THRESHOLD: i32 = -3;
+    // SAFETY: mallopt only sets allocator parameters; called first thing in main, before any
+    // other thread exists.
+    unsafe {
+        mallopt(M_MMAP_THRESHOLD, 32 << 20);
+        mallopt(M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+unsafe extern "C" {
+    fn mallopt(param: i32, value: i32) -> i32;
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn tune_allocator() {}
+
 fn main() -> std::process::ExitCode {
+    tune_allocator();
     let cli = sealong_cli::args::Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",

@@ -1,6 +1,7 @@
 //! Data: JSON Lines I/O, the QA dataset readers, and long-context question synthesis.
 
 pub mod jsonl;
+pub mod pairs;
 pub mod records;
 pub mod samples;
 pub mod synth;

@@ -52,7 +52,7 @@ impl LoraTarget {
     }
 
     /// `self_attn` or `mlp`.
-    fn parent(self) -> &'static str {
+    pub fn parent(self) -> &'static str {
         match self {
             LoraTarget::QProj | LoraTarget::KProj | LoraTarget::VProj | LoraTarget::OProj => "self_attn",
             _ => "mlp",
@@ -102,7 +102,7 @@ impl LoraConfig {
         self.alpha / self.r as f64
     }
 
-    fn check(&self) -> Result<()> {
+    pub(crate) fn check(&self) -> Result<()> {
         if self.r == 0 {
             return Err(Error::Invalid("LoRA rank must be at least 1".into()));
         }
@@ -129,7 +129,7 @@ pub enum TrainMode {
     Full,
 }
 
-fn target_linear(layer: &mut crate::models::decoder::model::DecoderLayer, t: LoraTarget) -> &mut Linear {
+pub(crate) fn target_linear(layer: &mut crate::models::decoder::model::DecoderLayer, t: LoraTarget) -> &mut Linear {
     match t {
         LoraTarget::QProj => &mut layer.q_proj,
         LoraTarget::KProj => &mut layer.k_proj,

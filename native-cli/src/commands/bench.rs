@@ -18,6 +18,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
         BenchCommand::Embed(a) => crate::commands::bench_scoring::embed(a),
         BenchCommand::Mbr(a) => crate::commands::bench_scoring::mbr(a),
         BenchCommand::Rouge(a) => crate::commands::bench_scoring::rouge(a),
+        BenchCommand::Train(a) => crate::commands::bench_train::train(a),
     }
 }
 
@@ -163,7 +164,7 @@ pub(crate) fn default_text() -> Result<String> {
 
 /// Prints ours / peer for every figure both have (tok/s: higher is better; s: lower is better,
 /// so the ratio is peer / ours: above 1 means we are faster either way).
-fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
+pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(peer_path).with_context(|| format!("reading {}", peer_path.display()))?;
     let line = text
         .lines()

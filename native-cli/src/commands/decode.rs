@@ -1,14 +1,16 @@
 //! Shared by `generate` and `sample`: loading the decoder with its tokenizer on a device, and
 //! turning continuations into text.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::tensor::Device;
 use sealong::generate::{Continuation, FinishReason};
 use sealong::loading::{ModelPath, TextAssets};
+use sealong::models::decoder::weights::DecoderWeights;
 use sealong::models::decoder::{Engine, LanguageModel};
 use sealong::nn::linear::Precision;
+use sealong::train::load_peft_adapter;
 use serde::Serialize;
 
 use crate::args::DeviceArgs;
@@ -29,12 +31,36 @@ pub struct LoadedDecoder {
 
 impl LoadedDecoder {
     pub fn load(spec: &str, args: &DeviceArgs) -> Result<Self> {
+        Self::load_with_adapter(spec, args, None)
+    }
+
+    /// Like [`LoadedDecoder::load`], with a PEFT LoRA adapter directory merged into the weights
+    /// before the engine is built, so the fast CPU engine (not the burn twin) runs the adapted
+    /// model; the adapted matrices become f32.
+    pub fn load_with_adapter(spec: &str, args: &DeviceArgs, adapter: Option<&Path>) -> Result<Self> {
         let precision: Precision = args.precision.parse()?;
         let path = provision::resolve_model(spec)?;
         let kind = ModelPath::detect(&path)?;
         let device = device::select(args.device)?;
         let text = TextAssets::load(&kind).context("loading the tokenizer and chat template")?;
-        let model = Engine::load(&kind, &device, precision).context("loading the decoder")?;
+        let model = match adapter {
+            None => Engine::load(&kind, &device, precision).context("loading the decoder")?,
+            Some(dir) => {
+                let (config, mut weights) = DecoderWeights::load(&kind).context("loading the decoder")?;
+                let adapter = load_peft_adapter(dir)?;
+                adapter
+                    .merge_into(&config, &mut weights)
+                    .with_context(|| format!("merging the adapter {}", dir.display()))?;
+                tracing::info!(
+                    "merged LoRA adapter {} (r = {}, alpha = {}, {} modules)",
+                    dir.display(),
+                    adapter.config.r,
+                    adapter.config.alpha,
+                    adapter.modules.len()
+                );
+                Engine::from_weights(config, weights, &device, precision).context("loading the decoder")?
+            }
+        };
         let mut stop_ids = model.config().eos_token_ids.clone();
         if let Some(e) = text.tokenizer.eos_id
             && !stop_ids.contains(&e)

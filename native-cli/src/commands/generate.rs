@@ -16,7 +16,7 @@ use crate::progress;
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let strategy: Strategy = args.decode.strategy.parse()?;
-    let dec = LoadedDecoder::load(&args.model.model, &args.device)?;
+    let dec = LoadedDecoder::load_with_adapter(&args.model.model, &args.device, args.adapter.as_deref())?;
     let options = GenerateOptions {
         sampling: SamplingParams {
             temperature: args.temperature,
@@ -31,6 +31,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let mut rngs = vec![sealong::rng::for_item(args.seed.seed, "prompt")];
         let t = Instant::now();
         let out = generate::generate(&dec.model, &ids, &options, &mut rngs, |_| {})?;
+        if let Some(path) = &args.dump_logits {
+            let (_, logits) = generate::in_pool(|| generate::prefill(&dec.model, &ids))?;
+            let dump = json!({
+                "model": dec.name, "adapter": args.adapter, "engine": dec.model.name(),
+                "prompt_ids": ids, "last_logits": logits, "generated_ids": out[0].ids,
+            });
+            std::fs::write(path, serde_json::to_vec(&dump)?).with_context(|| format!("writing {}", path.display()))?;
+        }
         let s = dec.sample_record(&out[0])?;
         println!("{}", s.text);
         eprintln!(
@@ -61,12 +69,16 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             tokens += k;
         })?;
         let s = dec.sample_record(&res[0])?;
-        out.append(&json!({
+        let mut record = json!({
             "_id": q.id, "dataset": q.dataset, "input": q.input, "answers": q.answers,
             "prediction": s.text, "num_tokens": s.num_tokens, "finish_reason": s.finish_reason,
             "prompt_tokens": prompt.ids.len(), "truncated_tokens": prompt.truncated_tokens,
             "strategy": strategy.name(), "model": dec.name,
-        }))?;
+        });
+        if let Some(a) = &args.adapter {
+            record["adapter"] = json!(a);
+        }
+        out.append(&record)?;
         bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
         bar.inc(1);
     }

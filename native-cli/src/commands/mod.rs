@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod bench_scoring;
+pub mod bench_train;
 pub mod decode;
 pub mod embed;
 pub mod generate;
@@ -11,3 +12,4 @@ pub mod score;
 pub mod subem;
 pub mod synth;
 pub mod tokenize;
+pub mod train;

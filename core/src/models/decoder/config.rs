@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::loading::gguf::{Gguf, GgufValue};
@@ -283,6 +283,80 @@ impl DecoderConfig {
         Ok(cfg)
     }
 
+    /// The HF `config.json` of this configuration, as transformers and vLLM read it for a
+    /// `LlamaForCausalLM` (or `Qwen2ForCausalLM` when q/k/v have biases: HF Llama's
+    /// `attention_bias` would also give `o_proj` a bias, which this decoder does not have).
+    /// `torch_dtype` says `float32`; an exporter writing another dtype overwrites it.
+    ///
+    /// GGUF files keep Llama-3 RoPE scaling only as per-frequency divisors
+    /// (`rope_freqs.weight`); config.json cannot hold those, so they are written as the
+    /// `llama3` parameters that reproduce them (see [`llama3_from_factors`]), or as `linear`
+    /// when every divisor is the same. Divisors no such parameters reproduce are an error.
+    pub fn to_hf_json(&self) -> Result<Value> {
+        let qwen = self.attention_bias;
+        let (architecture, model_type) = if qwen {
+            ("Qwen2ForCausalLM", "qwen2")
+        } else {
+            // Mistral-style configs differ from Llama only in options this decoder does not
+            // implement (sliding windows), so what it computes is a Llama.
+            ("LlamaForCausalLM", "llama")
+        };
+        let rope_scaling = match &self.rope_scaling {
+            RopeScaling::None => Value::Null,
+            RopeScaling::Linear(factor) => json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Llama3(s) => llama3_json(s),
+            RopeScaling::Factors(div) => match llama3_from_factors(self, div) {
+                Some(FittedRope::None) => Value::Null,
+                Some(FittedRope::Linear(factor)) => json!({"rope_type": "linear", "factor": factor}),
+                Some(FittedRope::Llama3(s)) => llama3_json(&s),
+                None => {
+                    return Err(Error::Invalid(
+                        "the model's RoPE frequency divisors (GGUF rope_freqs.weight) match no rope_scaling \
+                         config.json can express (default, linear, llama3)"
+                            .into(),
+                    ));
+                }
+            },
+        };
+        let eos = match self.eos_token_ids.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        let mut v = json!({
+            "architectures": [architecture],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "attention_bias": self.attention_bias,
+            "attention_dropout": 0.0,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "initializer_range": 0.02,
+            "use_cache": true,
+            "torch_dtype": "float32",
+        });
+        if !qwen {
+            v["mlp_bias"] = json!(false);
+            v["pretraining_tp"] = json!(1);
+        } else {
+            // Qwen2's config defaults to a sliding window that transformers would warn about.
+            v["use_sliding_window"] = json!(false);
+        }
+        Ok(v)
+    }
+
     /// Query heads per key/value head.
     pub fn group_size(&self) -> usize {
         self.num_attention_heads / self.num_key_value_heads
@@ -328,4 +402,139 @@ fn ids(v: Option<&Value>) -> Vec<u32> {
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_u64).map(|x| x as u32).collect(),
         _ => Vec::new(),
     }
+}
+
+fn llama3_json(s: &Llama3RopeScaling) -> Value {
+    json!({
+        "rope_type": "llama3",
+        "factor": s.factor,
+        "low_freq_factor": s.low_freq_factor,
+        "high_freq_factor": s.high_freq_factor,
+        "original_max_position_embeddings": s.original_max_position_embeddings,
+    })
+}
+
+/// What per-frequency RoPE divisors amount to in config.json terms.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FittedRope {
+    /// Every divisor is 1.
+    None,
+    /// Every divisor is this factor.
+    Linear(f64),
+    Llama3(Llama3RopeScaling),
+}
+
+/// Llama-3 parameters that reproduce the divisors `div` of `config`'s RoPE frequencies, or
+/// `None` when none do (checked by recomputing the frequencies: relative error <= 1e-6).
+///
+/// Why this is solvable: Llama-3 scaling leaves frequencies whose wavelength is under
+/// `old / high` alone, divides those over `old / low` by `factor`, and in between mixes the two
+/// with weight `s = (old / wavelen - low) / (high - low)`, which is linear in `1 / wavelen`.
+/// With `L = low / old` and `H = high / old` everything depends on `(factor, L, H)` only, so
+/// `factor` is the largest divisor, two or more in-between frequencies fix `L` and `H` by a
+/// line fit, and with fewer any `L < H` between the bands gives the same frequencies. `old` is
+/// then chosen as `round(1 / L)` (8192 with `low = 1` for Llama 3.1), and round values of
+/// `low` / `high` are preferred when they reproduce the divisors as well.
+pub fn llama3_from_factors(config: &DecoderConfig, div: &[f32]) -> Option<FittedRope> {
+    let d = config.head_dim;
+    if div.len() != d / 2 || div.iter().any(|&q| !q.is_finite() || q <= 0.0) {
+        return None;
+    }
+    let target: Vec<f64> = config.rope_inv_freq().iter().map(|&f| f64::from(f)).collect();
+    let matches = |scaling: RopeScaling| -> bool {
+        let c = DecoderConfig {
+            rope_scaling: scaling,
+            ..config.clone()
+        };
+        c.rope_inv_freq()
+            .iter()
+            .zip(&target)
+            .all(|(&a, &b)| (f64::from(a) - b).abs() <= 1e-6 * b.abs())
+    };
+    let q: Vec<f64> = div.iter().map(|&x| f64::from(x)).collect();
+    let factor = q.iter().copied().fold(f64::MIN, f64::max);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * b.abs().max(1.0);
+    if q.iter().all(|&x| close(x, 1.0)) {
+        return matches(RopeScaling::None).then_some(FittedRope::None);
+    }
+    if q.iter().all(|&x| close(x, factor)) {
+        return matches(RopeScaling::Linear(factor)).then_some(FittedRope::Linear(factor));
+    }
+    // 1 / wavelength per frequency (decreasing with the index).
+    let x: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / config.rope_theta.powf((2 * i) as f64 / d as f64) / (2.0 * std::f64::consts::PI))
+        .collect();
+    let mut high_min = f64::INFINITY; // smallest 1/wavelen left unscaled
+    let mut low_max = 0.0f64; // largest 1/wavelen divided by `factor`
+    let mut mid: Vec<(f64, f64)> = Vec::new(); // (1/wavelen, s)
+    for (&xi, &qi) in x.iter().zip(&q) {
+        if close(qi, 1.0) {
+            high_min = high_min.min(xi);
+        } else if close(qi, factor) {
+            low_max = low_max.max(xi);
+        } else {
+            // 1/q = (1 - s) / factor + s.
+            let s = (1.0 / qi - 1.0 / factor) / (1.0 - 1.0 / factor);
+            if !(0.0..1.0).contains(&s) {
+                return None;
+            }
+            mid.push((xi, s));
+        }
+    }
+    if low_max == 0.0 {
+        // Without a fully scaled band the largest divisor need not be `factor`.
+        return None;
+    }
+    let (l, h) = match mid.as_slice() {
+        [] => {
+            let top = if high_min.is_finite() { high_min } else { 2.0 * low_max };
+            let gap = top - low_max;
+            (low_max + gap / 3.0, low_max + 2.0 * gap / 3.0)
+        }
+        [(x0, s0)] => {
+            // s0 = (x0 - L) / (H - L): take L halfway into the gap below x0, then pull it up
+            // if that puts H past the unscaled band.
+            let mut l = (low_max + x0) / 2.0;
+            let mut h = l + (x0 - l) / s0;
+            if high_min.is_finite() && h >= high_min {
+                h = (x0 + high_min) / 2.0;
+                l = (h - x0 / s0) / (1.0 - 1.0 / s0);
+            }
+            (l, h)
+        }
+        pts => {
+            let n = pts.len() as f64;
+            let mx = pts.iter().map(|p| p.0).sum::<f64>() / n;
+            let ms = pts.iter().map(|p| p.1).sum::<f64>() / n;
+            let sxx: f64 = pts.iter().map(|p| (p.0 - mx) * (p.0 - mx)).sum();
+            let sxs: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - ms)).sum();
+            let a = sxs / sxx;
+            let b = ms - a * mx;
+            (-b / a, -b / a + 1.0 / a)
+        }
+    };
+    if !(l > 0.0 && h > l && l.is_finite() && h.is_finite()) {
+        return None;
+    }
+    let old = (1.0 / l).round().max(1.0);
+    let candidate = |low: f64, high: f64| Llama3RopeScaling {
+        factor,
+        low_freq_factor: low,
+        high_freq_factor: high,
+        original_max_position_embeddings: old as usize,
+    };
+    let snap = |v: f64| (v * 1000.0).round() / 1000.0;
+    let factor_snapped = snap(factor);
+    for s in [
+        Llama3RopeScaling {
+            factor: factor_snapped,
+            ..candidate(snap(l * old), snap(h * old))
+        },
+        candidate(l * old, h * old),
+    ] {
+        if s.high_freq_factor > s.low_freq_factor && matches(RopeScaling::Llama3(s.clone())) {
+            return Some(FittedRope::Llama3(s));
+        }
+    }
+    None
 }

@@ -104,7 +104,18 @@ pub enum EngineCache {
 impl Engine {
     /// Loads `model` for `device`.
     pub fn load(model: &ModelPath, device: &Device, precision: Precision) -> Result<Self> {
-        let (config, mut weights) = DecoderWeights::load(model)?;
+        let (config, weights) = DecoderWeights::load(model)?;
+        Self::from_weights(config, weights, device, precision)
+    }
+
+    /// Builds the engine for `device` from loaded weights (which may have been changed since
+    /// loading, e.g. with a LoRA adapter merged in); every weight must be used.
+    pub fn from_weights(
+        config: DecoderConfig,
+        mut weights: DecoderWeights,
+        device: &Device,
+        precision: Precision,
+    ) -> Result<Self> {
         let engine = if is_host_cpu(device) {
             let mut m = CpuDecoder::from_weights(config, &mut weights)?;
             m.precision = precision;

@@ -260,6 +260,17 @@ impl DecoderWeights {
         }
     }
 
+    /// The weight `name`, if loaded and not yet taken.
+    pub fn get(&self, name: &str) -> Option<&Weight> {
+        self.tensors.get(name)
+    }
+
+    /// Puts `weight` in under its name, replacing one there (how an adapter is merged in
+    /// before an engine is built); returns the replaced weight.
+    pub fn insert(&mut self, weight: Weight) -> Option<Weight> {
+        self.tensors.insert(weight.name.clone(), weight)
+    }
+
     /// Fails if any weight was not used (a model with parts we would silently ignore).
     pub fn finish(self) -> Result<()> {
         if self.tensors.is_empty() {
