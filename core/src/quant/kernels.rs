@@ -77,8 +77,46 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
             let r0 = task * rows_per_task;
             let n_rows = out.len() / m;
             if m >= DEQUANT_ROWS {
+                let mut dr0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 && m >= 2 {
+                    // Four weight rows dequantized at a time, then 2 x-rows x 4 w-rows tiles.
+                    let mut tile = vec![0.0f32; 4 * k];
+                    while dr0 + 4 <= n_rows {
+                        for j in 0..4 {
+                            let (scales, qs) = w.row(r0 + dr0 + j);
+                            dequantize_row(isa, w.format, scales, qs, &mut tile[j * k..(j + 1) * k]);
+                        }
+                        let mut i = 0;
+                        while i + 2 <= m {
+                            let mut d = [0.0f32; 8];
+                            // SAFETY: AVX-512 was detected by `isa()`.
+                            unsafe {
+                                x86::dots_2x4_avx512(
+                                    &x[i * k..(i + 1) * k],
+                                    &x[(i + 1) * k..(i + 2) * k],
+                                    &tile,
+                                    k,
+                                    &mut d,
+                                )
+                            };
+                            for j in 0..4 {
+                                out[(dr0 + j) * m + i] = d[j];
+                                out[(dr0 + j) * m + i + 1] = d[4 + j];
+                            }
+                            i += 2;
+                        }
+                        if i < m {
+                            for j in 0..4 {
+                                out[(dr0 + j) * m + i] =
+                                    dot_f32_with(isa, &x[i * k..(i + 1) * k], &tile[j * k..(j + 1) * k]);
+                            }
+                        }
+                        dr0 += 4;
+                    }
+                }
                 let mut scratch = vec![0.0f32; k];
-                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate().skip(dr0) {
                     let (scales, qs) = w.row(r0 + dr);
                     dequantize_row(isa, w.format, scales, qs, &mut scratch);
                     for (i, o) in out_r.iter_mut().enumerate() {
@@ -347,6 +385,39 @@ mod x86 {
             s += a[j] * b[j];
         }
         s
+    }
+
+    /// Dot products of two activation rows with four weight rows (`w`: 4 rows of `k`) into
+    /// `out[i * 4 + j]`: each 16-float step loads 2 + 4 vectors for 8 FMAs, where one dot at a
+    /// time loads 2 per FMA (the load ports, not the FMA units, bounded the N-stream decode).
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn dots_2x4_avx512(x0: &[f32], x1: &[f32], w: &[f32], k: usize, out: &mut [f32; 8]) {
+        assert!(x0.len() >= k && x1.len() >= k && w.len() >= 4 * k);
+        let (p0, p1, pw) = (x0.as_ptr(), x1.as_ptr(), w.as_ptr());
+        let mut acc = [_mm512_setzero_ps(); 8];
+        let mut i = 0;
+        // SAFETY: i + 16 <= k bounds every load by the assertion above.
+        unsafe {
+            while i + 16 <= k {
+                let a0 = _mm512_loadu_ps(p0.add(i));
+                let a1 = _mm512_loadu_ps(p1.add(i));
+                for j in 0..4 {
+                    let wj = _mm512_loadu_ps(pw.add(j * k + i));
+                    acc[j] = _mm512_fmadd_ps(a0, wj, acc[j]);
+                    acc[4 + j] = _mm512_fmadd_ps(a1, wj, acc[4 + j]);
+                }
+                i += 16;
+            }
+        }
+        for (o, a) in out.iter_mut().zip(acc) {
+            *o = _mm512_reduce_add_ps(a);
+        }
+        for t in i..k {
+            for j in 0..4 {
+                out[j] += x0[t] * w[j * k + t];
+                out[4 + j] += x1[t] * w[j * k + t];
+            }
+        }
     }
 
     /// Low and high nibbles of 16 bytes as u8 vectors.
@@ -683,7 +754,7 @@ mod tests {
                 }
             }
             assert_eq!(dequantize_matrix(&w), dense);
-            for m in [1, 3, 8] {
+            for m in [1, 3, 4, 5, 8] {
                 let x: Vec<f32> = (0..m * k).map(|_| r.random_range(-2.0..2.0)).collect();
                 let y = matmul_xwt(&x, m, &w);
                 for i in 0..m {

@@ -79,7 +79,7 @@ pub struct Recipe {
     #[arg(long, value_delimiter = ',')]
     pub lora_targets: Option<Vec<String>>,
     /// Train every weight instead of LoRA adapters.
-    #[arg(long)]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub full: Option<bool>,
     /// Seed of the data order, LoRA init and dropout (default 42).
     #[arg(long)]
