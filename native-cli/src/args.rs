@@ -43,9 +43,17 @@ pub enum Command {
     Embed(EmbedArgs),
     /// Fine-tune on pairs (ORPO or SFT, LoRA or full) with SEALONG's recipe; resumable.
     Train(Box<crate::commands::train::TrainArgs>),
+    /// Evaluate on LongBench-style files: greedy SubEM per task, MBR@N / random@N / oracle@N.
+    Eval(Box<crate::commands::eval::EvalArgs>),
+    /// One whole SEALONG round from a TOML config: synth, sample, score, eval, train, eval, report.
+    Run(crate::commands::run::RunArgs),
+    /// Write a self-contained HTML report (plots and tables) of a run directory.
+    Report(crate::commands::report::ReportArgs),
     /// Measure speed (see BENCHMARKS.md for the peer comparisons).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Show a samples or scored file in the browser: MBR heatmaps and rankings computed in the page.
+    View(crate::commands::view::ViewArgs),
 }
 
 #[derive(Debug, Subcommand)]

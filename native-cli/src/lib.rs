@@ -22,6 +22,10 @@ pub fn run(cli: args::Cli) -> Result<()> {
         Command::Score(a) => commands::score::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Train(a) => commands::train::run(*a),
+        Command::Eval(a) => commands::eval::run(*a),
+        Command::Run(a) => commands::run::run(a),
+        Command::Report(a) => commands::report::run(a),
         Command::Bench(c) => commands::bench::run(c),
+        Command::View(a) => commands::view::run(a),
     }
 }

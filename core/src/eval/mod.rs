@@ -1,5 +1,7 @@
-//! Evaluation: the SubEM metric (and, later, greedy/MBR@N/oracle@N tables and reports).
+//! Evaluation: the SubEM metric and the paper's tables (greedy, MBR@N, random@N, oracle@N).
 
+pub mod report;
 pub mod subem;
+pub mod tables;
 
 pub use subem::{normalize, sub_em};

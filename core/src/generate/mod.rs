@@ -92,6 +92,42 @@ pub fn generate<M: LanguageModel>(
     in_pool(|| generate_on_worker(model, prompt, options, rngs, on_token))
 }
 
+/// Several generation runs over one prompt (e.g. an evaluation's greedy answer and its N
+/// samples): the prompt is prefilled once and each run decodes from its own copy of the cache.
+/// Returns each run's continuations in order.
+pub fn generate_runs<M: LanguageModel>(
+    model: &M,
+    prompt: &[u32],
+    runs: &mut [(&GenerateOptions, &mut [Rng])],
+    mut on_token: impl FnMut(usize) + Send,
+) -> Result<Vec<Vec<Continuation>>>
+where
+    M::Cache: Clone,
+{
+    in_pool(|| {
+        for (options, rngs) in runs.iter() {
+            options.sampling.validate()?;
+            if rngs.is_empty() {
+                return Err(Error::Invalid("at least one sample is needed".into()));
+            }
+            check_context(model, prompt.len(), options.max_new_tokens)?;
+        }
+        let (cache, logits) = prefill(model, prompt)?;
+        let mut out = Vec::with_capacity(runs.len());
+        for (options, rngs) in runs.iter_mut() {
+            out.push(decode(
+                model,
+                cache.clone(),
+                logits.clone(),
+                options,
+                rngs,
+                &mut on_token,
+            )?);
+        }
+        Ok(out)
+    })
+}
+
 /// Runs `f` on a thread of rayon's global pool (or directly, if already on one).
 pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())

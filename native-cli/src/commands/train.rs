@@ -305,6 +305,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// Whether `out` holds a checkpoint a `--resume` can continue from.
+pub fn has_checkpoint(out: &Path) -> bool {
+    sealong::train::checkpoint::list(out).is_ok_and(|l| !l.is_empty())
+}
+
 fn console_is_tty() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()

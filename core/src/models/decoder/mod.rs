@@ -95,7 +95,7 @@ pub enum Engine {
 }
 
 /// The cache of whichever engine.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum EngineCache {
     Cpu(cpu::CpuKvCache),
     Burn(KvCache),

@@ -180,25 +180,54 @@ impl SentenceEmbedder {
             let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
             let pooled = match &self.engine {
                 EncoderEngine::Cpu(e) => e.pooled(&ids, self.sentence.pooling),
-                EncoderEngine::Burn(e) => {
-                    let t = e.pooled(&ids, self.sentence.pooling);
-                    let d = t.dims()[1];
-                    let flat: Vec<f32> = t
-                        .into_data()
-                        .try_into_vec_as::<f32>()
-                        .map_err(|e| Error::Invalid(format!("reading embeddings back from the device: {e:?}")))?;
-                    flat.chunks_exact(d).map(<[f32]>::to_vec).collect()
-                }
+                EncoderEngine::Burn(e) => rows(e.pooled(&ids, self.sentence.pooling).into_data())?,
             };
-            for mut v in pooled {
-                if self.sentence.normalize {
-                    normalize(&mut v);
-                }
-                out.push(v);
-            }
+            self.finish(pooled, &mut out);
         }
         Ok(out)
     }
+
+    /// [`SentenceEmbedder::embed`] for callers that must not block on a device read: the
+    /// browser's WebGPU only reads buffers back asynchronously (a synchronous read panics there).
+    /// Same vectors as `embed`.
+    pub async fn embed_async(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(FORWARD_BATCH) {
+            let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
+            let pooled = match &self.engine {
+                EncoderEngine::Cpu(e) => e.pooled(&ids, self.sentence.pooling),
+                EncoderEngine::Burn(e) => {
+                    let data = e
+                        .pooled(&ids, self.sentence.pooling)
+                        .into_data_async()
+                        .await
+                        .map_err(|e| Error::Invalid(format!("reading embeddings back from the device: {e:?}")))?;
+                    rows(data)?
+                }
+            };
+            self.finish(pooled, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Normalizes (when the model says so) and appends a batch's pooled vectors.
+    fn finish(&self, pooled: Vec<Vec<f32>>, out: &mut Vec<Vec<f32>>) {
+        for mut v in pooled {
+            if self.sentence.normalize {
+                normalize(&mut v);
+            }
+            out.push(v);
+        }
+    }
+}
+
+/// The rows of a `[batch, hidden]` tensor read back from the device.
+fn rows(data: burn::tensor::TensorData) -> Result<Vec<Vec<f32>>> {
+    let d = data.shape().get(1).copied().unwrap_or(0).max(1);
+    let flat: Vec<f32> = data
+        .try_into_vec_as::<f32>()
+        .map_err(|e| Error::Invalid(format!("reading embeddings back from the device: {e:?}")))?;
+    Ok(flat.chunks_exact(d).map(<[f32]>::to_vec).collect())
 }
 
 /// `v / max(|v|, 1e-12)` (torch's `F.normalize`, which sentence-transformers' Normalize uses).

@@ -1,0 +1,293 @@
+//! `sealong eval`: the paper's evaluation. Greedy answers (temperature 0, 1,024 new tokens by
+//! default) on LongBench-style files with SubEM per task and the unweighted average; with
+//! `--n N`, also N samples per question and MBR@N (embedding MBR's pick), random@N and oracle@N
+//! (with the oracle@k curve). Writes DIR/predictions.jsonl (one record per question, appended and
+//! flushed, resumable) and DIR/metrics.json (the table, rewritten at the end).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use sealong::data::jsonl::{self, Appender};
+use sealong::data::records::{self, LongBenchRecord};
+use sealong::eval::sub_em;
+use sealong::eval::tables::{self, Outcome};
+use sealong::generate::{self, GenerateOptions, SamplingParams};
+use sealong::mbr::{self, embedding};
+use sealong::models::encoder::SentenceEmbedder;
+use sealong::text::Strategy;
+use serde_json::{Value, json};
+
+use crate::args::{DeviceArgs, ModelArgs, SeedArgs};
+use crate::commands::decode::LoadedDecoder;
+use crate::{progress, provision};
+
+#[derive(Debug, Args, Clone)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// A PEFT LoRA adapter directory merged into the model (e.g. `sealong train`'s DIR/adapter).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+    /// LongBench-style files (real LongBench, or `sealong synth --eval` output); the task of a
+    /// record is its `dataset` field, else the file's name.
+    #[arg(long, short = 'i', num_args = 1.., required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output directory (predictions.jsonl, metrics.json).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Answer strategy (suffix after the question).
+    #[arg(long, default_value = "plan_and_solve")]
+    pub strategy: String,
+    /// Most new tokens per answer.
+    #[arg(long, default_value_t = 1024)]
+    pub max_new_tokens: usize,
+    /// Over the model's context, cut the middle of the context instead of failing.
+    #[arg(long)]
+    pub truncate_middle: bool,
+    /// Samples per question for MBR@N, random@N and oracle@N (0: greedy only).
+    #[arg(long, short = 'n', default_value_t = 0)]
+    pub n: usize,
+    /// Sampling temperature of the N samples.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Top-p of the N samples.
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Sentence embedder of MBR@N.
+    #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Only the first this many questions of each file.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
+
+/// One question to evaluate.
+struct Item {
+    key: String,
+    task: String,
+    record: LongBenchRecord,
+    source: String,
+}
+
+fn task_of(record: &LongBenchRecord, path: &Path) -> String {
+    if record.dataset.is_empty() {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        record.dataset.clone()
+    }
+}
+
+fn read_items(args: &EvalArgs) -> Result<Vec<Item>> {
+    let mut items = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for path in &args.input {
+        let mut lines = records::read_longbench(path)?;
+        if let Some(limit) = args.limit {
+            lines.truncate(limit);
+        }
+        for l in lines {
+            let task = task_of(&l.value, path);
+            let key = format!("{task}/{}", l.value.id);
+            if !seen.insert(key.clone()) {
+                bail!(
+                    "{}:{}: question {key:?} appears twice in the inputs",
+                    path.display(),
+                    l.line
+                );
+            }
+            items.push(Item {
+                key,
+                task,
+                record: l.value,
+                source: format!("{}:{}", path.display(), l.line),
+            });
+        }
+    }
+    Ok(items)
+}
+
+/// The table of the predictions file (only the keys of this evaluation).
+fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<Vec<Outcome>> {
+    let lines = jsonl::read::<Value>(path)?;
+    let mut out = Vec::new();
+    for l in lines {
+        let v = l.value;
+        if !v["key"].as_str().is_some_and(|k| keys.contains(k)) {
+            continue;
+        }
+        let bools = |k: &str| -> Vec<bool> {
+            v[k].as_array()
+                .map(|a| a.iter().filter_map(Value::as_bool).collect())
+                .unwrap_or_default()
+        };
+        out.push(Outcome {
+            task: v["task"].as_str().unwrap_or_default().to_string(),
+            greedy: v["sub_em"].as_bool().unwrap_or(false),
+            samples: bools("samples_sub_em"),
+            mbr_choice: v["mbr_choice"].as_u64().map(|c| c as usize),
+        });
+    }
+    Ok(out)
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let strategy: Strategy = args.strategy.parse()?;
+    let sampling = SamplingParams {
+        temperature: args.temperature,
+        top_p: args.top_p,
+        top_k: 0,
+    };
+    if args.n > 0 {
+        sampling.validate()?;
+    }
+    let items = read_items(&args)?;
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let preds = args.out.join("predictions.jsonl");
+    let done = jsonl::existing_ids(&preds, "key")?;
+    let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.key)).collect();
+    if !done.is_empty() {
+        eprintln!(
+            "resuming {}: {} of {} questions already evaluated",
+            preds.display(),
+            items.len() - todo.len(),
+            items.len()
+        );
+    }
+    if !todo.is_empty() {
+        let dec = LoadedDecoder::load_with_adapter(&args.model.model, &args.device, args.adapter.as_deref())?;
+        let embedder = if args.n > 1 {
+            let dir = provision::resolve_model(&args.embedder)?;
+            Some(SentenceEmbedder::load_dir_on(&dir, None).with_context(|| format!("loading {}", dir.display()))?)
+        } else {
+            None
+        };
+        let greedy = GenerateOptions {
+            sampling: SamplingParams {
+                temperature: 0.0,
+                top_p: 1.0,
+                top_k: 0,
+            },
+            max_new_tokens: args.max_new_tokens,
+            stop_ids: dec.stop_ids.clone(),
+        };
+        let sampled = GenerateOptions {
+            sampling,
+            ..greedy.clone()
+        };
+        let budget = dec.prompt_budget(args.max_new_tokens);
+        let mut out = Appender::open(&preds)?;
+        let bar = progress::bar(todo.len() as u64, "questions");
+        let start = Instant::now();
+        let mut tokens = 0usize;
+        for item in todo {
+            let q = &item.record;
+            let prompt = generate::prompt::build(&dec.text, q, strategy, budget, args.truncate_middle)
+                .with_context(|| item.source.clone())?;
+            // The greedy answer and the N samples share one prefill of the prompt.
+            let mut greedy_rng = vec![sealong::rng::for_item(args.seed.seed, &format!("{}#greedy", item.key))];
+            let mut rngs: Vec<_> = (0..args.n)
+                .map(|i| sealong::rng::for_item(args.seed.seed, &format!("{}#{i}", item.key)))
+                .collect();
+            let mut runs: Vec<(&GenerateOptions, &mut [sealong::rng::Rng])> = vec![(&greedy, &mut greedy_rng)];
+            if args.n > 0 {
+                runs.push((&sampled, &mut rngs));
+            }
+            let mut res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)?;
+            let answer = dec.sample_record(&res[0][0])?;
+            let mut rec = json!({
+                "key": item.key, "id": q.id, "task": item.task, "answers": q.answers,
+                "prompt_tokens": prompt.ids.len(), "truncated_tokens": prompt.truncated_tokens,
+                "prediction": answer.text, "finish_reason": answer.finish_reason,
+                "sub_em": sub_em(&answer.text, &q.answers),
+            });
+            if args.n > 0 {
+                let res = res.pop().unwrap_or_default();
+                let texts: Vec<String> = res
+                    .iter()
+                    .map(|c| dec.sample_record(c).map(|s| s.text))
+                    .collect::<Result<_>>()?;
+                rec["samples"] = json!(texts);
+                rec["samples_sub_em"] = json!(texts.iter().map(|t| sub_em(t, &q.answers)).collect::<Vec<_>>());
+                let (scores, choice) = match &embedder {
+                    Some(e) => {
+                        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                        let sim = embedding::similarity_matrix(&e.embed(&refs)?)?;
+                        let mut pick = sealong::rng::for_item(args.seed.seed, &format!("{}#mbr", item.key));
+                        let sel = mbr::select_from_matrix(&sim, texts.len(), &mut pick)?;
+                        (sel.scores, sel.chosen)
+                    }
+                    // One sample is its own consensus.
+                    None => (vec![1.0], 0),
+                };
+                rec["mbr_scores"] = json!(scores);
+                rec["mbr_choice"] = json!(choice);
+            }
+            out.append(&rec)?;
+            bar.inc(1);
+            bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
+        }
+        bar.finish();
+    }
+
+    let keys: std::collections::HashSet<String> = items.iter().map(|i| i.key.clone()).collect();
+    let table = tables::table(&outcomes(&preds, &keys)?);
+    let metrics = json!({
+        "model": args.model.model, "adapter": args.adapter, "strategy": strategy.name(),
+        "n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+        "seed": args.seed.seed, "inputs": args.input,
+        "tasks": table.tasks, "average": table.average,
+    });
+    let path = args.out.join("metrics.json");
+    let tmp = args.out.join("metrics.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&metrics)?)?;
+    std::fs::rename(&tmp, &path)?;
+    print_table(&table, args.n);
+    eprintln!("wrote {} and {}", preds.display(), path.display());
+    Ok(())
+}
+
+fn fmt(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| format!("{v:.1}"))
+}
+
+/// The table as the paper prints it (SubEM x 100).
+pub fn print_table(t: &tables::Table, n: usize) {
+    if n > 0 {
+        println!(
+            "{:<16} {:>5} {:>7} {:>7} {:>9} {:>9}",
+            "task",
+            "n_q",
+            "greedy",
+            format!("MBR@{n}"),
+            format!("random@{n}"),
+            format!("oracle@{n}")
+        );
+    } else {
+        println!("{:<16} {:>5} {:>7}", "task", "n_q", "greedy");
+    }
+    let line = |name: &str, q: String, r: &tables::Row| {
+        if n > 0 {
+            println!(
+                "{name:<16} {q:>5} {:>7.1} {:>7} {:>9} {:>9}",
+                r.greedy,
+                fmt(r.mbr),
+                fmt(r.random),
+                fmt(r.oracle)
+            );
+        } else {
+            println!("{name:<16} {q:>5} {:>7.1}", r.greedy);
+        }
+    };
+    for t in &t.tasks {
+        line(&t.task, t.questions.to_string(), &t.row);
+    }
+    line("average", String::new(), &t.average);
+}

@@ -1,0 +1,276 @@
+//! `sealong eval` and `sealong run` end to end on the default SmolLM2 with a tiny round (two
+//! questions, two samples, a few tokens):
+//! - eval: the predictions' fields, the table recomputed from them, resuming (a rerun adds
+//!   nothing; a file cut mid-record completes to the same bytes);
+//! - run: every stage's files in the output directory (questions, samples, scores, pairs,
+//!   checkpoint, adapter, predictions, metrics before/after, report, summary), and a run killed
+//!   with SIGKILL in the middle of a stage, rerun with the same config, ends with the same files
+//!   as an uninterrupted run; a different config for the same directory is refused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sealong_tests::{data_file, repo_root, sealong};
+use serde_json::Value;
+
+fn eval_file(dir: &Path, src: &str, name: &str) -> PathBuf {
+    let out = dir.join(format!("{name}.jsonl"));
+    let src = data_file(src).display().to_string();
+    sealong(&["synth", "--eval", "--input", &src, "--out", &out.display().to_string()]).expect("synth --eval");
+    out
+}
+
+fn read_lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+#[test]
+fn eval_writes_predictions_and_the_table_and_resumes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hotpot = eval_file(tmp.path(), "hotpotqa/dev.jsonl", "hotpotqa");
+    let wiki = eval_file(tmp.path(), "2wiki/dev.jsonl", "2wikimqa");
+    let out = tmp.path().join("eval");
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "eval",
+            "--device",
+            "cpu",
+            "--limit",
+            "2",
+            "-n",
+            "3",
+            "--max-new-tokens",
+            "12",
+            "--out",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([out.display().to_string(), "--input".into()])
+        .chain([hotpot.display().to_string(), wiki.display().to_string()])
+        .collect()
+    };
+    let run = |a: Vec<String>| {
+        let argv: Vec<&str> = a.iter().map(String::as_str).collect();
+        sealong(&argv).expect("sealong eval");
+    };
+    run(args(&out));
+    let preds = read_lines(&out.join("predictions.jsonl"));
+    assert_eq!(preds.len(), 4);
+    for p in &preds {
+        for k in [
+            "key",
+            "id",
+            "task",
+            "answers",
+            "prediction",
+            "sub_em",
+            "samples",
+            "samples_sub_em",
+            "mbr_scores",
+            "mbr_choice",
+        ] {
+            assert!(!p[k].is_null(), "prediction lacks {k}: {p}");
+        }
+        assert_eq!(p["samples"].as_array().map(Vec::len), Some(3));
+        assert!(p["mbr_choice"].as_u64().is_some_and(|c| c < 3));
+    }
+    // The table equals a recomputation from the predictions.
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).expect("metrics")).expect("json");
+    let tasks = metrics["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 2);
+    for t in tasks {
+        let name = t["task"].as_str().expect("task");
+        let mine: Vec<&Value> = preds.iter().filter(|p| p["task"] == name).collect();
+        assert_eq!(t["questions"].as_u64(), Some(mine.len() as u64));
+        let greedy = 100.0 * mine.iter().filter(|p| p["sub_em"] == true).count() as f64 / mine.len() as f64;
+        assert!((t["greedy"].as_f64().expect("greedy") - greedy).abs() < 1e-9);
+        let oracle = 100.0
+            * mine
+                .iter()
+                .filter(|p| p["samples_sub_em"].as_array().expect("s").iter().any(|b| b == true))
+                .count() as f64
+            / mine.len() as f64;
+        assert!((t["oracle"].as_f64().expect("oracle") - oracle).abs() < 1e-9);
+        assert_eq!(t["oracle_curve"].as_array().map(Vec::len), Some(3));
+    }
+    assert!(metrics["average"]["mbr"].is_number());
+
+    // A rerun adds nothing; a file cut in the middle of its third record completes to the same bytes.
+    let full = std::fs::read(out.join("predictions.jsonl")).expect("preds");
+    run(args(&out));
+    assert_eq!(std::fs::read(out.join("predictions.jsonl")).expect("preds"), full);
+    let text = String::from_utf8(full.clone()).expect("utf8");
+    let cut: usize = text.lines().take(2).map(|l| l.len() + 1).sum::<usize>() + 25;
+    std::fs::write(out.join("predictions.jsonl"), &full[..cut]).expect("cut");
+    run(args(&out));
+    assert_eq!(std::fs::read(out.join("predictions.jsonl")).expect("preds"), full);
+}
+
+/// A round small enough for a test: 2 questions of ~1k tokens, 2 samples of 8 tokens, one
+/// training step, 1 evaluation question per dev set.
+fn tiny_config(out: &Path) -> String {
+    let root = repo_root();
+    let d = |p: &str| root.join("data").join(p).display().to_string();
+    format!(
+        r#"out = "{out}"
+device = "cpu"
+seed = 7
+
+[synth]
+input = "{train}"
+pool = ["{pool}"]
+n = 2
+min_k = 1
+max_k = 1
+allow_short = true
+
+[sample]
+n = 2
+max_new_tokens = 8
+
+[train]
+lr = 1e-3
+lora_r = 4
+lora_alpha = 8
+batch_size = 2
+checkpoint_every = 1
+max_length = 2048
+
+[eval]
+inputs = ["{hotpot}", "{wiki}"]
+limit = 1
+n = 2
+max_new_tokens = 8
+"#,
+        out = out.display(),
+        train = d("musique/train.jsonl"),
+        pool = d("musique/paragraphs.jsonl"),
+        hotpot = d("hotpotqa/dev.jsonl"),
+        wiki = d("2wiki/dev.jsonl"),
+    )
+}
+
+/// Files that must be identical between an uninterrupted and a killed-then-rerun round.
+const SAME: [&str; 7] = [
+    "questions.jsonl",
+    "samples.jsonl",
+    "scored.jsonl",
+    "pairs.jsonl",
+    "eval/before/predictions.jsonl",
+    "eval/after/predictions.jsonl",
+    "train/adapter/adapter_model.safetensors",
+];
+
+const CHILD_ENV: &str = "SEALONG_RUN_CHILD_CONFIG";
+
+#[test]
+#[ignore = "the child process of a_killed_round_resumes_to_the_same_files"]
+fn run_child() {
+    let Ok(config) = std::env::var(CHILD_ENV) else { return };
+    sealong(&["run", "--config", &config]).expect("child run");
+}
+
+#[test]
+fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let straight = tmp.path().join("straight");
+    let cfg_a = tmp.path().join("a.toml");
+    std::fs::write(&cfg_a, tiny_config(&straight)).expect("config");
+    sealong(&["run", "--config", &cfg_a.display().to_string()]).expect("sealong run");
+    for f in SAME.iter().chain(&[
+        "config.toml",
+        "scored.summary.json",
+        "eval/before/metrics.json",
+        "eval/after/metrics.json",
+        "train/metrics.jsonl",
+        "train/adapter/adapter_config.json",
+        "train/merged/model.safetensors",
+        "report.html",
+        "summary.json",
+    ]) {
+        assert!(straight.join(f).is_file(), "{f} is missing");
+    }
+    assert!(!sealong_tests_checkpoints(&straight).is_empty(), "no checkpoint");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(straight.join("summary.json")).expect("s")).expect("json");
+    let stages: Vec<&str> = summary["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["stage"].as_str())
+        .collect();
+    assert_eq!(
+        stages,
+        [
+            "synth",
+            "sample",
+            "score",
+            "eval data",
+            "eval before",
+            "train",
+            "eval after",
+            "report"
+        ]
+    );
+
+    // The same round killed while sampling (after its first record), then rerun.
+    let killed = tmp.path().join("killed");
+    let cfg_b = tmp.path().join("b.toml");
+    std::fs::write(&cfg_b, tiny_config(&killed)).expect("config");
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args(["run_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, cfg_b.display().to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn the child round");
+    let started = Instant::now();
+    let samples = killed.join("samples.jsonl");
+    loop {
+        let lines = std::fs::read_to_string(&samples)
+            .map(|t| t.lines().count())
+            .unwrap_or(0);
+        if lines >= 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "the child wrote no sample"
+        );
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the child ended ({status}) before it was killed");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    assert!(
+        !killed.join("scored.jsonl").exists(),
+        "killed too late: scoring had started"
+    );
+    sealong(&["run", "--config", &cfg_b.display().to_string()]).expect("rerun");
+    for f in SAME {
+        let a = std::fs::read(straight.join(f)).expect("straight file");
+        let b = std::fs::read(killed.join(f)).expect("resumed file");
+        assert!(a == b, "{f} differs between the uninterrupted and the resumed round");
+    }
+
+    // Another config for the same directory is refused.
+    let other = tmp.path().join("c.toml");
+    std::fs::write(&other, tiny_config(&killed).replace("seed = 7", "seed = 8")).expect("config");
+    let e = sealong(&["run", "--config", &other.display().to_string()])
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(e.contains("different config"), "{e}");
+}
+
+fn sealong_tests_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
+    sealong::train::checkpoint::list(&out.join("train")).expect("list checkpoints")
+}

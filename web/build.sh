@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Builds the browser page's WebAssembly: the sealong-web crate for wasm32 (release), then
+# wasm-bindgen's ES-module glue into web/www/pkg (gitignored). `sealong view` serves web/www.
+# Idempotent: installs wasm-bindgen-cli only when the installed one is not Cargo.lock's version
+# (the CLI and the crate must match exactly), and a second run with nothing changed takes
+# seconds. The name section is dropped: 6 MB of function names the page does not need (a
+# panic's message still reaches the page through the panic hook).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if [ -z "$want" ]; then
+  echo "web/build.sh: no wasm-bindgen in Cargo.lock" >&2
+  exit 1
+fi
+if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; then
+  echo "installing wasm-bindgen-cli $want (the version Cargo.lock pins)"
+  # --locked first (wasm-bindgen-cli's own lock file); if the registry no longer has one of
+  # those exact versions, a fresh resolution of the same wasm-bindgen-cli release.
+  cargo install wasm-bindgen-cli --version "$want" --locked || cargo install wasm-bindgen-cli --version "$want"
+fi
+rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
+
+cargo build -p sealong-web --target wasm32-unknown-unknown --release --locked
+target_dir=${CARGO_TARGET_DIR:-target}
+wasm="$target_dir/wasm32-unknown-unknown/release/sealong_web.wasm"
+out=web/www/pkg
+if [ ! -f "$out/sealong_web_bg.wasm" ] || [ "$wasm" -nt "$out/sealong_web_bg.wasm" ]; then
+  wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$out" "$wasm"
+fi
+echo "web/build.sh: $(du -h "$out/sealong_web_bg.wasm" | cut -f1) $out/sealong_web_bg.wasm"
