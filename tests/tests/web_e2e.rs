@@ -9,8 +9,9 @@
 //! - the ROUGE-L switch shows the core's ROUGE-L scores;
 //! - the malformed line is reported, with its line number, in the visible Problems panel;
 //! - answers are shown as text (no element injected from the file);
-//! - a file picked with the file input, or dropped on the page, replaces the data (the picked
-//!   file's bad line shows too).
+//! - (CPU run) a file picked with the file input, or dropped on the page, replaces the data
+//!   (the picked file's bad line shows too); a model whose weights are cut short is reported in
+//!   the page, and ROUGE-L still works.
 //!
 //! Screenshots go to `target/e2e/view-{webgpu,cpu}.png`. Needs `bash web/build.sh` (the page's
 //! wasm) and `apt-get install chromium chromium-driver`; `.ci/run` does both.
@@ -121,7 +122,7 @@ struct Browser {
     driver: Child,
     port: u16,
     session: String,
-    _profile: tempfile::TempDir,
+    profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -142,12 +143,18 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("starting chromedriver");
+        // Owned by `Browser` from here on, so a failing assertion still stops chromedriver.
+        let mut browser = Browser {
+            driver,
+            port,
+            session: String::new(),
+            profile: tempfile::tempdir().expect("profile dir"),
+        };
         let t0 = Instant::now();
         while http(port, "GET", "/status", None).map(|v| v["ready"] == true) != Ok(true) {
             assert!(t0.elapsed() < Duration::from_secs(30), "chromedriver did not come up");
             std::thread::sleep(Duration::from_millis(200));
         }
-        let profile = tempfile::tempdir().expect("profile dir");
         // Headless as root in a closed network: no sandbox, no background traffic.
         let mut args = vec![
             "--headless=new".to_string(),
@@ -159,7 +166,7 @@ impl Browser {
             "--disable-component-update".into(),
             "--disable-sync".into(),
             "--window-size=1400,1000".into(),
-            format!("--user-data-dir={}", profile.path().display()),
+            format!("--user-data-dir={}", browser.profile.path().display()),
         ];
         if webgpu {
             args.extend([
@@ -175,12 +182,6 @@ impl Browser {
             "browserName": "chrome",
             "goog:chromeOptions": {"binary": CHROMIUM, "args": args},
         }}});
-        let mut browser = Browser {
-            driver,
-            port,
-            session: String::new(),
-            _profile: profile,
-        };
         let s = http(port, "POST", "/session", Some(&caps)).expect("new WebDriver session");
         browser.session = s["sessionId"].as_str().expect("sessionId").to_string();
         browser
@@ -372,17 +373,7 @@ fn run(webgpu: bool) {
     let label = if webgpu { "webgpu" } else { "cpu" };
     let dir = tempfile::tempdir().expect("tmp");
     let (native, view_file, bad_line) = scored_view_file(dir.path());
-    let server = Server::start(&ViewArgs {
-        file: view_file.clone(),
-        port: 0,
-        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        open: false,
-        embedder: sealong_cli::provision::DEFAULT_EMBEDDER.into(),
-        no_model: false,
-        seed: SeedArgs { seed: 42 },
-        www: None,
-    })
-    .unwrap_or_else(|e| panic!("sealong view: {e:#}"));
+    let server = Server::start(&view_args(view_file.clone())).unwrap_or_else(|e| panic!("sealong view: {e:#}"));
     let browser = Browser::launch(webgpu);
     browser.go(&server.url());
     let took = browser.wait_ready(label);
@@ -543,6 +534,51 @@ fn run(webgpu: bool) {
         let want_id = native[1]["id"].as_str().expect("id");
         assert!(shown["id"].as_str().expect("id").contains(want_id), "{shown}");
         assert_eq!(shown["chosen"], native[1]["chosen"]);
+
+        // A broken model (weights cut short): the Problems panel says so, ROUGE-L still works.
+        let broken = dir.path().join("broken-model");
+        let real = sealong_tests::minilm_path();
+        for f in ["config.json", "tokenizer.json", "modules.json", "1_Pooling/config.json"] {
+            let to = broken.join(f);
+            std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+            std::fs::copy(real.join(f), &to).expect("copy");
+        }
+        let weights = std::fs::read(real.join("model.safetensors")).expect("weights");
+        std::fs::write(broken.join("model.safetensors"), &weights[..weights.len() / 3]).expect("cut");
+        let server2 = Server::start(&ViewArgs {
+            embedder: broken.display().to_string(),
+            ..view_args(view_file)
+        })
+        .unwrap_or_else(|e| panic!("sealong view: {e:#}"));
+        browser.go(&server2.url());
+        browser.wait_ready("broken model");
+        let problems = browser.js("return document.getElementById('errors').innerText", json!([]));
+        let problems = problems.as_str().expect("text");
+        assert!(
+            problems.contains("embedding scores are unavailable") && problems.contains("safetensors"),
+            "{problems}"
+        );
+        let status = browser.js("return document.getElementById('status').textContent", json!([]));
+        assert!(status.as_str().expect("status").ends_with("(ROUGE-L only)"), "{status}");
+        browser.js(
+            "document.querySelector('input[name=utility][value=\"rouge-l\"]').click()",
+            json!([]),
+        );
+        let shown = browser.js(READ_QUESTION, json!([]));
+        assert_eq!(shown["cells"], f64s(&native[0]["scores"]).len().pow(2));
+    }
+}
+
+fn view_args(file: PathBuf) -> ViewArgs {
+    ViewArgs {
+        file,
+        port: 0,
+        bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        open: false,
+        embedder: sealong_cli::provision::DEFAULT_EMBEDDER.into(),
+        no_model: false,
+        seed: SeedArgs { seed: 42 },
+        www: None,
     }
 }
 
