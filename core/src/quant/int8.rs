@@ -76,6 +76,8 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
         .for_each(|(task, out)| {
             let r0 = task * rows_per_task;
             let n_rows = out.len() / m;
+            // Advanced only by the x86-64 kernels above the portable loop.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut dr = 0;
             #[cfg(target_arch = "x86_64")]
             if vnni {

@@ -77,6 +77,8 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
             let r0 = task * rows_per_task;
             let n_rows = out.len() / m;
             if m >= DEQUANT_ROWS {
+                // Advanced only by the x86-64 kernels above the portable loop.
+                #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                 let mut dr0 = 0;
                 #[cfg(target_arch = "x86_64")]
                 if isa == Isa::Avx512 && m >= 2 {
@@ -125,6 +127,8 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
                 }
                 return;
             }
+            // Advanced only by the x86-64 kernels above the portable loop.
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut dr = 0;
             #[cfg(target_arch = "x86_64")]
             if isa == Isa::Avx512 {
