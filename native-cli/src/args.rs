@@ -270,6 +270,80 @@ pub struct DecodeArgs {
     pub top_k: usize,
 }
 
+/// Where `sample` and `eval` get their answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The model of --model, run here on --device.
+    Local,
+    /// An OpenAI-compatible chat-completions server (vLLM, llama.cpp's server, hosted APIs).
+    Openai,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackendArgs {
+    /// Where answers come from: `local` (--model on --device) or `openai` (a chat-completions
+    /// server at --base-url; the server applies its own chat template and context limit).
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: Backend,
+    /// The server's base URL including the API version, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, required_if_eq("backend", "openai"))]
+    pub base_url: Option<String>,
+    /// The model name to send in each request (as the server lists it under /v1/models).
+    #[arg(long, required_if_eq("backend", "openai"))]
+    pub api_model: Option<String>,
+    /// Environment variable that holds the API key (sent as a Bearer token when it is set).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Questions in flight at once (openai backend); records are still written in input order.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seconds allowed for one request, connection to last byte (openai backend).
+    #[arg(long, default_value_t = 600)]
+    pub request_timeout: u64,
+    /// Further tries of a request after a retryable failure: connection refused or reset,
+    /// timeout, 408, 409, 429, 5xx (openai backend; waits 0.5 s doubling to 30 s, or Retry-After).
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+    /// Most completions asked for in one request (`n`); servers that return fewer are topped up
+    /// with further requests (openai backend).
+    #[arg(long, default_value_t = 64)]
+    pub max_n_per_request: usize,
+}
+
+impl BackendArgs {
+    /// The client of `--backend openai`, or None for the local engine. Flags that only mean
+    /// something to one backend are refused for the other rather than ignored.
+    pub fn client(&self, top_k: usize, truncate_middle: bool) -> anyhow::Result<Option<crate::openai::Client>> {
+        if self.backend == Backend::Local {
+            return Ok(None);
+        }
+        if top_k != 0 {
+            anyhow::bail!("--top-k is not a chat-completions parameter; leave it at 0 with --backend openai");
+        }
+        if truncate_middle {
+            anyhow::bail!(
+                "--truncate-middle needs the model's tokenizer, which --backend openai does not have; \
+                 the server reports a prompt over its context as an error"
+            );
+        }
+        if self.concurrency == 0 {
+            anyhow::bail!("--concurrency must be at least 1");
+        }
+        let (Some(base_url), Some(model)) = (&self.base_url, &self.api_model) else {
+            anyhow::bail!("--backend openai needs --base-url and --api-model");
+        };
+        let api_key = std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty());
+        Ok(Some(crate::openai::Client::new(crate::openai::ClientConfig {
+            base_url: base_url.clone(),
+            model: model.clone(),
+            api_key,
+            timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),
+            max_retries: self.max_retries,
+            max_n_per_request: self.max_n_per_request.max(1),
+        })?))
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct GenerateArgs {
     #[command(flatten)]
@@ -322,6 +396,8 @@ pub struct SampleArgs {
     pub temperature: f32,
     #[command(flatten)]
     pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Only the first this many questions.
     #[arg(long)]
     pub limit: Option<usize>,

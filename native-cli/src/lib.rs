@@ -4,6 +4,8 @@
 pub mod args;
 pub mod commands;
 pub mod device;
+pub mod openai;
+pub mod pool;
 pub mod progress;
 pub mod provision;
 

@@ -99,7 +99,7 @@ impl LoadedDecoder {
         };
         Ok(SampleText {
             text: self.text.tokenizer.decode(body, true)?,
-            num_tokens: c.ids.len(),
+            num_tokens: Some(c.ids.len()),
             finish_reason: c.finish_reason,
         })
     }
@@ -109,6 +109,8 @@ impl LoadedDecoder {
 #[derive(Debug, Clone, Serialize)]
 pub struct SampleText {
     pub text: String,
-    pub num_tokens: usize,
+    /// New tokens including the stop token; unknown (null) for a remote server that reports
+    /// only the total of several choices.
+    pub num_tokens: Option<usize>,
     pub finish_reason: FinishReason,
 }

@@ -16,12 +16,12 @@ use sealong::eval::tables::{self, Outcome};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::mbr::{self, embedding};
 use sealong::models::encoder::SentenceEmbedder;
-use sealong::text::Strategy;
+use sealong::text::{Strategy, prompts};
 use serde_json::{Value, json};
 
-use crate::args::{DeviceArgs, ModelArgs, SeedArgs};
-use crate::commands::decode::LoadedDecoder;
-use crate::{progress, provision};
+use crate::args::{Backend, BackendArgs, DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
+use crate::commands::decode::{LoadedDecoder, SampleText};
+use crate::{openai, pool, progress, provision};
 
 #[derive(Debug, Args, Clone)]
 pub struct EvalArgs {
@@ -39,24 +39,16 @@ pub struct EvalArgs {
     /// Output directory (predictions.jsonl, metrics.json).
     #[arg(long, short = 'o')]
     pub out: PathBuf,
-    /// Answer strategy (suffix after the question).
-    #[arg(long, default_value = "plan_and_solve")]
-    pub strategy: String,
-    /// Most new tokens per answer.
-    #[arg(long, default_value_t = 1024)]
-    pub max_new_tokens: usize,
-    /// Over the model's context, cut the middle of the context instead of failing.
-    #[arg(long)]
-    pub truncate_middle: bool,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     /// Samples per question for MBR@N, random@N and oracle@N (0: greedy only).
     #[arg(long, short = 'n', default_value_t = 0)]
     pub n: usize,
     /// Sampling temperature of the N samples.
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
-    /// Top-p of the N samples.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
     /// Sentence embedder of MBR@N.
     #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
     pub embedder: String,
@@ -138,15 +130,27 @@ fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<Vec
     Ok(out)
 }
 
+/// One question's answers, from either backend.
+struct Answered {
+    greedy: SampleText,
+    samples: Vec<SampleText>,
+    prompt_tokens: Option<usize>,
+    truncated_tokens: usize,
+}
+
 pub fn run(args: EvalArgs) -> Result<()> {
-    let strategy: Strategy = args.strategy.parse()?;
+    let strategy: Strategy = args.decode.strategy.parse()?;
     let sampling = SamplingParams {
         temperature: args.temperature,
-        top_p: args.top_p,
-        top_k: 0,
+        top_p: args.decode.top_p,
+        top_k: args.decode.top_k,
     };
     if args.n > 0 {
         sampling.validate()?;
+    }
+    let client = args.backend.client(args.decode.top_k, args.decode.truncate_middle)?;
+    if client.is_some() && args.adapter.is_some() {
+        bail!("--adapter merges into a local model; with --backend openai, serve the merged model instead");
     }
     let items = read_items(&args)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -162,58 +166,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     if !todo.is_empty() {
-        let dec = LoadedDecoder::load_with_adapter(&args.model.model, &args.device, args.adapter.as_deref())?;
         let embedder = if args.n > 1 {
             let dir = provision::resolve_model(&args.embedder)?;
             Some(SentenceEmbedder::load_dir_on(&dir, None).with_context(|| format!("loading {}", dir.display()))?)
         } else {
             None
         };
-        let greedy = GenerateOptions {
-            sampling: SamplingParams {
-                temperature: 0.0,
-                top_p: 1.0,
-                top_k: 0,
-            },
-            max_new_tokens: args.max_new_tokens,
-            stop_ids: dec.stop_ids.clone(),
-        };
-        let sampled = GenerateOptions {
-            sampling,
-            ..greedy.clone()
-        };
-        let budget = dec.prompt_budget(args.max_new_tokens);
         let mut out = Appender::open(&preds)?;
         let bar = progress::bar(todo.len() as u64, "questions");
-        let start = Instant::now();
-        let mut tokens = 0usize;
-        for item in todo {
+        // The record of one question (the MBR pick is made here, on the writing thread).
+        let mut write = |item: &Item, a: Answered| -> Result<()> {
             let q = &item.record;
-            let prompt = generate::prompt::build(&dec.text, q, strategy, budget, args.truncate_middle)
-                .with_context(|| item.source.clone())?;
-            // The greedy answer and the N samples share one prefill of the prompt.
-            let mut greedy_rng = vec![sealong::rng::for_item(args.seed.seed, &format!("{}#greedy", item.key))];
-            let mut rngs: Vec<_> = (0..args.n)
-                .map(|i| sealong::rng::for_item(args.seed.seed, &format!("{}#{i}", item.key)))
-                .collect();
-            let mut runs: Vec<(&GenerateOptions, &mut [sealong::rng::Rng])> = vec![(&greedy, &mut greedy_rng)];
-            if args.n > 0 {
-                runs.push((&sampled, &mut rngs));
-            }
-            let mut res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)?;
-            let answer = dec.sample_record(&res[0][0])?;
             let mut rec = json!({
                 "key": item.key, "id": q.id, "task": item.task, "answers": q.answers,
-                "prompt_tokens": prompt.ids.len(), "truncated_tokens": prompt.truncated_tokens,
-                "prediction": answer.text, "finish_reason": answer.finish_reason,
-                "sub_em": sub_em(&answer.text, &q.answers),
+                "prompt_tokens": a.prompt_tokens, "truncated_tokens": a.truncated_tokens,
+                "prediction": a.greedy.text, "finish_reason": a.greedy.finish_reason,
+                "sub_em": sub_em(&a.greedy.text, &q.answers),
             });
             if args.n > 0 {
-                let res = res.pop().unwrap_or_default();
-                let texts: Vec<String> = res
-                    .iter()
-                    .map(|c| dec.sample_record(c).map(|s| s.text))
-                    .collect::<Result<_>>()?;
+                let texts: Vec<String> = a.samples.into_iter().map(|s| s.text).collect();
                 rec["samples"] = json!(texts);
                 rec["samples_sub_em"] = json!(texts.iter().map(|t| sub_em(t, &q.answers)).collect::<Vec<_>>());
                 let (scores, choice) = match &embedder {
@@ -232,16 +203,111 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }
             out.append(&rec)?;
             bar.inc(1);
-            bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
+            Ok(())
+        };
+        match client {
+            Some(client) => {
+                eprintln!(
+                    "evaluating through {} (model {:?}, {} requests in flight)",
+                    client.config().base_url,
+                    client.config().model,
+                    args.backend.concurrency
+                );
+                let greedy = openai::Sampling {
+                    temperature: 0.0,
+                    top_p: 1.0,
+                    max_tokens: args.decode.max_new_tokens,
+                };
+                let sampled = openai::Sampling {
+                    temperature: sampling.temperature,
+                    top_p: sampling.top_p,
+                    max_tokens: args.decode.max_new_tokens,
+                };
+                let answer = |item: &&Item, cancel: &_| -> Result<Answered> {
+                    let q = &item.record;
+                    let msg = prompts::user_message(&q.context, &q.input, strategy);
+                    let what = format!("{} (question {})", item.source, item.key);
+                    let seed = openai::request_seed(args.seed.seed, &item.key);
+                    let g = client.complete(&msg, 1, greedy, seed, &what, cancel)?;
+                    let samples = if args.n > 0 {
+                        client
+                            .complete(&msg, args.n, sampled, seed.wrapping_add(1 << 20), &what, cancel)?
+                            .samples
+                    } else {
+                        Vec::new()
+                    };
+                    let mut g = g;
+                    Ok(Answered {
+                        greedy: g.samples.remove(0),
+                        samples,
+                        prompt_tokens: g.prompt_tokens,
+                        truncated_tokens: 0,
+                    })
+                };
+                pool::ordered(&todo, args.backend.concurrency, answer, |item, a| write(item, a))?;
+            }
+            None => {
+                let dec = LoadedDecoder::load_with_adapter(&args.model.model, &args.device, args.adapter.as_deref())?;
+                let greedy = GenerateOptions {
+                    sampling: SamplingParams {
+                        temperature: 0.0,
+                        top_p: 1.0,
+                        top_k: 0,
+                    },
+                    max_new_tokens: args.decode.max_new_tokens,
+                    stop_ids: dec.stop_ids.clone(),
+                };
+                let sampled = GenerateOptions {
+                    sampling,
+                    ..greedy.clone()
+                };
+                let budget = dec.prompt_budget(args.decode.max_new_tokens);
+                let start = Instant::now();
+                let mut tokens = 0usize;
+                for item in todo {
+                    let q = &item.record;
+                    let prompt = generate::prompt::build(&dec.text, q, strategy, budget, args.decode.truncate_middle)
+                        .with_context(|| item.source.clone())?;
+                    // The greedy answer and the N samples share one prefill of the prompt.
+                    let mut greedy_rng = vec![sealong::rng::for_item(args.seed.seed, &format!("{}#greedy", item.key))];
+                    let mut rngs: Vec<_> = (0..args.n)
+                        .map(|i| sealong::rng::for_item(args.seed.seed, &format!("{}#{i}", item.key)))
+                        .collect();
+                    let mut runs: Vec<(&GenerateOptions, &mut [sealong::rng::Rng])> = vec![(&greedy, &mut greedy_rng)];
+                    if args.n > 0 {
+                        runs.push((&sampled, &mut rngs));
+                    }
+                    let res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)?;
+                    let mut texts = res
+                        .iter()
+                        .map(|run| run.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>());
+                    let greedy_text = texts.next().transpose()?.and_then(|mut v| v.pop());
+                    let samples = texts.next().transpose()?.unwrap_or_default();
+                    write(
+                        item,
+                        Answered {
+                            greedy: greedy_text.context("no greedy answer")?,
+                            samples,
+                            prompt_tokens: Some(prompt.ids.len()),
+                            truncated_tokens: prompt.truncated_tokens,
+                        },
+                    )?;
+                    bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
+                }
+            }
         }
         bar.finish();
     }
 
     let keys: std::collections::HashSet<String> = items.iter().map(|i| i.key.clone()).collect();
     let table = tables::table(&outcomes(&preds, &keys)?);
+    let model = match args.backend.backend {
+        Backend::Local => json!(args.model.model),
+        Backend::Openai => json!({"base_url": args.backend.base_url, "api_model": args.backend.api_model}),
+    };
     let metrics = json!({
-        "model": args.model.model, "adapter": args.adapter, "strategy": strategy.name(),
-        "n": args.n, "max_new_tokens": args.max_new_tokens, "temperature": args.temperature,
+        "model": model, "adapter": args.adapter, "strategy": strategy.name(),
+        "n": args.n, "max_new_tokens": args.decode.max_new_tokens, "temperature": args.temperature,
         "seed": args.seed.seed, "inputs": args.input,
         "tasks": table.tasks, "average": table.average,
     });

@@ -41,12 +41,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         }
         let s = dec.sample_record(&out[0])?;
         println!("{}", s.text);
+        let new_tokens = out[0].ids.len();
         eprintln!(
-            "({} prompt tokens, {} new tokens, {:?}, {:.1} tok/s)",
+            "({} prompt tokens, {new_tokens} new tokens, {:?}, {:.1} tok/s)",
             ids.len(),
-            s.num_tokens,
             s.finish_reason,
-            s.num_tokens as f64 / t.elapsed().as_secs_f64()
+            new_tokens as f64 / t.elapsed().as_secs_f64()
         );
         return Ok(());
     }

@@ -1,18 +1,28 @@
-//! `sealong sample`: N answers per question (SEALONG stage 2), the prompt prefilled once and the
-//! N streams decoded as one batch; one record per question, appended and flushed, resumable.
+//! `sealong sample`: N answers per question (SEALONG stage 2); one record per question,
+//! appended and flushed in input order, resumable. Two backends write the same record:
+//! - local: the prompt prefilled once and the N streams decoded as one batch;
+//! - openai: an OpenAI-compatible server, `--concurrency` questions in flight (openai.rs).
 
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use sealong::data::jsonl::{self, Appender};
-use sealong::data::records;
+use sealong::data::jsonl::{self, Appender, Line};
+use sealong::data::records::{self, LongBenchRecord};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
-use sealong::text::Strategy;
-use serde_json::json;
+use sealong::text::{Strategy, prompts};
+use serde_json::{Value, json};
 
 use crate::args::SampleArgs;
-use crate::commands::decode::LoadedDecoder;
-use crate::progress;
+use crate::commands::decode::{LoadedDecoder, SampleText};
+use crate::{openai, pool, progress};
+
+/// What one question's record says beyond its samples.
+struct Answered {
+    user_message: String,
+    prompt_tokens: Option<usize>,
+    truncated_tokens: usize,
+    samples: Vec<SampleText>,
+}
 
 pub fn run(args: SampleArgs) -> Result<()> {
     let strategy: Strategy = args.decode.strategy.parse()?;
@@ -25,6 +35,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         top_k: args.decode.top_k,
     };
     sampling.validate()?;
+    let client = args.backend.client(args.decode.top_k, args.decode.truncate_middle)?;
     let mut questions = records::read_longbench(&args.input)?;
     if let Some(limit) = args.limit {
         questions.truncate(limit);
@@ -42,6 +53,59 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if todo.is_empty() {
         return Ok(());
     }
+    let params = json!({"n": args.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                        "top_k": sampling.top_k, "max_new_tokens": args.decode.max_new_tokens, "seed": args.seed.seed});
+    let record = |q: &LongBenchRecord, model: &str, a: Answered| -> Value {
+        json!({
+            "id": q.id, "dataset": q.dataset, "question": q.input, "answers": q.answers,
+            "prompt": a.user_message, "prompt_tokens": a.prompt_tokens,
+            "truncated_tokens": a.truncated_tokens, "strategy": strategy.name(), "model": model,
+            "sampling": params, "samples": a.samples,
+        })
+    };
+    let mut out = Appender::open(&args.out)?;
+    let bar = progress::bar(todo.len() as u64, "questions");
+    let start = Instant::now();
+
+    if let Some(client) = client {
+        let c = client.config();
+        let model = c.model.clone();
+        eprintln!(
+            "sampling from {} (model {model:?}, {} requests in flight)",
+            c.base_url, args.backend.concurrency
+        );
+        let remote = openai::Sampling {
+            temperature: sampling.temperature,
+            top_p: sampling.top_p,
+            max_tokens: args.decode.max_new_tokens,
+        };
+        let answer = |l: &&Line<LongBenchRecord>, cancel: &_| -> Result<Answered> {
+            let q = &l.value;
+            let user_message = prompts::user_message(&q.context, &q.input, strategy);
+            let what = format!("{}:{} (question {})", args.input.display(), l.line, q.id);
+            let seed = openai::request_seed(args.seed.seed, &q.id);
+            let got = client.complete(&user_message, args.n, remote, seed, &what, cancel)?;
+            Ok(Answered {
+                user_message,
+                prompt_tokens: got.prompt_tokens,
+                truncated_tokens: 0,
+                samples: got.samples,
+            })
+        };
+        pool::ordered(&todo, args.backend.concurrency, answer, |l, a| {
+            out.append(&record(&l.value, &model, a))?;
+            bar.inc(1);
+            Ok(())
+        })?;
+        bar.finish();
+        eprintln!(
+            "wrote {} ({:.2} questions/s)",
+            args.out.display(),
+            todo.len() as f64 / start.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+
     let dec = LoadedDecoder::load(&args.model.model, &args.device)?;
     let options = GenerateOptions {
         sampling,
@@ -49,9 +113,6 @@ pub fn run(args: SampleArgs) -> Result<()> {
         stop_ids: dec.stop_ids.clone(),
     };
     let budget = dec.prompt_budget(args.decode.max_new_tokens);
-    let mut out = Appender::open(&args.out)?;
-    let bar = progress::bar(todo.len() as u64, "questions");
-    let start = Instant::now();
     let mut tokens = 0usize;
     for l in todo {
         let q = &l.value;
@@ -65,14 +126,13 @@ pub fn run(args: SampleArgs) -> Result<()> {
             bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
         })?;
         let samples = res.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>()?;
-        out.append(&json!({
-            "id": q.id, "dataset": q.dataset, "question": q.input, "answers": q.answers,
-            "prompt": prompt.user_message, "prompt_tokens": prompt.ids.len(),
-            "truncated_tokens": prompt.truncated_tokens, "strategy": strategy.name(), "model": dec.name,
-            "sampling": {"n": args.n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                         "top_k": sampling.top_k, "max_new_tokens": args.decode.max_new_tokens, "seed": args.seed.seed},
-            "samples": samples,
-        }))?;
+        let answered = Answered {
+            user_message: prompt.user_message,
+            prompt_tokens: Some(prompt.ids.len()),
+            truncated_tokens: prompt.truncated_tokens,
+            samples,
+        };
+        out.append(&record(q, &dec.name, answered))?;
         bar.inc(1);
     }
     bar.finish();
