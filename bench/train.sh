@@ -15,11 +15,8 @@ for a in "$@"; do
     *) OUT="$a" ;;
   esac
 done
-mkdir -p "$OUT"
-cargo build -q -p sealong-cli --bins
-SEALONG=./target/debug/sealong
-[ -n "${CARGO_TARGET_DIR:-}" ] && SEALONG="$CARGO_TARGET_DIR/debug/sealong"
-python3 bench/peers/_peers.py > "$OUT/corpus.txt"
+source bench/_common.sh
+bench_setup "$OUT"
 GGUF=$("$SEALONG" models fetch smollm2-135m-instruct | awk '{print $2}')
 if [ "$SKIP_PEER" = 0 ]; then
   # The peer builds its corpus itself (the same text as corpus.txt); PEERS_TEXT would re-join the

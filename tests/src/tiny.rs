@@ -27,6 +27,61 @@ pub struct TinySpec {
     pub max_positions: usize,
 }
 
+impl TinySpec {
+    /// A Llama with GQA, untied head and Llama-3 rope scaling (the engine-parity model).
+    pub fn llama() -> TinySpec {
+        TinySpec {
+            model_type: "llama",
+            vocab: 96,
+            hidden: 48,
+            intermediate: 80,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 16,
+            qkv_bias: false,
+            tied: false,
+            llama3_scaling: Some((8.0, 1.0, 4.0, 16)),
+            rope_theta: 500_000.0,
+            eps: 1e-5,
+            max_positions: 64,
+        }
+    }
+
+    /// [`TinySpec::llama`] as a Qwen2 (q/k/v biases, tied head, plain rope).
+    pub fn qwen2() -> TinySpec {
+        TinySpec {
+            model_type: "qwen2",
+            qkv_bias: true,
+            tied: true,
+            llama3_scaling: None,
+            rope_theta: 10_000.0,
+            eps: 1e-6,
+            ..TinySpec::llama()
+        }
+    }
+
+    /// A smaller Llama with a tied head (the training tests' model: fast under autodiff).
+    pub fn small() -> TinySpec {
+        TinySpec {
+            model_type: "llama",
+            vocab: 64,
+            hidden: 32,
+            intermediate: 48,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+            qkv_bias: false,
+            tied: true,
+            llama3_scaling: None,
+            rope_theta: 10_000.0,
+            eps: 1e-5,
+            max_positions: 64,
+        }
+    }
+}
+
 /// Named weights (HF names, row-major f32 values and shapes).
 pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 

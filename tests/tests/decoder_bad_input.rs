@@ -100,20 +100,12 @@ fn unsupported_quant_type_and_architecture_are_named() {
 
 fn tiny_spec() -> tiny::TinySpec {
     tiny::TinySpec {
-        model_type: "llama",
-        vocab: 64,
-        hidden: 32,
-        intermediate: 48,
         layers: 1,
         heads: 2,
         kv_heads: 1,
         head_dim: 16,
-        qkv_bias: false,
-        tied: true,
-        llama3_scaling: None,
-        rope_theta: 10_000.0,
-        eps: 1e-5,
         max_positions: 32,
+        ..tiny::TinySpec::small()
     }
 }
 

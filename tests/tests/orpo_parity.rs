@@ -13,7 +13,7 @@ use sealong::loading::{ModelPath, TextAssets};
 use sealong::models::decoder::Decoder;
 use sealong::nn::LinearWeight;
 use sealong::train::lora::{ParamMut, gradients, set_lora_dropout, visit_params_mut};
-use sealong::train::loss::{label_logprobs, log1m_exp};
+use sealong::train::loss::label_logprobs;
 use sealong::train::{
     LoraConfig, LoraTarget, Tokenized, TokenizedPair, TrainMode, apply_lora, merge_lora, orpo_loss, pair_logps,
     prepare_training, response_hidden, response_logps, set_trainable, sft_loss, tokenize_pair,
@@ -146,7 +146,7 @@ fn orpo_losses_and_gradients_match_golden() {
                 worst_token = worst_token.max((*a as f64 - b).abs());
             }
         }
-        let orpo = orpo_loss(&chosen, &rejected, beta);
+        let orpo = orpo_loss(&chosen, &rejected, beta).expect("orpo");
         let metrics = orpo.metrics().expect("metrics");
         let checks = [
             ("lp_w", metrics.lp_w[0] as f64),
@@ -216,40 +216,8 @@ fn orpo_losses_and_gradients_match_golden() {
     eprintln!("total {:.1}s", start.elapsed().as_secs_f64());
 }
 
-#[test]
-fn log1m_exp_is_accurate() {
-    let xs: Vec<f32> = vec![-1e-7, -1e-5, -1e-3, -0.1, -0.5, -0.69, -0.7, -1.0, -5.0, -20.0, -80.0];
-    let t = Tensor::<1>::from_data(TensorData::new(xs.clone(), [xs.len()]), &Device::flex());
-    let have = vec_of(&log1m_exp(t));
-    for (x, h) in xs.iter().zip(have) {
-        let x = *x as f64;
-        let want = if x < -std::f64::consts::LN_2 {
-            (-x.exp()).ln_1p()
-        } else {
-            (-x.exp_m1()).ln()
-        };
-        let e = rel(h as f64, want);
-        assert!(e < 1e-5, "log1m_exp({x}) = {h}, want {want} (rel {e:.2e})");
-    }
-}
-
 fn tiny_spec() -> TinySpec {
-    TinySpec {
-        model_type: "llama",
-        vocab: 64,
-        hidden: 32,
-        intermediate: 48,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 8,
-        qkv_bias: false,
-        tied: true,
-        llama3_scaling: None,
-        rope_theta: 10_000.0,
-        eps: 1e-5,
-        max_positions: 64,
-    }
+    TinySpec::small()
 }
 
 fn tiny_model(device: &Device) -> (tempfile::TempDir, Decoder) {
@@ -311,7 +279,7 @@ fn lora_with_zero_b_equals_base() {
 
 fn orpo_value(model: &Decoder, pair: &TokenizedPair) -> (Tensor<1>, f32) {
     let (c, r) = pair_logps(model, std::slice::from_ref(pair)).expect("forward");
-    let l = orpo_loss(&c, &r, 0.1).loss;
+    let l = orpo_loss(&c, &r, 0.1).expect("orpo").loss;
     let v = scalar(&l) as f32;
     (l, v)
 }

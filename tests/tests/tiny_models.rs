@@ -14,34 +14,11 @@ use sealong_tests::tiny::{self, TinySpec};
 const TOL: f64 = 1e-4;
 
 fn llama_spec() -> TinySpec {
-    TinySpec {
-        model_type: "llama",
-        vocab: 96,
-        hidden: 48,
-        intermediate: 80,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 16,
-        qkv_bias: false,
-        tied: false,
-        llama3_scaling: Some((8.0, 1.0, 4.0, 16)),
-        rope_theta: 500_000.0,
-        eps: 1e-5,
-        max_positions: 64,
-    }
+    TinySpec::llama()
 }
 
 fn qwen_spec() -> TinySpec {
-    TinySpec {
-        model_type: "qwen2",
-        qkv_bias: true,
-        tied: true,
-        llama3_scaling: None,
-        rope_theta: 10_000.0,
-        eps: 1e-6,
-        ..llama_spec()
-    }
+    TinySpec::qwen2()
 }
 
 fn prompt() -> Vec<u32> {

@@ -27,20 +27,9 @@ use sealong_tests::tiny::{self, TinySpec};
 
 fn tiny_spec() -> TinySpec {
     TinySpec {
-        model_type: "llama",
-        vocab: 64,
-        hidden: 32,
-        intermediate: 48,
-        layers: 2,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 8,
         qkv_bias: true,
         tied: false,
-        llama3_scaling: None,
-        rope_theta: 10_000.0,
-        eps: 1e-5,
-        max_positions: 64,
+        ..TinySpec::small()
     }
 }
 

@@ -1,6 +1,7 @@
 //! SFT and ORPO losses in plain burn ops (the reference twin of a fused, vocabulary-chunked
 //! kernel): per-token log-probabilities of the response tokens, their length-normalized means,
-//! and ORPO in XTuner's form (SEALONG.md):
+//! and ORPO in XTuner's form (SEALONG.md; the formula itself lives once, in
+//! `sealong_shaders::loss::orpo_loss`):
 //!
 //! ```text
 //! lp(y)    = mean over response tokens t of log_softmax(logits[t-1])[y_t]
@@ -58,17 +59,6 @@ pub fn label_logprobs(hidden: Tensor<2>, lm_head: Tensor<2>, labels: &[u32]) -> 
     let targets: Vec<i32> = labels.iter().map(|&t| t as i32).collect();
     let targets = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &hidden.device());
     Ok(linear_token_logps(hidden, lm_head, targets))
-}
-
-/// `log(1 - exp(x))` for `x <= 0`, accurate everywhere: `log1p(-exp(x))` below `-ln 2`, and
-/// `log(-expm1(x))` above it, with `expm1(x) = 2 tanh(x/2) / (1 - tanh(x/2))` (no cancellation
-/// near 0). `x` is clamped just below 0 so the result stays finite.
-pub fn log1m_exp<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let x = x.clamp_max(-1e-30);
-    let far = x.clone().exp().neg().log1p();
-    let t = (x.clone() * 0.5).tanh();
-    let near = (t.clone() * -2.0).log() - t.neg().log1p();
-    near.mask_where(x.lower_elem(-std::f64::consts::LN_2), far)
 }
 
 /// Per-token log-probabilities of the response tokens of a batch of sequences.
@@ -239,23 +229,35 @@ pub struct OrpoLoss {
     pub beta: f64,
 }
 
-/// ORPO over a batch of pairs.
-pub fn orpo_loss(chosen: &SequenceLogps, rejected: &SequenceLogps, beta: f64) -> OrpoLoss {
-    let lp_w = chosen.mean();
-    let lp_l = rejected.mean();
-    let nll_w = chosen.nll();
-    let log_odds = (lp_w.clone() - lp_l.clone()) - (log1m_exp(lp_w.clone()) - log1m_exp(lp_l.clone()));
-    let ls = log_sigmoid(log_odds.clone());
-    let loss = nll_w.clone() - ls.clone().mean() * beta;
-    OrpoLoss {
-        loss,
-        nll_w,
-        lp_w,
-        lp_l,
-        log_odds,
-        log_sigmoid: ls,
-        beta,
+/// ORPO over a batch of pairs: the shaders crate's formula (the one the trainer's fused
+/// kernel feeds), given per-pair sums and lengths; this is the eager path's entry point.
+pub fn orpo_loss(chosen: &SequenceLogps, rejected: &SequenceLogps, beta: f64) -> Result<OrpoLoss> {
+    let p = chosen.counts.len();
+    if rejected.counts.len() != p {
+        return Err(Error::Invalid(format!(
+            "{p} chosen but {} rejected responses",
+            rejected.counts.len()
+        )));
     }
+    // Chosen and rejected alternate: [w0, l0, w1, l1, ...].
+    let sums = Tensor::stack::<2>(vec![chosen.sum(), rejected.sum()], 1).reshape([2 * p]);
+    let lengths: Vec<usize> = chosen
+        .counts
+        .iter()
+        .zip(&rejected.counts)
+        .flat_map(|(&w, &l)| [w, l])
+        .collect();
+    let out = sealong_shaders::loss::orpo_loss(sums, &lengths, beta as f32)
+        .map_err(|e| Error::Invalid(format!("ORPO loss: {e}")))?;
+    Ok(OrpoLoss {
+        loss: out.loss,
+        nll_w: out.nll,
+        lp_w: out.lp_chosen,
+        lp_l: out.lp_rejected,
+        log_sigmoid: log_sigmoid(out.log_odds.clone()),
+        log_odds: out.log_odds,
+        beta,
+    })
 }
 
 /// SFT: the token-mean NLL of the chosen responses, `[1]`.
