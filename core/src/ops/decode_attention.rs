@@ -140,8 +140,8 @@ pub fn attend(q: &[Vec<f32>], heads: &[HeadKv<'_>], streams: usize, group: usize
 #[allow(clippy::too_many_arguments)]
 fn scores_transposed(q: &[f32], rows: usize, kt: &[f32], len: usize, j0: usize, j1: usize, hd: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was detected at run time.
+    if crate::quant::kernels::isa() == crate::quant::kernels::Isa::Avx512 {
+        // SAFETY: AVX-512 (F and BW) was detected at run time.
         unsafe { scores_transposed_avx512(q, rows, kt, len, j0, j1, hd, out) };
         return;
     }
@@ -188,9 +188,11 @@ fn scores_transposed_generic(
     scores_rect(q, (0, rows), kt, len, (j0, j1), j0, hd, out, j1 - j0);
 }
 
-/// Tiles of 4 query rows × 32 keys in 8 vector accumulators: per dimension, two key vectors
-/// are loaded and four query values broadcast, so every load feeds 2-4 FMAs. (Written with
-/// intrinsics: the auto-vectorized loop assembled the key vectors from 128-bit pieces.)
+/// Tiles of 4 query rows × 64 keys in 16 vector accumulators: per dimension, four key vectors
+/// are loaded and four query values broadcast for 16 FMAs (half a load per FMA). Rows left
+/// over (a single stream has only `group` rows) take 1-row tiles, keys left over 16-key tiles,
+/// and the last few keys the plain loops. (Written with intrinsics: the auto-vectorized loop
+/// assembled the key vectors from 128-bit pieces.)
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
@@ -204,41 +206,81 @@ unsafe fn scores_transposed_avx512(
     hd: usize,
     out: &mut [f32],
 ) {
-    use std::arch::x86_64::*;
     const RT: usize = 4;
-    const JT: usize = 32;
     let w = j1 - j0;
     let full_r = rows / RT * RT;
-    let full_j = j0 + (j1 - j0) / JT * JT;
     assert!(q.len() >= rows * hd && hd > 0 && kt.len() >= (hd - 1) * len + j1 && j1 <= len && out.len() >= rows * w);
-    // Key blocks outside, row tiles inside: a 32-key block (8 KiB at 64 dims) is loaded from L2
-    // once and reused by every row tile from L1.
-    for j in (j0..full_j).step_by(JT) {
+    let mut j = j0;
+    // Key blocks outside, row tiles inside: a 64-key block (16 KiB at 64 dims) is loaded from
+    // L2 once and reused by every row tile from L1.
+    // SAFETY (all tiles below): r + RT <= rows, j + 16 * JV <= j1 <= len and d < hd, within
+    // the asserted bounds.
+    while j + 64 <= j1 {
         for r in (0..full_r).step_by(RT) {
-            // SAFETY: r + 3 < rows, j + 31 < j1 <= len and d < hd, within the asserted bounds.
-            unsafe {
-                let mut acc = [_mm512_setzero_ps(); 2 * RT];
-                let kp = kt.as_ptr().add(j);
-                let qp = q.as_ptr().add(r * hd);
-                for d in 0..hd {
-                    let k0 = _mm512_loadu_ps(kp.add(d * len));
-                    let k1 = _mm512_loadu_ps(kp.add(d * len + 16));
-                    for ri in 0..RT {
-                        let qv = _mm512_set1_ps(*qp.add(ri * hd + d));
-                        acc[2 * ri] = _mm512_fmadd_ps(qv, k0, acc[2 * ri]);
-                        acc[2 * ri + 1] = _mm512_fmadd_ps(qv, k1, acc[2 * ri + 1]);
-                    }
-                }
-                for ri in 0..RT {
-                    let op = out.as_mut_ptr().add((r + ri) * w + (j - j0));
-                    _mm512_storeu_ps(op, acc[2 * ri]);
-                    _mm512_storeu_ps(op.add(16), acc[2 * ri + 1]);
+            unsafe { scores_tile::<RT, 4>(q, r, kt, len, j, hd, out, w, j - j0) };
+        }
+        for r in full_r..rows {
+            unsafe { scores_tile::<1, 4>(q, r, kt, len, j, hd, out, w, j - j0) };
+        }
+        j += 64;
+    }
+    while j + 16 <= j1 {
+        for r in (0..full_r).step_by(RT) {
+            unsafe { scores_tile::<RT, 1>(q, r, kt, len, j, hd, out, w, j - j0) };
+        }
+        for r in full_r..rows {
+            unsafe { scores_tile::<1, 1>(q, r, kt, len, j, hd, out, w, j - j0) };
+        }
+        j += 16;
+    }
+    scores_rect(q, (0, rows), kt, len, (j, j1), j0, hd, out, w);
+}
+
+/// `RT` rows × `16 JV` keys from key `j` on, written at column `col` of `out` (row stride `w`).
+///
+/// # Safety
+/// AVX-512F; `r + RT` rows of `q` (`hd` each), keys `j..j + 16 JV` of every one of the `hd`
+/// rows of `kt` (stride `len`), and `RT` rows of `w` outputs from `col + 16 JV` must exist.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_tile<const RT: usize, const JV: usize>(
+    q: &[f32],
+    r: usize,
+    kt: &[f32],
+    len: usize,
+    j: usize,
+    hd: usize,
+    out: &mut [f32],
+    w: usize,
+    col: usize,
+) {
+    use std::arch::x86_64::*;
+    // SAFETY: the caller guarantees the bounds above.
+    unsafe {
+        let mut acc = [[_mm512_setzero_ps(); JV]; RT];
+        let kp = kt.as_ptr().add(j);
+        let qp = q.as_ptr().add(r * hd);
+        for d in 0..hd {
+            let mut kv = [_mm512_setzero_ps(); JV];
+            for (c, k) in kv.iter_mut().enumerate() {
+                *k = _mm512_loadu_ps(kp.add(d * len + 16 * c));
+            }
+            for (ri, a) in acc.iter_mut().enumerate() {
+                let qv = _mm512_set1_ps(*qp.add(ri * hd + d));
+                for (x, k) in a.iter_mut().zip(&kv) {
+                    *x = _mm512_fmadd_ps(qv, *k, *x);
                 }
             }
         }
+        for (ri, a) in acc.iter().enumerate() {
+            let op = out.as_mut_ptr().add((r + ri) * w + col);
+            for (c, x) in a.iter().enumerate() {
+                _mm512_storeu_ps(op.add(16 * c), *x);
+            }
+        }
     }
-    scores_rect(q, (0, full_r), kt, len, (full_j, j1), j0, hd, out, w);
-    scores_rect(q, (full_r, rows), kt, len, (j0, j1), j0, hd, out, w);
 }
 
 /// Chunk-local softmax statistics and `Σ_j p_j v_j` for `rows` rows of `n` scores.
@@ -246,65 +288,101 @@ fn softmax_part(scores: &mut [f32], rows: usize, n: usize, v: &[f32], hd: usize)
     let mut max = vec![f32::NEG_INFINITY; rows];
     let mut sum = vec![0.0f32; rows];
     for r in 0..rows {
-        let row = &mut scores[r * n..(r + 1) * n];
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        exp_shifted(row, m);
-        let s = row.iter().sum();
-        max[r] = m;
-        sum[r] = s;
+        (max[r], sum[r]) = softmax_row(&mut scores[r * n..(r + 1) * n]);
     }
     let mut out = vec![0.0f32; rows * hd];
     weighted_rows(scores, rows, n, v, hd, &mut out);
     Part { max, sum, out }
 }
 
-/// `x = exp(x - m)` for a row with maximum `m` (arguments ≤ 0).
-fn exp_shifted(row: &mut [f32], m: f32) {
+/// A row's maximum `m`, the row replaced by `exp(x - m)`, and the sum of those.
+fn softmax_row(row: &mut [f32]) -> (f32, f32) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was detected at run time.
-        unsafe { exp_shifted_avx512(row, m) };
-        return;
+    if crate::quant::kernels::isa() == crate::quant::kernels::Isa::Avx512 {
+        // SAFETY: AVX-512 (F and BW) was detected at run time.
+        return unsafe { softmax_row_avx512(row) };
     }
-    exp_shifted_generic(row, m);
+    softmax_row_generic(row)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn exp_shifted_avx512(row: &mut [f32], m: f32) {
-    exp_shifted_generic(row, m);
+unsafe fn softmax_row_avx512(row: &mut [f32]) -> (f32, f32) {
+    softmax_row_generic(row)
 }
 
-/// Branch-free `exp` that the compiler vectorizes (libm's `expf` is a scalar call per score):
-/// `exp(x) = 2^n · e^r` with `n = round(x / ln 2)`, `r = x − n ln 2` in two parts (Cody–Waite),
-/// `e^r` by its degree-6 Taylor polynomial on |r| ≤ ln2/2 (error below 2 ulp). Inputs below
-/// −87 (`e^x` < 2^−126, negligible beside the row's maximum term 1) give 0.
+/// Lanes of the max and sum accumulators: a plain `fold`/`sum` over the row is one long chain
+/// of dependent scalar operations (floating-point reductions are not reordered by the
+/// compiler), which made this pass cost as much as the scores; 16 independent lanes vectorize.
+const LANES: usize = 16;
+
 #[inline(always)]
-fn exp_shifted_generic(row: &mut [f32], m: f32) {
+fn softmax_row_generic(row: &mut [f32]) -> (f32, f32) {
+    let mut mx = [f32::NEG_INFINITY; LANES];
+    let mut chunks = row.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, x) in mx.iter_mut().zip(c) {
+            *a = a.max(*x);
+        }
+    }
+    let m = chunks
+        .remainder()
+        .iter()
+        .chain(&mx)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mut acc = [0.0f32; LANES];
+    let mut chunks = row.chunks_exact_mut(LANES);
+    for c in &mut chunks {
+        for (x, a) in c.iter_mut().zip(acc.iter_mut()) {
+            *x = exp_le0(*x - m);
+            *a += *x;
+        }
+    }
+    let mut s = 0.0f32;
+    for x in chunks.into_remainder() {
+        *x = exp_le0(*x - m);
+        s += *x;
+    }
+    (m, s + acc.iter().sum::<f32>())
+}
+
+/// `x = exp(x - m)` for a row with maximum `m` (arguments ≤ 0).
+#[cfg(test)]
+fn exp_shifted(row: &mut [f32], m: f32) {
+    for x in row.iter_mut() {
+        *x = exp_le0(*x - m);
+    }
+}
+
+/// Branch-free `exp` for `v ≤ 0` that the compiler vectorizes (libm's `expf` is a scalar call
+/// per score): `exp(v) = 2^n · e^r` with `n = round(v / ln 2)`, `r = v − n ln 2` in two parts
+/// (Cody–Waite), `e^r` by its degree-6 Taylor polynomial on |r| ≤ ln2/2 (error below 2 ulp).
+/// Inputs below −87 (`e^v` < 2^−126, negligible beside the row's maximum term 1) give 0.
+#[inline(always)]
+fn exp_le0(v: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
-    for x in row.iter_mut() {
-        let v = (*x - m).max(-87.0);
-        let n = (v * LOG2E).round();
-        let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, v));
-        let mut p: f32 = 1.0 / 720.0;
-        p = p.mul_add(r, 1.0 / 120.0);
-        p = p.mul_add(r, 1.0 / 24.0);
-        p = p.mul_add(r, 1.0 / 6.0);
-        p = p.mul_add(r, 0.5);
-        p = p.mul_add(r, 1.0);
-        p = p.mul_add(r, 1.0);
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-        *x = if v <= -87.0 { 0.0 } else { p * scale };
-    }
+    let v = v.max(-87.0);
+    let n = (v * LOG2E).round();
+    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, v));
+    let mut p: f32 = 1.0 / 720.0;
+    p = p.mul_add(r, 1.0 / 120.0);
+    p = p.mul_add(r, 1.0 / 24.0);
+    p = p.mul_add(r, 1.0 / 6.0);
+    p = p.mul_add(r, 0.5);
+    p = p.mul_add(r, 1.0);
+    p = p.mul_add(r, 1.0);
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if v <= -87.0 { 0.0 } else { p * scale }
 }
 
 /// `out[r] = Σ_j p[r, j] v_j`.
 fn weighted_rows(p: &[f32], rows: usize, n: usize, v: &[f32], hd: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was detected at run time.
+    if crate::quant::kernels::isa() == crate::quant::kernels::Isa::Avx512 {
+        // SAFETY: AVX-512 (F and BW) was detected at run time.
         unsafe { weighted_rows_avx512(p, rows, n, v, hd, out) };
         return;
     }
@@ -425,6 +503,27 @@ mod tests {
             }
             let ulp = f64::from(f32::EPSILON) * want;
             assert!((f64::from(*g) - want).abs() <= 2.0 * ulp, "exp({x}) = {g}, want {want}");
+        }
+    }
+
+    #[test]
+    fn softmax_row_gives_the_max_and_the_sum_of_the_shifted_exps() {
+        for n in [1usize, 7, 16, 33, 256, 1000] {
+            let row: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+            let mut got = row.clone();
+            let (m, s) = softmax_row(&mut got);
+            let want_m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            assert_eq!(m, want_m, "n = {n}");
+            let want: Vec<f64> = row.iter().map(|&x| (f64::from(x) - f64::from(m)).exp()).collect();
+            for (g, w) in got.iter().zip(&want) {
+                // The f32 difference x - m is rounded (|x - m| up to ~15 here), then exp adds 2 ulp.
+                assert!((f64::from(*g) - w).abs() <= 2e-6 * w.max(1e-30), "n = {n}: {g} vs {w}");
+            }
+            let want_s: f64 = want.iter().sum();
+            assert!(
+                (f64::from(s) - want_s).abs() <= 1e-6 * want_s,
+                "n = {n}: sum {s} vs {want_s}"
+            );
         }
     }
 
