@@ -22,7 +22,7 @@ use sealong::models::decoder::{Decoder, Engine, LanguageModel};
 use sealong::nn::Linear;
 use sealong::nn::linear::Precision;
 use sealong::text::{ChatTemplate, Tokenizer};
-use sealong::train::export::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use sealong::train::export::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, engine_with_adapter};
 use sealong::train::{
     ExportDtype, LoraConfig, LoraTarget, apply_lora, load_peft_adapter, save_merged, save_peft_adapter,
 };
@@ -428,6 +428,12 @@ fn peft_adapter_round_trip() {
     let engine = Engine::from_weights(cfg, weights, &Device::flex(), Precision::Exact).expect("engine");
     let d = max_diff(&cpu_logits(&engine, &ids), &want);
     assert!(d <= TOL, "CPU engine with the merged adapter vs adapted burn: {d}");
+
+    // (c) beside the CPU engine's weights, unmerged (what `generate|eval --adapter` load).
+    let engine = engine_with_adapter(&base, &adapter, &Device::flex(), Precision::Exact).expect("engine");
+    assert_eq!(engine.name(), "cpu-engine");
+    let d = max_diff(&cpu_logits(&engine, &ids), &want);
+    assert!(d <= TOL, "CPU engine with the adapter attached vs adapted burn: {d}");
 }
 
 /// Greedy continuation of `ids` (no stop ids).
@@ -857,6 +863,15 @@ fn smollm_merged_export_generates_like_the_adapted_model() {
     let from_adapted = greedy(&dec, &golden_ids, 24);
     assert_eq!(from_export, from_adapted);
     assert_eq!(from_export.len(), 24);
+
+    // The Q4_1 GGUF with the adapter beside its quantized weights (`--adapter`).
+    let adapter = load_peft_adapter(&adapter_dir).expect("load adapter");
+    let beside = engine_with_adapter(&base, &adapter, &Device::flex(), Precision::Exact).expect("engine");
+    let (_, beside_logits) = generate::prefill(&beside, &golden_ids).expect("prefill");
+    let d = max_diff(&[beside_logits], std::slice::from_ref(&adapted_logits));
+    eprintln!("SmolLM2: max |Q4_1 + unmerged adapter - adapted burn| = {d:.3e}");
+    assert!(d <= 1e-3, "last-position logits: unmerged adapter vs adapted burn: {d}");
+    assert_eq!(greedy(&beside, &golden_ids, 24), from_adapted);
 
     if keep.is_some() {
         let dump = json!({

@@ -2,9 +2,9 @@
 //!
 //! - A PEFT LoRA adapter directory (`adapter_config.json` + `adapter_model.safetensors`, as
 //!   peft's `save_pretrained` writes them for a CAUSAL_LM LoRA): peft loads it onto the base
-//!   model; sealong loads it back ([`load_peft_adapter`]) either onto the burn decoder (to run or
-//!   to keep training it) or merged into the loaded weights before an engine is built (so the
-//!   fast CPU engine runs the adapted model: `sealong generate --adapter`).
+//!   model; sealong loads it back ([`load_peft_adapter`]) onto the burn decoder (to run or to
+//!   keep training it), beside the CPU engine's quantized weights ([`engine_with_adapter`]:
+//!   `sealong generate|eval --adapter`), or merged into the loaded weights for other engines.
 //! - A merged HF model directory ([`save_merged`]): config.json, model.safetensors and the
 //!   tokenizer files, which transformers, vLLM and `sealong generate` load like any checkpoint.
 //!
@@ -19,12 +19,14 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::loading::ModelPath;
 use crate::loading::TextAssets;
 use crate::loading::safetensors::read_dense;
 use crate::models::decoder::weights::{DecoderWeights, Weight, WeightData};
-use crate::models::decoder::{Decoder, DecoderConfig};
+use crate::models::decoder::{CpuDecoder, Decoder, DecoderConfig, Engine};
 use crate::nn::Linear;
 use crate::nn::linear::LoraAdapter;
+use crate::nn::linear::{Precision, is_host_cpu};
 use crate::train::lora::{LoraConfig, LoraTarget, target_linear};
 
 /// PEFT's adapter config file name.
@@ -748,10 +750,20 @@ impl PeftAdapter {
         Ok(())
     }
 
+    /// Attaches the adapters to the CPU engine unmerged (`CpuDecoder::add_lora`), so its
+    /// weights stay quantized.
+    pub fn attach_to_cpu(&self, engine: &mut CpuDecoder) -> Result<()> {
+        self.check_against(&engine.config)?;
+        let scaling = self.config.scaling() as f32;
+        for p in self.modules.values() {
+            engine.add_lora(p.layer, p.target.name(), &p.a, &p.b, self.config.r, scaling)?;
+        }
+        Ok(())
+    }
+
     /// Merges the adapters into loaded weights (`W += (alpha / r) B A`) before an engine is
-    /// built from them, so the CPU engine, which has no adapter path, runs the adapted model.
-    /// The adapted matrices become f32 (a quantized `W` is dequantized first; the others keep
-    /// their format), so a quantized model decodes slower with an adapter merged.
+    /// built from them. The adapted matrices become f32 (a quantized `W` is dequantized first;
+    /// the others keep their format), so on the CPU [`Self::attach_to_cpu`] is the fast way.
     pub fn merge_into(&self, config: &DecoderConfig, weights: &mut DecoderWeights) -> Result<()> {
         self.check_against(config)?;
         let scaling = self.config.scaling() as f32;
@@ -962,4 +974,25 @@ pub fn save_merged(decoder: &Decoder, assets: &TextAssets, dir: &Path, dtype: Ex
     write_json(&dir.join("generation_config.json"), &generation)?;
     // Last: config.json is what makes the directory a model to loaders.
     write_json(&dir.join("config.json"), &config_json)
+}
+
+/// The decoder engine of `model` on `device` with `adapter` applied: on the CPU engine the
+/// adapters stay beside the quantized weights (two thin products per projection); the burn
+/// engine gets them merged into its weights.
+pub fn engine_with_adapter(
+    model: &ModelPath,
+    adapter: &PeftAdapter,
+    device: &Device,
+    precision: Precision,
+) -> Result<Engine> {
+    let (config, mut weights) = DecoderWeights::load(model)?;
+    if is_host_cpu(device) {
+        let mut m = CpuDecoder::from_weights(config, &mut weights)?;
+        m.precision = precision;
+        weights.finish()?;
+        adapter.attach_to_cpu(&mut m)?;
+        return Ok(Engine::Cpu(Box::new(m)));
+    }
+    adapter.merge_into(&config, &mut weights)?;
+    Engine::from_weights(config, weights, device, precision)
 }

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use sealong::generate::{Continuation, FinishReason};
 use sealong::loading::{ModelPath, TextAssets};
-use sealong::models::decoder::weights::DecoderWeights;
 use sealong::models::decoder::{Engine, LanguageModel};
 use sealong::nn::linear::Precision;
+use sealong::train::export::engine_with_adapter;
 use sealong::train::load_peft_adapter;
 use serde::Serialize;
 
@@ -46,19 +46,17 @@ impl LoadedDecoder {
         let model = match adapter {
             None => Engine::load(&kind, &device, precision).context("loading the decoder")?,
             Some(dir) => {
-                let (config, mut weights) = DecoderWeights::load(&kind).context("loading the decoder")?;
                 let adapter = load_peft_adapter(dir)?;
-                adapter
-                    .merge_into(&config, &mut weights)
-                    .with_context(|| format!("merging the adapter {}", dir.display()))?;
+                let engine = engine_with_adapter(&kind, &adapter, &device, precision)
+                    .with_context(|| format!("loading the decoder with the adapter {}", dir.display()))?;
                 tracing::info!(
-                    "merged LoRA adapter {} (r = {}, alpha = {}, {} modules)",
+                    "LoRA adapter {} (r = {}, alpha = {}, {} modules)",
                     dir.display(),
                     adapter.config.r,
                     adapter.config.alpha,
                     adapter.modules.len()
                 );
-                Engine::from_weights(config, weights, &device, precision).context("loading the decoder")?
+                engine
             }
         };
         let mut stop_ids = model.config().eos_token_ids.clone();

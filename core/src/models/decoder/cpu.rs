@@ -19,17 +19,74 @@ use crate::models::decoder::weights::{DecoderWeights, Weight, WeightData};
 use crate::nn::linear::Precision;
 use crate::ops::decode_attention::{self, HeadKv};
 use crate::ops::host::{self, HostMatrix};
+use crate::quant::kernels::dot_f32;
 
 struct Layer {
     input_norm: Vec<f32>,
     /// q, k and v stacked (`[(h + 2 kvh) hd, d]`).
-    qkv: HostMatrix,
+    qkv: Projection,
     qkv_bias: Option<Vec<f32>>,
-    o: HostMatrix,
+    o: Projection,
     post_norm: Vec<f32>,
     /// gate and up stacked (`[2 i, d]`).
-    gate_up: HostMatrix,
-    down: HostMatrix,
+    gate_up: Projection,
+    down: Projection,
+}
+
+/// A weight product with LoRA adapters kept beside the weight: `y = x W^T + s (x A^T) B^T` on
+/// each adapter's output rows. Merging `s B A` into a quantized `W` would make it f32, and a
+/// decode step streams every weight once: Q4_1 → f32 is 6.4× the bytes, which made a merged
+/// adapter decode over twice as slow. The two thin products cost `2 r (in + out)` per row.
+struct Projection {
+    w: HostMatrix,
+    lora: Vec<LowRank>,
+}
+
+/// One adapter on output rows `row0..row0 + out` of a (stacked) projection.
+struct LowRank {
+    /// `[r, in]`.
+    a: Vec<f32>,
+    /// `[out, r]`, times the adapter's scaling.
+    b: Vec<f32>,
+    /// `b` transposed (`[r, out]`), for the row-at-a-time path.
+    bt: Vec<f32>,
+    r: usize,
+    row0: usize,
+    out: usize,
+}
+
+impl Projection {
+    fn new(w: HostMatrix) -> Self {
+        Projection { w, lora: Vec::new() }
+    }
+
+    /// `[m, rows]` for `x` of `[m, cols]`.
+    fn matmul(&self, x: &[f32], m: usize, precision: Precision) -> Vec<f32> {
+        let mut y = self.w.matmul(x, m, precision);
+        let (rows, cols) = (self.w.rows(), self.w.cols());
+        for l in &self.lora {
+            if m > 16 {
+                let t = host::gemm_xwt(x, m, &l.a, l.r, cols);
+                let d = host::gemm_xwt(&t, m, &l.b, l.out, l.r);
+                for (yr, dr) in y.chunks_exact_mut(rows).zip(d.chunks_exact(l.out)) {
+                    yr[l.row0..l.row0 + l.out].iter_mut().zip(dr).for_each(|(y, d)| *y += d);
+                }
+                continue;
+            }
+            // Decode steps: a GEMM call's set-up costs more than these few dot products.
+            let mut t = vec![0.0f32; l.r];
+            for (xr, yr) in x.chunks_exact(cols).zip(y.chunks_exact_mut(rows)) {
+                for (tj, aj) in t.iter_mut().zip(l.a.chunks_exact(cols)) {
+                    *tj = dot_f32(xr, aj);
+                }
+                let yo = &mut yr[l.row0..l.row0 + l.out];
+                for (&tj, bj) in t.iter().zip(l.bt.chunks_exact(l.out)) {
+                    yo.iter_mut().zip(bj).for_each(|(y, b)| *y += tj * b);
+                }
+            }
+        }
+        y
+    }
 }
 
 /// The decoder on host buffers.
@@ -117,12 +174,16 @@ impl CpuDecoder {
             let up = weights.take(&format!("{p}.mlp.up_proj.weight"), &[c.intermediate_size, d])?;
             layers.push(Layer {
                 input_norm: dense(&weights.take(&format!("{p}.input_layernorm.weight"), &[d])?),
-                qkv: stack(&[q, k, v]),
+                qkv: Projection::new(stack(&[q, k, v])),
                 qkv_bias,
-                o: host_matrix(&weights.take(&format!("{p}.self_attn.o_proj.weight"), &[d, qo])?),
+                o: Projection::new(host_matrix(
+                    &weights.take(&format!("{p}.self_attn.o_proj.weight"), &[d, qo])?,
+                )),
                 post_norm: dense(&weights.take(&format!("{p}.post_attention_layernorm.weight"), &[d])?),
-                gate_up: stack(&[gate, up]),
-                down: host_matrix(&weights.take(&format!("{p}.mlp.down_proj.weight"), &[d, c.intermediate_size])?),
+                gate_up: Projection::new(stack(&[gate, up])),
+                down: Projection::new(host_matrix(
+                    &weights.take(&format!("{p}.mlp.down_proj.weight"), &[d, c.intermediate_size])?,
+                )),
             });
         }
         let embed = host_matrix(&weights.take("model.embed_tokens.weight", &[c.vocab_size, d])?);
@@ -238,6 +299,50 @@ impl CpuDecoder {
         }
         cache.len += s;
         Ok(host::rms_norm_rows(&x, d, &self.norm, eps))
+    }
+
+    /// Adds a LoRA adapter to projection `module` (`q_proj`, `k_proj`, `v_proj`, `o_proj`,
+    /// `gate_proj`, `up_proj` or `down_proj`) of `layer`, kept unmerged: the layer computes
+    /// `x W^T + scaling (x A^T) B^T` with `a` of `[r, in]` and `b` of `[out, r]` (PEFT's
+    /// `lora_A` / `lora_B`).
+    pub fn add_lora(&mut self, layer: usize, module: &str, a: &[f32], b: &[f32], r: usize, scaling: f32) -> Result<()> {
+        let c = &self.config;
+        let (hd, i) = (c.head_dim, c.intermediate_size);
+        let (qo, kvo) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
+        let n_layers = self.layers.len();
+        let l = self
+            .layers
+            .get_mut(layer)
+            .ok_or_else(|| Error::Invalid(format!("LoRA for layer {layer}: the model has {n_layers} layers")))?;
+        let (proj, row0, out) = match module {
+            "q_proj" => (&mut l.qkv, 0, qo),
+            "k_proj" => (&mut l.qkv, qo, kvo),
+            "v_proj" => (&mut l.qkv, qo + kvo, kvo),
+            "o_proj" => (&mut l.o, 0, c.hidden_size),
+            "gate_proj" => (&mut l.gate_up, 0, i),
+            "up_proj" => (&mut l.gate_up, i, i),
+            "down_proj" => (&mut l.down, 0, c.hidden_size),
+            other => return Err(Error::Invalid(format!("LoRA for an unknown projection {other:?}"))),
+        };
+        let cols = proj.w.cols();
+        if r == 0 || a.len() != r * cols || b.len() != out * r {
+            return Err(Error::Invalid(format!(
+                "LoRA for layer {layer} {module}: A has {} values and B {} (want [{r}, {cols}] and [{out}, {r}])",
+                a.len(),
+                b.len()
+            )));
+        }
+        let b: Vec<f32> = b.iter().map(|&x| x * scaling).collect();
+        let bt = (0..r * out).map(|k| b[(k % out) * r + k / out]).collect();
+        proj.lora.push(LowRank {
+            a: a.to_vec(),
+            b,
+            bt,
+            r,
+            row0,
+            out,
+        });
+        Ok(())
     }
 
     /// Logits of `rows` hidden states (`[rows, hidden]` -> `[rows, vocab]`).
