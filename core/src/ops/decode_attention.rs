@@ -288,94 +288,11 @@ fn softmax_part(scores: &mut [f32], rows: usize, n: usize, v: &[f32], hd: usize)
     let mut max = vec![f32::NEG_INFINITY; rows];
     let mut sum = vec![0.0f32; rows];
     for r in 0..rows {
-        (max[r], sum[r]) = softmax_row(&mut scores[r * n..(r + 1) * n]);
+        (max[r], sum[r]) = crate::ops::vector::exp_shift_row(&mut scores[r * n..(r + 1) * n]);
     }
     let mut out = vec![0.0f32; rows * hd];
     weighted_rows(scores, rows, n, v, hd, &mut out);
     Part { max, sum, out }
-}
-
-/// A row's maximum `m`, the row replaced by `exp(x - m)`, and the sum of those.
-fn softmax_row(row: &mut [f32]) -> (f32, f32) {
-    #[cfg(target_arch = "x86_64")]
-    if crate::quant::kernels::isa() == crate::quant::kernels::Isa::Avx512 {
-        // SAFETY: AVX-512 (F and BW) was detected at run time.
-        return unsafe { softmax_row_avx512(row) };
-    }
-    softmax_row_generic(row)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx2,fma")]
-unsafe fn softmax_row_avx512(row: &mut [f32]) -> (f32, f32) {
-    softmax_row_generic(row)
-}
-
-/// Lanes of the max and sum accumulators: a plain `fold`/`sum` over the row is one long chain
-/// of dependent scalar operations (floating-point reductions are not reordered by the
-/// compiler), which made this pass cost as much as the scores; 16 independent lanes vectorize.
-const LANES: usize = 16;
-
-#[inline(always)]
-fn softmax_row_generic(row: &mut [f32]) -> (f32, f32) {
-    let mut mx = [f32::NEG_INFINITY; LANES];
-    let mut chunks = row.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, x) in mx.iter_mut().zip(c) {
-            *a = a.max(*x);
-        }
-    }
-    let m = chunks
-        .remainder()
-        .iter()
-        .chain(&mx)
-        .copied()
-        .fold(f32::NEG_INFINITY, f32::max);
-    let mut acc = [0.0f32; LANES];
-    let mut chunks = row.chunks_exact_mut(LANES);
-    for c in &mut chunks {
-        for (x, a) in c.iter_mut().zip(acc.iter_mut()) {
-            *x = exp_le0(*x - m);
-            *a += *x;
-        }
-    }
-    let mut s = 0.0f32;
-    for x in chunks.into_remainder() {
-        *x = exp_le0(*x - m);
-        s += *x;
-    }
-    (m, s + acc.iter().sum::<f32>())
-}
-
-/// `x = exp(x - m)` for a row with maximum `m` (arguments ≤ 0).
-#[cfg(test)]
-fn exp_shifted(row: &mut [f32], m: f32) {
-    for x in row.iter_mut() {
-        *x = exp_le0(*x - m);
-    }
-}
-
-/// Branch-free `exp` for `v ≤ 0` that the compiler vectorizes (libm's `expf` is a scalar call
-/// per score): `exp(v) = 2^n · e^r` with `n = round(v / ln 2)`, `r = v − n ln 2` in two parts
-/// (Cody–Waite), `e^r` by its degree-6 Taylor polynomial on |r| ≤ ln2/2 (error below 2 ulp).
-/// Inputs below −87 (`e^v` < 2^−126, negligible beside the row's maximum term 1) give 0.
-#[inline(always)]
-fn exp_le0(v: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let v = v.max(-87.0);
-    let n = (v * LOG2E).round();
-    let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, v));
-    let mut p: f32 = 1.0 / 720.0;
-    p = p.mul_add(r, 1.0 / 120.0);
-    p = p.mul_add(r, 1.0 / 24.0);
-    p = p.mul_add(r, 1.0 / 6.0);
-    p = p.mul_add(r, 0.5);
-    p = p.mul_add(r, 1.0);
-    p = p.mul_add(r, 1.0);
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if v <= -87.0 { 0.0 } else { p * scale }
 }
 
 /// `out[r] = Σ_j p[r, j] v_j`.
@@ -488,43 +405,6 @@ mod tests {
         (0..hd)
             .map(|d| e.iter().zip(v).map(|(p, vj)| p * f64::from(vj[d])).sum::<f64>() / z)
             .collect()
-    }
-
-    #[test]
-    fn vector_exp_is_within_two_ulp() {
-        let xs: Vec<f32> = (0..200_000).map(|i| -88.0 + i as f32 * 88.0 / 200_000.0).collect();
-        let mut got = xs.clone();
-        exp_shifted(&mut got, 0.0);
-        for (x, g) in xs.iter().zip(&got) {
-            let want = f64::from(*x).exp();
-            if want < 1e-37 {
-                assert!(*g < 1e-37, "exp({x}) = {g}");
-                continue;
-            }
-            let ulp = f64::from(f32::EPSILON) * want;
-            assert!((f64::from(*g) - want).abs() <= 2.0 * ulp, "exp({x}) = {g}, want {want}");
-        }
-    }
-
-    #[test]
-    fn softmax_row_gives_the_max_and_the_sum_of_the_shifted_exps() {
-        for n in [1usize, 7, 16, 33, 256, 1000] {
-            let row: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
-            let mut got = row.clone();
-            let (m, s) = softmax_row(&mut got);
-            let want_m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            assert_eq!(m, want_m, "n = {n}");
-            let want: Vec<f64> = row.iter().map(|&x| (f64::from(x) - f64::from(m)).exp()).collect();
-            for (g, w) in got.iter().zip(&want) {
-                // The f32 difference x - m is rounded (|x - m| up to ~15 here), then exp adds 2 ulp.
-                assert!((f64::from(*g) - w).abs() <= 2e-6 * w.max(1e-30), "n = {n}: {g} vs {w}");
-            }
-            let want_s: f64 = want.iter().sum();
-            assert!(
-                (f64::from(s) - want_s).abs() <= 1e-6 * want_s,
-                "n = {n}: sum {s} vs {want_s}"
-            );
-        }
     }
 
     #[test]

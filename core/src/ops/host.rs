@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::nn::linear::Precision;
+use crate::ops::vector;
 use crate::quant::{QuantMatrix, int8, kernels};
 
 /// Activation rows up to which a weight row is streamed once per row of x by the dot kernels;
@@ -164,29 +165,26 @@ pub fn rope_head(x: &mut [f32], cos: &[f32], sin_signed: &[f32]) {
 
 /// `silu(gate) * up` for rows laid out `[gate (i) | up (i)]`; returns `[rows, i]`.
 pub fn swiglu_rows(gate_up: &[f32], i: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(gate_up.len() / 2);
-    for r in gate_up.chunks_exact(2 * i) {
-        let (g, u) = r.split_at(i);
-        out.extend(g.iter().zip(u).map(|(&g, &u)| g / (1.0 + (-g).exp()) * u));
-    }
+    let mut out = vec![0.0f32; gate_up.len() / 2];
+    out.par_chunks_mut(i.max(1) * 16)
+        .zip(gate_up.par_chunks(2 * i.max(1) * 16))
+        .for_each(|(o, gu)| {
+            for (o, r) in o.chunks_exact_mut(i).zip(gu.chunks_exact(2 * i)) {
+                let (g, u) = r.split_at(i);
+                vector::swiglu(g, u, o);
+            }
+        });
     out
 }
 
 /// Softmax of each row in place (max-subtracted; `-inf` entries become 0).
 pub fn softmax_rows(x: &mut [f32], cols: usize) {
     x.par_chunks_mut(cols.max(1)).with_min_len(8).for_each(|row| {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        if max == f32::NEG_INFINITY {
-            row.iter_mut().for_each(|v| *v = 0.0);
-            return;
+        let (_, sum) = vector::exp_shift_row(row);
+        if sum > 0.0 {
+            let inv = 1.0 / sum;
+            row.iter_mut().for_each(|v| *v *= inv);
         }
-        let mut sum = 0.0f32;
-        for v in row.iter_mut() {
-            *v = (*v - max).exp();
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        row.iter_mut().for_each(|v| *v *= inv);
     });
 }
 
