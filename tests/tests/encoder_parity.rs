@@ -157,3 +157,61 @@ fn burn_encoder_on_flex_matches() {
 fn burn_encoder_on_wgpu_matches() {
     burn_check(&Device::wgpu(burn::tensor::DeviceKind::DefaultDevice), ENGINE_TOL);
 }
+
+/// A tiny random RoBERTa saved by sentence-transformers 6.2 (tests/golden/tiny_roberta, made by
+/// generate_tiny_roberta.py): byte-level BPE ids with `<s>`/`</s>`, positions counted from
+/// `pad_token_id + 1`, truncation at the max_seq_length that version keeps in
+/// tokenizer_config.json, the new `"pooling_mode": "mean"` form; on the CPU engine and on the
+/// burn twin (flex), batched and alone.
+#[test]
+fn roberta_saved_by_sentence_transformers_6_matches() {
+    let dir = golden_dir().join("tiny_roberta");
+    let g = golden_json("tiny_roberta_embeddings.json");
+    let sentences: Vec<&str> = g["sentences"]
+        .as_array()
+        .expect("sentences")
+        .iter()
+        .map(|v| v.as_str().expect("sentence"))
+        .collect();
+    let want: Vec<Vec<f32>> = g["embeddings"]
+        .as_array()
+        .expect("embeddings")
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .expect("row")
+                .iter()
+                .map(|x| x.as_f64().expect("float") as f32)
+                .collect()
+        })
+        .collect();
+    for device in [None, Some(Device::flex())] {
+        let e = SentenceEmbedder::load_dir_on(&dir, device.as_ref()).expect("load the tiny RoBERTa");
+        assert_eq!(e.sentence.max_seq_length, 16, "from tokenizer_config.json");
+        for (i, text) in sentences.iter().enumerate() {
+            let want_ids: Vec<u32> = g["ids"][i]
+                .as_array()
+                .expect("ids")
+                .iter()
+                .map(|x| x.as_u64().expect("id") as u32)
+                .collect();
+            assert_eq!(e.tokenize(text).expect("tokenize"), want_ids, "{text:?}");
+        }
+        let batched = e.embed(&sentences).expect("embed");
+        for (i, text) in sentences.iter().enumerate() {
+            let alone = e.embed(&[text]).expect("embed one");
+            for (got, what) in [(&batched[i], "batched"), (&alone[0], "alone")] {
+                let c = cosine(got, &want[i]);
+                let d = got
+                    .iter()
+                    .zip(&want[i])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                assert!(
+                    c >= COS_MIN && d < 1e-4,
+                    "{what} {text:?} on {device:?}: cosine {c}, max |d| {d}"
+                );
+            }
+        }
+    }
+}

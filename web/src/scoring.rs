@@ -198,6 +198,7 @@ impl Scorer {
             pooling_json: files.get("1_Pooling/config.json"),
             sentence_config_json: files.get("sentence_bert_config.json"),
             modules_json: files.get("modules.json"),
+            tokenizer_config_json: files.get("tokenizer_config.json"),
         };
         let flex = Device::flex();
         let on = match backend {

@@ -116,6 +116,7 @@ impl SentenceConfig {
         pooling_json: Option<&[u8]>,
         st_config_json: Option<&[u8]>,
         modules_json: Option<&[u8]>,
+        tokenizer_config_json: Option<&[u8]>,
         encoder: &EncoderConfig,
         source: &str,
     ) -> Result<Self> {
@@ -129,7 +130,24 @@ impl SentenceConfig {
         if let Some(b) = pooling_json {
             let v = parse(b, "1_Pooling/config.json")?;
             let on = |k: &str| v.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
-            pooling = if on("pooling_mode_cls_token") {
+            // sentence-transformers 6 writes `"pooling_mode": "mean"`; earlier versions one
+            // boolean per mode.
+            let mode = v.get("pooling_mode").and_then(serde_json::Value::as_str);
+            pooling = if let Some(mode) = mode {
+                match mode {
+                    "mean" => Pooling::Mean,
+                    "cls" => Pooling::Cls,
+                    "max" => Pooling::Max,
+                    other => {
+                        return Err(Error::Model {
+                            path: source.into(),
+                            message: format!(
+                                "1_Pooling/config.json: pooling_mode {other:?} is not supported (mean, cls, max)"
+                            ),
+                        });
+                    }
+                }
+            } else if on("pooling_mode_cls_token") {
                 Pooling::Cls
             } else if on("pooling_mode_max_tokens") {
                 Pooling::Max
@@ -143,13 +161,24 @@ impl SentenceConfig {
                 });
             };
         }
-        let mut max_seq_length = encoder.max_tokens();
+        // sentence_bert_config.json's max_seq_length (sentence-transformers up to 5); else the
+        // tokenizer's model_max_length, where sentence-transformers 6 saves it (HF writes a
+        // huge sentinel there for "no limit"); else the position table's limit.
+        let mut limit = None;
         if let Some(b) = st_config_json {
             let v = parse(b, "sentence_bert_config.json")?;
-            if let Some(m) = v.get("max_seq_length").and_then(serde_json::Value::as_u64) {
-                max_seq_length = (m as usize).min(encoder.max_tokens());
-            }
+            limit = v.get("max_seq_length").and_then(serde_json::Value::as_u64);
         }
+        if limit.is_none()
+            && let Some(b) = tokenizer_config_json
+        {
+            let v = parse(b, "tokenizer_config.json")?;
+            limit = v
+                .get("model_max_length")
+                .and_then(serde_json::Value::as_u64)
+                .filter(|&m| m > 0 && m < 1 << 24);
+        }
+        let max_seq_length = limit.map_or(encoder.max_tokens(), |m| (m as usize).min(encoder.max_tokens()));
         let normalize = match modules_json {
             Some(b) => {
                 let v = parse(b, "modules.json")?;
@@ -157,7 +186,9 @@ impl SentenceConfig {
                     mods.iter().any(|m| {
                         m.get("type")
                             .and_then(serde_json::Value::as_str)
-                            .is_some_and(|t| t.ends_with("models.Normalize"))
+                            // `sentence_transformers.models.Normalize`, or version 6's
+                            // `sentence_transformers.base.modules.normalize.Normalize`.
+                            .is_some_and(|t| t.ends_with(".Normalize"))
                     })
                 })
             }

@@ -31,6 +31,9 @@ pub struct EncoderFiles<'a> {
     pub pooling_json: Option<&'a [u8]>,
     pub sentence_config_json: Option<&'a [u8]>,
     pub modules_json: Option<&'a [u8]>,
+    /// `tokenizer_config.json`: sentence-transformers 6 keeps `max_seq_length` there as
+    /// `model_max_length`.
+    pub tokenizer_config_json: Option<&'a [u8]>,
 }
 
 /// Turns texts into sentence vectors exactly as `SentenceTransformer.encode` does.
@@ -66,6 +69,7 @@ impl SentenceEmbedder {
             files.pooling_json,
             files.sentence_config_json,
             files.modules_json,
+            files.tokenizer_config_json,
             &config,
             &files.source,
         )?;
@@ -124,6 +128,7 @@ impl SentenceEmbedder {
         let pooling = optional("1_Pooling/config.json")?;
         let st = optional("sentence_bert_config.json")?;
         let modules = optional("modules.json")?;
+        let tokenizer_config = optional("tokenizer_config.json")?;
         let files = crate::models::decoder::weights::safetensors_files(dir)?;
         let maps = files
             .iter()
@@ -143,6 +148,7 @@ impl SentenceEmbedder {
                 pooling_json: pooling.as_deref(),
                 sentence_config_json: st.as_deref(),
                 modules_json: modules.as_deref(),
+                tokenizer_config_json: tokenizer_config.as_deref(),
             },
             device,
         )
