@@ -145,7 +145,7 @@ fn scores_transposed(q: &[f32], rows: usize, kt: &[f32], len: usize, j0: usize, 
         unsafe { scores_transposed_avx512(q, rows, kt, len, j0, j1, hd, out) };
         return;
     }
-    scores_transposed_generic(q, rows, kt, len, j0, j1, hd, out);
+    scores_rect(q, (0, rows), kt, len, (j0, j1), j0, hd, out, j1 - j0);
 }
 
 /// `scores[r, j - j0] = q_r · k_j` over rows `r0..r1` and keys `ja..jb` (plain loops; the
@@ -174,20 +174,6 @@ fn scores_rect(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn scores_transposed_generic(
-    q: &[f32],
-    rows: usize,
-    kt: &[f32],
-    len: usize,
-    j0: usize,
-    j1: usize,
-    hd: usize,
-    out: &mut [f32],
-) {
-    scores_rect(q, (0, rows), kt, len, (j0, j1), j0, hd, out, j1 - j0);
-}
-
 /// Tiles of 4 query rows × 64 keys in 16 vector accumulators: per dimension, four key vectors
 /// are loaded and four query values broadcast for 16 FMAs (half a load per FMA). Rows left
 /// over (a single stream has only `group` rows) take 1-row tiles, keys left over 16-key tiles,
@@ -206,34 +192,55 @@ unsafe fn scores_transposed_avx512(
     hd: usize,
     out: &mut [f32],
 ) {
-    const RT: usize = 4;
     let w = j1 - j0;
-    let full_r = rows / RT * RT;
     assert!(q.len() >= rows * hd && hd > 0 && kt.len() >= (hd - 1) * len + j1 && j1 <= len && out.len() >= rows * w);
     let mut j = j0;
     // Key blocks outside, row tiles inside: a 64-key block (16 KiB at 64 dims) is loaded from
     // L2 once and reused by every row tile from L1.
-    // SAFETY (all tiles below): r + RT <= rows, j + 16 * JV <= j1 <= len and d < hd, within
-    // the asserted bounds.
+    // SAFETY (both block loops): every row r < rows, keys j..j + 16 JV <= j1 <= len and d < hd,
+    // within the asserted bounds.
     while j + 64 <= j1 {
-        for r in (0..full_r).step_by(RT) {
-            unsafe { scores_tile::<RT, 4>(q, r, kt, len, j, hd, out, w, j - j0) };
-        }
-        for r in full_r..rows {
-            unsafe { scores_tile::<1, 4>(q, r, kt, len, j, hd, out, w, j - j0) };
-        }
+        unsafe { scores_key_block::<4>(q, rows, kt, len, j, hd, out, w, j - j0) };
         j += 64;
     }
     while j + 16 <= j1 {
-        for r in (0..full_r).step_by(RT) {
-            unsafe { scores_tile::<RT, 1>(q, r, kt, len, j, hd, out, w, j - j0) };
-        }
-        for r in full_r..rows {
-            unsafe { scores_tile::<1, 1>(q, r, kt, len, j, hd, out, w, j - j0) };
-        }
+        unsafe { scores_key_block::<1>(q, rows, kt, len, j, hd, out, w, j - j0) };
         j += 16;
     }
     scores_rect(q, (0, rows), kt, len, (j, j1), j0, hd, out, w);
+}
+
+/// Every row against the `16 JV` keys from `j` on: 4-row tiles, then 1-row tiles for the
+/// rows left over.
+///
+/// # Safety
+/// As [`scores_tile`], for all `rows` rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn scores_key_block<const JV: usize>(
+    q: &[f32],
+    rows: usize,
+    kt: &[f32],
+    len: usize,
+    j: usize,
+    hd: usize,
+    out: &mut [f32],
+    w: usize,
+    col: usize,
+) {
+    const RT: usize = 4;
+    let full_r = rows / RT * RT;
+    // SAFETY: the caller's bounds cover rows 0..rows; each tile stays within them.
+    unsafe {
+        for r in (0..full_r).step_by(RT) {
+            scores_tile::<RT, JV>(q, r, kt, len, j, hd, out, w, col);
+        }
+        for r in full_r..rows {
+            scores_tile::<1, JV>(q, r, kt, len, j, hd, out, w, col);
+        }
+    }
 }
 
 /// `RT` rows × `16 JV` keys from key `j` on, written at column `col` of `out` (row stride `w`).

@@ -986,13 +986,13 @@ pub fn engine_with_adapter(
     precision: Precision,
 ) -> Result<Engine> {
     let (config, mut weights) = DecoderWeights::load(model)?;
-    if is_host_cpu(device) {
-        let mut m = CpuDecoder::from_weights(config, &mut weights)?;
-        m.precision = precision;
-        weights.finish()?;
-        adapter.attach_to_cpu(&mut m)?;
-        return Ok(Engine::Cpu(Box::new(m)));
+    // `Engine::from_weights` builds the CPU engine exactly for the host CPU device.
+    if !is_host_cpu(device) {
+        adapter.merge_into(&config, &mut weights)?;
     }
-    adapter.merge_into(&config, &mut weights)?;
-    Engine::from_weights(config, weights, device, precision)
+    let mut engine = Engine::from_weights(config, weights, device, precision)?;
+    if let Engine::Cpu(m) = &mut engine {
+        adapter.attach_to_cpu(m)?;
+    }
+    Ok(engine)
 }

@@ -150,7 +150,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let client = args.backend.client(args.decode.top_k, args.decode.truncate_middle)?;
     if client.is_some() && args.adapter.is_some() {
-        bail!("--adapter merges into a local model; with --backend openai, serve the merged model instead");
+        bail!("--adapter applies to the local model; with --backend openai, serve the merged model instead");
     }
     let items = read_items(&args)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -228,7 +228,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     let msg = prompts::user_message(&q.context, &q.input, strategy);
                     let what = format!("{} (question {})", item.source, item.key);
                     let seed = openai::request_seed(args.seed.seed, &item.key);
-                    let g = client.complete(&msg, 1, greedy, seed, &what, cancel)?;
+                    let mut g = client.complete(&msg, 1, greedy, seed, &what, cancel)?;
                     let samples = if args.n > 0 {
                         client
                             .complete(&msg, args.n, sampled, seed.wrapping_add(1 << 20), &what, cancel)?
@@ -236,7 +236,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     } else {
                         Vec::new()
                     };
-                    let mut g = g;
                     Ok(Answered {
                         greedy: g.samples.remove(0),
                         samples,

@@ -46,9 +46,8 @@ struct Projection {
 struct LowRank {
     /// `[r, in]`.
     a: Vec<f32>,
-    /// `[out, r]`, times the adapter's scaling.
-    b: Vec<f32>,
-    /// `b` transposed (`[r, out]`), for the row-at-a-time path.
+    /// PEFT's `lora_B` (`[out, r]`) times the adapter's scaling, stored transposed
+    /// (`[r, out]`): the decode path adds `t_j` times row `j` to the output.
     bt: Vec<f32>,
     r: usize,
     row0: usize,
@@ -67,7 +66,8 @@ impl Projection {
         for l in &self.lora {
             if m > 16 {
                 let t = host::gemm_xwt(x, m, &l.a, l.r, cols);
-                let d = host::gemm_xwt(&t, m, &l.b, l.out, l.r);
+                let mut d = vec![0.0f32; m * l.out];
+                host::gemm_raw(m, l.out, l.r, &mut d, l.out, &t, l.r, false, &l.bt, l.out, false);
                 for (yr, dr) in y.chunks_exact_mut(rows).zip(d.chunks_exact(l.out)) {
                     yr[l.row0..l.row0 + l.out].iter_mut().zip(dr).for_each(|(y, d)| *y += d);
                 }
@@ -332,11 +332,9 @@ impl CpuDecoder {
                 b.len()
             )));
         }
-        let b: Vec<f32> = b.iter().map(|&x| x * scaling).collect();
-        let bt = (0..r * out).map(|k| b[(k % out) * r + k / out]).collect();
+        let bt = (0..r * out).map(|k| b[(k % out) * r + k / out] * scaling).collect();
         proj.lora.push(LowRank {
             a: a.to_vec(),
-            b,
             bt,
             r,
             row0,
