@@ -27,6 +27,6 @@ fi
   --peer "$OUT/torch_orpo_step.json" | tail -1 > "$OUT/sealong_train_step.json"
 echo "wrote $OUT/sealong_train_step.json"
 if [ "$SKIP_LOSS" = 0 ]; then
-  cargo test -q -p sealong-tests --test loss_kernel fused_vs_eager_memory_flex -- --ignored --nocapture \
+  cargo test -q -p sealong-tests --test suite loss_kernel::fused_vs_eager_memory_flex -- --ignored --nocapture \
     | grep -E "^loss fwd" | tee "$OUT/loss_memory.txt"
 fi

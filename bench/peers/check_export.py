@@ -3,7 +3,7 @@
 
 Usage: python3 check_export.py [OUT_DIR]    (installs and re-runs itself in the torch venv)
 
-1. Runs the SmolLM2 export test (tests/tests/export.rs) with SEALONG_EXPORT_CHECK_DIR=OUT_DIR: it
+1. Runs the SmolLM2 export test (tests/tests/suite/export.rs) with SEALONG_EXPORT_CHECK_DIR=OUT_DIR: it
    puts LoRA adapters with small random B on all 7 projections of SmolLM2-135M-Instruct (Q4_1 GGUF),
    writes the merged f32 HF directory (OUT_DIR/merged), the PEFT adapter (OUT_DIR/adapter) and
    sealong's last-position logits for the golden prompt (OUT_DIR/sealong_logits.json).

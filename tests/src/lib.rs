@@ -70,15 +70,38 @@ pub fn sealong(args: &[&str]) -> anyhow::Result<()> {
     sealong_cli::run(cli)
 }
 
-/// The wgpu device (Mesa lavapipe where there is no GPU), initialised once per test binary; no
-/// adapter is a failure, never a skip.
+/// This test binary re-run for one `#[ignore]`d child test, as the tests that kill a process
+/// mid-run or measure a process's peak memory need. `module` is the caller's `module_path!()`:
+/// the suite is one binary, so the child's full name is `module::name` (the crate's own name,
+/// the path's first segment, is not part of it).
+pub fn child_test(module: &str, name: &str) -> std::process::Command {
+    let module = module.split_once("::").map_or("", |(_, m)| m);
+    let full = if module.is_empty() {
+        name.to_string()
+    } else {
+        format!("{module}::{name}")
+    };
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary path"));
+    cmd.args([full.as_str(), "--exact", "--ignored", "--nocapture", "--test-threads=1"]);
+    cmd
+}
+
+/// The default wgpu device (Mesa lavapipe where there is no GPU); no adapter is a failure, never
+/// a skip. The lazy constructor, as the CLI's `--device gpu` uses: the suite is one process, and
+/// burn registers a device's runtime once, so an explicit `wgpu_options().init()` here would fail
+/// once any other test had opened the same device first.
 pub fn wgpu_device() -> burn::tensor::Device {
     static GPU: std::sync::OnceLock<burn::tensor::Device> = std::sync::OnceLock::new();
     GPU.get_or_init(|| {
-        burn::tensor::Device::wgpu_options()
-            .device_kind(burn::tensor::DeviceKind::DefaultDevice)
-            .init()
-            .unwrap_or_else(|e| panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe): {e}"))
+        let device = burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
+        let d = device.clone();
+        let probe =
+            std::panic::catch_unwind(move || burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar::<f32>());
+        match probe {
+            Ok(v) => assert_eq!(v, 4.0, "the wgpu device computed 1+1+1+1 = {v}"),
+            Err(_) => panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe); see the panic above"),
+        }
+        device
     })
     .clone()
 }

@@ -465,15 +465,7 @@ fn memory_child() {
 }
 
 fn run_child(mode: &str) -> (f64, f64, f64) {
-    let exe = std::env::current_exe().expect("test binary path");
-    let out = std::process::Command::new(exe)
-        .args([
-            "memory_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let out = sealong_tests::child_test(module_path!(), "memory_child")
         .env(MEM_ENV, mode)
         .output()
         .expect("spawn the memory child");

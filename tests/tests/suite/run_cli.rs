@@ -8,7 +8,6 @@
 //!   as an uninterrupted run; a different config for the same directory is refused.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sealong_tests::{data_file, repo_root, sealong};
@@ -223,8 +222,7 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
     let killed = tmp.path().join("killed");
     let cfg_b = tmp.path().join("b.toml");
     std::fs::write(&cfg_b, tiny_config(&killed)).expect("config");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["run_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = sealong_tests::child_test(module_path!(), "run_child")
         .env(CHILD_ENV, cfg_b.display().to_string())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

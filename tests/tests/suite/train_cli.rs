@@ -9,7 +9,6 @@
 //!   flags with `--full`: errors naming the file, line or key, and no output directory.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sealong_tests::{data_file, sealong, smollm_path};
@@ -222,8 +221,7 @@ fn a_killed_run_resumes_to_the_same_adapter() {
 
     let killed = tmp.path().join("killed");
     let args = train_args(&pairs, &killed, &extra);
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["train_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+    let mut child = sealong_tests::child_test(module_path!(), "train_child")
         .env(CHILD_ENV, serde_json::to_string(&args).expect("args json"))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -309,7 +309,7 @@ fn long_answers_matrix_equals_single_pair_scores() {
 }
 
 /// Timing of the MBR hot path at the peer's size (N = 32 answers of 200 words):
-/// `cargo test --release -p sealong-tests --test mbr_golden -- --ignored --nocapture`.
+/// `cargo test --release -p sealong-tests --test suite mbr_golden:: -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn time_rouge_l_matrix_n32_200_words() {

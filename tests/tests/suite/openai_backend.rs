@@ -357,14 +357,7 @@ fn a_client_killed_mid_run_resumes_without_duplicates() {
     let input = questions(tmp.path(), 8);
     let out = tmp.path().join("samples.jsonl");
     let args = sample_args(port, &input, &out, 3, 48);
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "openai_child",
-            "--exact",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = sealong_tests::child_test(module_path!(), "openai_child")
         .env(CHILD_ENV, serde_json::to_string(&args).expect("json"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,0 +1,30 @@
+//! The integration suite, one test binary: each module was once its own binary, and each of
+//! those linked all of burn, wgpu and cubecl again (about 125 MB and several seconds of linking
+//! apiece). One binary keeps a cold CI build's disk use and link time down. Run one part with
+//! `cargo test -p sealong-tests --test suite MODULE::`.
+
+mod bad_input;
+mod decoder_bad_input;
+mod decoder_parity;
+mod encoder_parity;
+mod export;
+mod loss_kernel;
+mod mbr_golden;
+mod mbr_kernel;
+mod openai_backend;
+mod orpo_parity;
+mod provisioning;
+mod report;
+mod run_cli;
+mod sample_cli;
+mod score_cli;
+mod subem_cli;
+mod subem_golden;
+mod synth;
+mod text_parity;
+mod tiny_models;
+mod train;
+mod train_cli;
+mod web_e2e;
+mod web_scoring;
+mod web_view;
