@@ -88,6 +88,10 @@ struct SampleStage {
     top_p: f64,
     max_new_tokens: usize,
     strategy: String,
+    /// `[sample.remote]`: sample from an OpenAI-compatible server (`sealong sample --backend
+    /// openai`) instead of the local engine. Only sampling goes remote: it is the round's cost,
+    /// and the "after" evaluation needs the adapter this run trains, which a server lacks.
+    remote: Option<RemoteSampling>,
 }
 
 impl Default for SampleStage {
@@ -98,7 +102,45 @@ impl Default for SampleStage {
             top_p: 1.0,
             max_new_tokens: 1024,
             strategy: "plan_and_solve".into(),
+            remote: None,
         }
+    }
+}
+
+/// The server `[sample.remote]` names; unset keys take `sealong sample`'s defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RemoteSampling {
+    base_url: String,
+    api_model: String,
+    api_key_env: Option<String>,
+    concurrency: Option<usize>,
+    request_timeout: Option<u64>,
+    max_retries: Option<u32>,
+}
+
+impl RemoteSampling {
+    fn args(&self) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "--backend".into(),
+            "openai".into(),
+            "--base-url".into(),
+            self.base_url.clone(),
+            "--api-model".into(),
+            self.api_model.clone(),
+        ];
+        let opt = [
+            ("--api-key-env", self.api_key_env.clone()),
+            ("--concurrency", self.concurrency.map(|v| v.to_string())),
+            ("--request-timeout", self.request_timeout.map(|v| v.to_string())),
+            ("--max-retries", self.max_retries.map(|v| v.to_string())),
+        ];
+        for (flag, v) in opt {
+            if let Some(v) = v {
+                a.extend([flag.to_string(), v]);
+            }
+        }
+        a
     }
 }
 
@@ -257,9 +299,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             sp.strategy.clone(),
             "--seed".into(),
             seed.clone(),
-            "--truncate-middle".into(),
         ];
-        a.extend(device.clone());
+        match &sp.remote {
+            // The server applies its own template and context limit; no local truncation.
+            Some(r) => a.extend(r.args()),
+            None => {
+                a.push("--truncate-middle".into());
+                a.extend(device.clone());
+            }
+        }
         sealong(a)
     })?;
 

@@ -378,3 +378,44 @@ fn a_client_killed_mid_run_resumes_without_duplicates() {
     run(&args);
     check_samples(&out, 8, 3);
 }
+
+/// `sealong run` with `[sample.remote]`: the round's sampling goes to the server, the rest runs
+/// locally, and the round completes with the server's answers in samples.jsonl.
+#[test]
+fn a_round_samples_from_the_server_with_sample_remote() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let _server = Server::start(port, &tmp.path().join("server.log"));
+    let out = tmp.path().join("round");
+    let cfg = tmp.path().join("round.toml");
+    let config = format!(
+        "{}\n[sample.remote]\nbase_url = \"http://127.0.0.1:{port}/v1\"\napi_model = \"smollm2\"\n\
+         concurrency = 2\nmax_retries = 30\nrequest_timeout = 120\n",
+        crate::run_cli::tiny_config(&out)
+    );
+    std::fs::write(&cfg, config).expect("config");
+    let cfg = cfg.display().to_string();
+    run(&["run".into(), "--config".into(), cfg.clone()]);
+
+    let recs = read_lines(&out.join("samples.jsonl"));
+    assert_eq!(
+        recs.len(),
+        line_count(&out.join("questions.jsonl")),
+        "one record per question"
+    );
+    for r in &recs {
+        assert_eq!(
+            r["model"], "smollm2",
+            "sampled by the server, not the local engine: {r}"
+        );
+        assert_eq!(r["samples"].as_array().expect("samples").len(), 2);
+        assert!(r["prompt_tokens"].as_u64().expect("the server reports prompt tokens") > 20);
+    }
+    for f in ["scored.jsonl", "pairs.jsonl", "eval/after/metrics.json", "report.html"] {
+        assert!(out.join(f).is_file(), "the round left {f}");
+    }
+    // A rerun finds every stage done and changes nothing.
+    let before = std::fs::read(out.join("samples.jsonl")).expect("samples");
+    run(&["run".into(), "--config".into(), cfg]);
+    assert_eq!(std::fs::read(out.join("samples.jsonl")).expect("samples"), before);
+}

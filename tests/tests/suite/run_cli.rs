@@ -113,7 +113,7 @@ fn eval_writes_predictions_and_the_table_and_resumes() {
 
 /// A round small enough for a test: 2 questions of ~1k tokens, 2 samples of 8 tokens, one
 /// training step, 1 evaluation question per dev set.
-fn tiny_config(out: &Path) -> String {
+pub(crate) fn tiny_config(out: &Path) -> String {
     let root = repo_root();
     let d = |p: &str| root.join("data").join(p).display().to_string();
     format!(
