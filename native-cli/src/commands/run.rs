@@ -408,8 +408,9 @@ pub fn run(args: RunArgs) -> Result<()> {
             eprintln!("training already finished ({})", done_mark.display());
             return Ok(());
         }
+        let (recipe_table, export) = split_export_keys(&cfg.train)?;
         let recipe = out.join("train_recipe.toml");
-        std::fs::write(&recipe, toml::to_string(&cfg.train)?)?;
+        std::fs::write(&recipe, toml::to_string(&recipe_table)?)?;
         let mut a = vec![
             "train".into(),
             "--model".into(),
@@ -421,6 +422,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--config".into(),
             s(&recipe),
         ];
+        a.extend(export);
         if !cfg.train.contains_key("seed") {
             a.extend(["--seed".into(), seed.clone()]);
         }
@@ -450,6 +452,37 @@ pub fn run(args: RunArgs) -> Result<()> {
     print_summary(&out)
 }
 
+/// Splits `[train]` into the recipe `sealong train --config` reads and the flags of the merged
+/// export, which are `train`'s flags, not recipe keys: `merge` (default true) and `merged_dtype`.
+/// The round evaluates a LoRA run through its adapter, so the merged copy is for deployment and
+/// defaults to bf16 there (half of f32: 16 GB instead of 32 GB for an 8B model); a full
+/// fine-tune is evaluated from the merged weights, and bf16 would round away updates of lr 5e-6
+/// size, so it stays f32.
+fn split_export_keys(train: &toml::Table) -> Result<(toml::Table, Vec<String>)> {
+    let mut recipe = train.clone();
+    let merge = match recipe.remove("merge") {
+        None => true,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(v) => bail!("[train] merge must be true or false, not {v}"),
+    };
+    let full = matches!(recipe.get("full"), Some(toml::Value::Boolean(true)));
+    if full && !merge {
+        bail!("[train] merge = false with full = true: a full fine-tune is evaluated from the merged model");
+    }
+    let dtype = match recipe.remove("merged_dtype") {
+        None if full => "f32".to_string(),
+        None => "bf16".to_string(),
+        Some(toml::Value::String(d)) => d,
+        Some(v) => bail!("[train] merged_dtype must be a string (f32, bf16 or f16), not {v}"),
+    };
+    let flags = if merge {
+        vec!["--merged-dtype".into(), dtype]
+    } else {
+        vec!["--no-merge".into()]
+    };
+    Ok((recipe, flags))
+}
+
 /// Before/after averages from the two metrics files.
 fn print_summary(out: &Path) -> Result<()> {
     let read = |p: PathBuf| -> Option<Value> { serde_json::from_slice(&std::fs::read(p).ok()?).ok() };
@@ -466,4 +499,37 @@ fn print_summary(out: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_export_keys;
+
+    fn split(t: &str) -> anyhow::Result<(toml::Table, Vec<String>)> {
+        split_export_keys(&t.parse::<toml::Table>().expect("toml"))
+    }
+
+    #[test]
+    fn export_keys_leave_the_recipe_and_default_by_mode() {
+        let (recipe, flags) = split("lr = 1e-3\nmerge = true").expect("ok");
+        assert_eq!(
+            flags,
+            ["--merged-dtype", "bf16"],
+            "LoRA: the adapter is evaluated, merged is bf16"
+        );
+        assert!(!recipe.contains_key("merge") && recipe.contains_key("lr"));
+        let (_, flags) = split("full = true").expect("ok");
+        assert_eq!(
+            flags,
+            ["--merged-dtype", "f32"],
+            "full fine-tune: evaluated from merged, f32"
+        );
+        let (recipe, flags) = split("merged_dtype = \"f16\"").expect("ok");
+        assert_eq!(flags, ["--merged-dtype", "f16"]);
+        assert!(recipe.is_empty());
+        assert_eq!(split("merge = false").expect("ok").1, ["--no-merge"]);
+        assert!(split("merge = false\nfull = true").is_err());
+        assert!(split("merge = \"no\"").is_err());
+        assert!(split("merged_dtype = 16").is_err());
+    }
 }

@@ -196,6 +196,16 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
         assert!(straight.join(f).is_file(), "{f} is missing");
     }
     assert!(!sealong_tests_checkpoints(&straight).is_empty(), "no checkpoint");
+    // A LoRA round evaluates through the adapter; its merged copy is for deployment, in bf16.
+    let merged = std::fs::read(straight.join("train/merged/model.safetensors")).expect("merged");
+    let merged = safetensors::SafeTensors::deserialize(&merged).expect("merged safetensors");
+    assert!(
+        merged
+            .tensors()
+            .iter()
+            .all(|(_, t)| t.dtype() == safetensors::Dtype::BF16),
+        "the round's merged model is bf16"
+    );
     let summary: Value =
         serde_json::from_slice(&std::fs::read(straight.join("summary.json")).expect("s")).expect("json");
     let stages: Vec<&str> = summary["stages"]
