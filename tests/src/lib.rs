@@ -86,24 +86,22 @@ pub fn child_test(module: &str, name: &str) -> std::process::Command {
     cmd
 }
 
-/// The default wgpu device (Mesa lavapipe where there is no GPU); no adapter is a failure, never
-/// a skip. The lazy constructor, as the CLI's `--device gpu` uses: the suite is one process, and
-/// burn registers a device's runtime once, so an explicit `wgpu_options().init()` here would fail
-/// once any other test had opened the same device first.
+/// The default wgpu device (Mesa lavapipe where there is no GPU), opened and probed as the CLI's
+/// `--device gpu` does; no adapter is a failure, never a skip. The CLI's lazy constructor, not
+/// an explicit `wgpu_options().init()`: the suite is one process, burn registers a device's
+/// runtime once, and an explicit init fails once any other test has opened the device.
 pub fn wgpu_device() -> burn::tensor::Device {
     static GPU: std::sync::OnceLock<burn::tensor::Device> = std::sync::OnceLock::new();
     GPU.get_or_init(|| {
-        let device = burn::tensor::Device::wgpu(burn::tensor::DeviceKind::DefaultDevice);
-        let d = device.clone();
-        let probe =
-            std::panic::catch_unwind(move || burn::tensor::Tensor::<1>::ones([4], &d).sum().into_scalar::<f32>());
-        match probe {
-            Ok(v) => assert_eq!(v, 4.0, "the wgpu device computed 1+1+1+1 = {v}"),
-            Err(_) => panic!("no wgpu adapter (install a GPU driver or Mesa lavapipe); see the panic above"),
-        }
-        device
+        sealong_cli::device::select(sealong_cli::device::DeviceChoice::Gpu).unwrap_or_else(|e| panic!("{e:#}"))
     })
     .clone()
+}
+
+/// Largest `|a_i - b_i|`; slices of different lengths are a test failure.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// splitmix64: a tiny seeded generator for test inputs, the same on every run and platform.

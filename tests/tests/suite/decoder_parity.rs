@@ -12,7 +12,7 @@ use sealong::models::decoder::weights::DecoderWeights;
 use sealong::models::decoder::{CpuDecoder, Decoder, LanguageModel};
 use sealong::nn::linear::Precision;
 use sealong::rng;
-use sealong_tests::{golden_dir, golden_json, ids, smollm_path};
+use sealong_tests::{golden_dir, golden_json, ids, max_abs_diff, smollm_path};
 
 /// Max |logit difference| allowed against transformers (f32 reference; the reference itself
 /// moves by up to ~1e-4 between f32 and f64).
@@ -122,11 +122,6 @@ fn logits_at(model: &Decoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f3
         offset += chunk.len();
     }
     out
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 #[test]

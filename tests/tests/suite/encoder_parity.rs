@@ -6,7 +6,7 @@
 
 use burn::tensor::Device;
 use sealong::models::encoder::SentenceEmbedder;
-use sealong_tests::{golden_dir, golden_json, ids, minilm_path, s};
+use sealong_tests::{golden_dir, golden_json, ids, max_abs_diff, minilm_path, s};
 
 /// Minimum cosine to the sentence-transformers embedding (issue: >= 0.9999).
 const COS_MIN: f64 = 0.9999;
@@ -202,11 +202,7 @@ fn roberta_saved_by_sentence_transformers_6_matches() {
             let alone = e.embed(&[text]).expect("embed one");
             for (got, what) in [(&batched[i], "batched"), (&alone[0], "alone")] {
                 let c = cosine(got, &want[i]);
-                let d = got
-                    .iter()
-                    .zip(&want[i])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let d = max_abs_diff(got, &want[i]);
                 assert!(
                     c >= COS_MIN && d < 1e-4,
                     "{what} {text:?} on {device:?}: cosine {c}, max |d| {d}"

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use sealong_shaders::{MbrError, MbrOutput, embeddings_from_data, mbr_scores, mbr_scores_auto, mbr_scores_reference};
-use sealong_tests::{SplitMix as Rng, golden_dir, wgpu_device as gpu};
+use sealong_tests::{SplitMix as Rng, golden_dir, max_abs_diff, wgpu_device as gpu};
 
 /// Kernel vs twin, similarity and scores.
 const PARITY_TOL: f32 = 1e-5;
@@ -93,11 +93,6 @@ fn host(out: MbrOutput) -> Host {
         scores: out.scores.try_into_vec_as::<f32>().expect("read scores"),
         chosen: out.chosen.try_into_vec_as::<i64>().expect("read chosen"),
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
 /// Smallest gap between the best and second-best score over the questions.
