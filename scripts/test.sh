@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # The page's wasm, which the browser end-to-end test serves (seconds when nothing changed).
 bash web/build.sh
-CMAKE_ARGS="${CMAKE_ARGS:--DLLAVA_BUILD=OFF}" CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-  bash bench/peers/_venv.sh llamacpp-server -- -c 'import llama_cpp.server'
+# (llama.cpp's build flags are chosen from this CPU in bench/peers/_venv.sh: no AMX, no -march=native.)
+bash bench/peers/_venv.sh llamacpp-server -- -c 'import llama_cpp.server'
 export SEALONG_OPENAI_SERVER_PYTHON="${PEERS_VENV_DIR:-$HOME/.cache/peers-venv}/llamacpp-server/bin/python"
 cargo test --workspace --locked "$@"
 # The web crate's tests inside headless Chromium (a Web Worker, WebGPU on SwiftShader).

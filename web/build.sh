@@ -17,7 +17,13 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; th
   echo "installing wasm-bindgen-cli $want (the version Cargo.lock pins)"
   # --locked first (wasm-bindgen-cli's own lock file); if the registry no longer has one of
   # those exact versions, a fresh resolution of the same wasm-bindgen-cli release.
+  # Built for build time, not speed (opt-level 1, many codegen units, no LTO): it runs for
+  # seconds on one wasm file, and a cold install at the release profile took minutes of CI.
+  export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+    CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_DEBUG=false CARGO_PROFILE_RELEASE_STRIP=true
   cargo install wasm-bindgen-cli --version "$want" --locked || cargo install wasm-bindgen-cli --version "$want"
+  unset CARGO_PROFILE_RELEASE_OPT_LEVEL CARGO_PROFILE_RELEASE_CODEGEN_UNITS CARGO_PROFILE_RELEASE_LTO \
+    CARGO_PROFILE_RELEASE_DEBUG CARGO_PROFILE_RELEASE_STRIP
 fi
 rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 

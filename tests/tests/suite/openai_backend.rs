@@ -82,11 +82,8 @@ impl Server {
     fn wait_ready(&mut self, port: u16) {
         let start = Instant::now();
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the server exited ({status}) while starting:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                );
+            if let Some(died) = self.died() {
+                panic!("{died} while starting");
             }
             if models_answer(port) {
                 return;
@@ -100,6 +97,45 @@ impl Server {
         }
     }
 
+    /// When the server process has ended: how (exit code or signal, by name) and the last lines
+    /// of its log, which lives in the test's temp dir and is gone once the test ends. A server
+    /// that dies mid-run shows to the client only as refused connections, so every failure of a
+    /// client run checks this first (e.g. llama.cpp built with AMX on a VM that does not grant
+    /// the tile state died with SIGILL on its first completion).
+    fn died(&mut self) -> Option<String> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = self.child.try_wait().ok()??;
+        let how = match status.signal() {
+            Some(sig) => format!("was killed by signal {sig} ({})", signal_name(sig)),
+            None => format!("exited with {status}"),
+        };
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+        Some(format!(
+            "the llama-cpp-python test server {how}; the last lines of its log ({}):\n{tail}",
+            self.log.display()
+        ))
+    }
+
+    /// Runs `sealong ARGS` against this server; a failure says first whether the server died.
+    fn run(&mut self, args: &[String]) {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        if let Err(e) = sealong(&argv) {
+            match self.died() {
+                Some(died) => panic!("sealong {}: {e:#}\n{died}", args.join(" ")),
+                None => panic!("sealong {}: {e:#} (the server is still running)", args.join(" ")),
+            }
+        }
+    }
+
+    /// Panics with the server's death when it has died.
+    fn assert_alive(&mut self) {
+        if let Some(died) = self.died() {
+            panic!("{died}");
+        }
+    }
+
     fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -110,6 +146,19 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        4 => "SIGILL: an instruction this CPU or VM does not allow",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        11 => "SIGSEGV",
+        15 => "SIGTERM",
+        _ => "see `kill -l`",
     }
 }
 
@@ -233,11 +282,11 @@ fn check_samples(path: &Path, questions: usize, n: usize) -> Vec<Value> {
 fn sample_score_and_eval_through_a_llama_cpp_server() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let _server = Server::start(port, &tmp.path().join("server.log"));
+    let mut server = Server::start(port, &tmp.path().join("server.log"));
     let input = questions(tmp.path(), 4);
 
     let samples = tmp.path().join("samples.jsonl");
-    run(&sample_args(port, &input, &samples, 3, 24));
+    server.run(&sample_args(port, &input, &samples, 3, 24));
     let recs = check_samples(&samples, 4, 3);
     let answered = recs
         .iter()
@@ -247,12 +296,12 @@ fn sample_score_and_eval_through_a_llama_cpp_server() {
     assert!(answered >= 10, "the server's answers are mostly empty: {recs:?}");
     // A rerun has nothing left to do and changes nothing.
     let before = std::fs::read(&samples).expect("samples");
-    run(&sample_args(port, &input, &samples, 3, 24));
+    server.run(&sample_args(port, &input, &samples, 3, 24));
     assert_eq!(std::fs::read(&samples).expect("samples"), before);
 
     // The next stage reads remote records as it reads local ones.
     let scored = tmp.path().join("scored.jsonl");
-    run(&[
+    server.run(&[
         "score".into(),
         "--input".into(),
         samples.display().to_string(),
@@ -265,7 +314,7 @@ fn sample_score_and_eval_through_a_llama_cpp_server() {
 
     // eval: a greedy answer and two samples per question, the table written.
     let eval_dir = tmp.path().join("eval");
-    run(&[
+    server.run(&[
         "eval".into(),
         "--backend".into(),
         "openai".into(),
@@ -319,7 +368,7 @@ fn a_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
     let log = tmp.path().join("server.log");
-    let server = Server::start(port, &log);
+    let mut server = Server::start(port, &log);
     let input = questions(tmp.path(), 10);
     let out = tmp.path().join("samples.jsonl");
     let args = sample_args(port, &input, &out, 3, 48);
@@ -327,6 +376,7 @@ fn a_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
 
     let start = Instant::now();
     while line_count(&out) < 2 {
+        server.assert_alive();
         assert!(!client.is_finished(), "the run ended before the server was killed");
         assert!(start.elapsed() < Duration::from_secs(300), "no record within 300 s");
         std::thread::sleep(Duration::from_millis(20));
@@ -336,8 +386,11 @@ fn a_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
     assert!(at_kill < 10, "killed too late: {at_kill} of 10 records were written");
     // Down long enough for the client to see refused connections and back off.
     std::thread::sleep(Duration::from_secs(3));
-    let _server = Server::start(port, &log);
-    client.join().expect("the run completes after the restart");
+    let mut server = Server::start(port, &log);
+    if client.join().is_err() {
+        server.assert_alive();
+        panic!("the run did not complete after the restart (its error is above; the server is still running)");
+    }
     check_samples(&out, 10, 3);
 }
 
@@ -353,7 +406,7 @@ fn openai_child() {
 fn a_client_killed_mid_run_resumes_without_duplicates() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let _server = Server::start(port, &tmp.path().join("server.log"));
+    let mut server = Server::start(port, &tmp.path().join("server.log"));
     let input = questions(tmp.path(), 8);
     let out = tmp.path().join("samples.jsonl");
     let args = sample_args(port, &input, &out, 3, 48);
@@ -365,6 +418,7 @@ fn a_client_killed_mid_run_resumes_without_duplicates() {
         .expect("spawn the child run");
     let start = Instant::now();
     while line_count(&out) < 2 {
+        server.assert_alive();
         if let Ok(Some(status)) = child.try_wait() {
             panic!("the child ended ({status}) before it was killed");
         }
@@ -375,7 +429,7 @@ fn a_client_killed_mid_run_resumes_without_duplicates() {
     child.wait().expect("reap");
     let at_kill = line_count(&out);
     assert!(at_kill < 8, "killed too late: {at_kill} of 8 records were written");
-    run(&args);
+    server.run(&args);
     check_samples(&out, 8, 3);
 }
 
@@ -385,7 +439,7 @@ fn a_client_killed_mid_run_resumes_without_duplicates() {
 fn a_round_samples_from_the_server_with_sample_remote() {
     let tmp = tempfile::tempdir().expect("tmp");
     let port = free_port();
-    let _server = Server::start(port, &tmp.path().join("server.log"));
+    let mut server = Server::start(port, &tmp.path().join("server.log"));
     let out = tmp.path().join("round");
     let cfg = tmp.path().join("round.toml");
     let config = format!(
@@ -395,7 +449,7 @@ fn a_round_samples_from_the_server_with_sample_remote() {
     );
     std::fs::write(&cfg, config).expect("config");
     let cfg = cfg.display().to_string();
-    run(&["run".into(), "--config".into(), cfg.clone()]);
+    server.run(&["run".into(), "--config".into(), cfg.clone()]);
 
     let recs = read_lines(&out.join("samples.jsonl"));
     assert_eq!(
@@ -416,6 +470,6 @@ fn a_round_samples_from_the_server_with_sample_remote() {
     }
     // A rerun finds every stage done and changes nothing.
     let before = std::fs::read(out.join("samples.jsonl")).expect("samples");
-    run(&["run".into(), "--config".into(), cfg]);
+    server.run(&["run".into(), "--config".into(), cfg]);
     assert_eq!(std::fs::read(out.join("samples.jsonl")).expect("samples"), before);
 }
