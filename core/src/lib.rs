@@ -9,6 +9,7 @@ pub mod eval;
 pub mod generate;
 pub mod loading;
 pub mod mbr;
+pub mod mem;
 pub mod models;
 pub mod nn;
 pub mod ops;

@@ -4,6 +4,8 @@
 //! on any device (the CPU backend `flex` included); the tests compare the two. An `*_auto`
 //! function picks the kernel on a cubecl (wgpu) device and the twin elsewhere.
 
+pub mod attention;
+pub mod host;
 pub mod loss;
 pub mod mbr;
 

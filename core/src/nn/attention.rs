@@ -13,11 +13,28 @@ use burn::tensor::activation::softmax;
 
 use crate::nn::kv_cache::LayerCache;
 
+/// With `fused` and an empty per-stream cache (`start == 0`: a prompt, or responses against a
+/// shared prompt), the fused kernel of `sealong_shaders::attention` computes the same thing
+/// without any `[seq_len, total]` score matrix, and with its own backward.
+///
 /// # Shapes
 /// `q`: `[batch, heads, seq_len, hd]` (rotary applied); `k`, `v`: `[batch, kv_heads, seq_len, hd]`.
 /// `start`: positions already in the per-stream cache. Returns `[batch, seq_len, heads * hd]`.
-pub fn attend(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, cache: &mut LayerCache, start: usize) -> Tensor<3> {
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    cache: &mut LayerCache,
+    start: usize,
+    fused: bool,
+) -> Tensor<3> {
     let [batch, heads, seq_len, hd] = q.dims();
+    if fused && start == 0 {
+        cache.append(k.clone(), v.clone(), 0);
+        let out = sealong_shaders::attention::flash_attention(q, k, v, cache.prefix.clone())
+            .expect("the decoder's q, k, v and cache prefix have consistent shapes");
+        return out.swap_dims(1, 2).reshape([batch, seq_len, heads * hd]);
+    }
     let kv_heads = k.dims()[1];
     let group = heads / kv_heads;
     let rows = group * seq_len;

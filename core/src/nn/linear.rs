@@ -27,11 +27,29 @@ pub enum LinearWeight {
 
 impl LinearWeight {
     /// Places a loaded weight on `device`: storage formats stay quantized on the CPU backend
-    /// without autodiff (where our kernels run) and become f32 tensors elsewhere.
+    /// (where our kernels run, and under autodiff too: a frozen weight of a LoRA run is expanded
+    /// to f32 only while its product is computed, so training keeps the base in its stored
+    /// format; full fine-tuning expands it into f32 master weights, see
+    /// [`LinearWeight::densify`]) and become f32 tensors elsewhere.
     pub fn from_weight(w: &Weight, device: &Device) -> Self {
         match &w.data {
-            WeightData::Quant(q) if is_host_cpu(device) => LinearWeight::Quant(Arc::new(q.clone())),
+            WeightData::Quant(q) if is_flex(device) => LinearWeight::Quant(Arc::new(q.clone())),
             _ => LinearWeight::Dense(tensor_from_weight(w, device)),
+        }
+    }
+
+    /// The weight as a dense tensor on `device` from now on (a quantized one is expanded).
+    pub fn densify(&mut self, device: &Device) {
+        if let LinearWeight::Quant(_) = self {
+            *self = LinearWeight::Dense(self.to_dense(device));
+        }
+    }
+
+    /// The same weight outside autodiff (shared storage).
+    pub fn without_autodiff(&self) -> Self {
+        match self {
+            LinearWeight::Dense(t) => LinearWeight::Dense(t.clone().without_autodiff()),
+            LinearWeight::Quant(q) => LinearWeight::Quant(q.clone()),
         }
     }
 
@@ -57,6 +75,12 @@ impl LinearWeight {
 /// True for the CPU (flex) backend without autodiff: where host kernels can stand in for ops.
 pub fn is_host_cpu(device: &Device) -> bool {
     *device == Device::flex() && !device.is_autodiff()
+}
+
+/// True for the CPU (flex) backend, with or without autodiff: where weights can stay in their
+/// storage format on the host.
+pub fn is_flex(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
 }
 
 /// A loaded weight as an f32 tensor of its shape.
@@ -160,6 +184,20 @@ impl Linear {
             bias,
             precision: Precision::Exact,
             lora: None,
+        }
+    }
+
+    /// The same layer outside autodiff (shared storage; the adapter keeps its dropout key).
+    pub fn without_autodiff(&self) -> Linear {
+        Linear {
+            weight: self.weight.without_autodiff(),
+            bias: self.bias.clone().map(Tensor::without_autodiff),
+            precision: self.precision,
+            lora: self.lora.as_ref().map(|a| LoraAdapter {
+                a: a.a.clone().without_autodiff(),
+                b: a.b.clone().without_autodiff(),
+                ..a.clone()
+            }),
         }
     }
 

@@ -37,6 +37,15 @@ impl RopeTables {
         }
     }
 
+    /// The same tables outside autodiff (shared storage).
+    pub fn without_autodiff(&self) -> Self {
+        RopeTables {
+            cos: self.cos.clone().without_autodiff(),
+            sin_signed: self.sin_signed.clone().without_autodiff(),
+            max_positions: self.max_positions,
+        }
+    }
+
     /// Rotates `x` whose sequence positions start at `start`.
     ///
     /// # Shapes

@@ -17,37 +17,7 @@ use super::{BLOCK, QuantMatrix, WeightFormat, dequantize_packed};
 /// Rows of `x` from which a weight row is dequantized once and reused.
 const DEQUANT_ROWS: usize = 4;
 
-/// Instruction sets the kernels can use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    Portable,
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-}
-
-/// The best instruction set of this CPU (detected once).
-pub fn isa() -> Isa {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::sync::OnceLock;
-        static ISA: OnceLock<Isa> = OnceLock::new();
-        *ISA.get_or_init(|| {
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-                Isa::Avx512
-            } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                Isa::Avx2
-            } else {
-                Isa::Portable
-            }
-        })
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        Isa::Portable
-    }
-}
+pub use sealong_shaders::host::{Isa, isa};
 
 /// Threads the kernels split work across (rayon's pool).
 pub fn threads() -> usize {

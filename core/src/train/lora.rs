@@ -209,12 +209,8 @@ pub fn merge_lora(decoder: &mut Decoder) -> Result<()> {
                 let delta = ad.b.detach().matmul(ad.a.detach()).mul_scalar(ad.scaling);
                 lin.weight = match &lin.weight {
                     LinearWeight::Dense(w) => LinearWeight::Dense(w.clone().detach() + delta),
-                    LinearWeight::Quant(_) => {
-                        return Err(Error::Invalid(format!(
-                            "cannot merge the adapter of {} into a host-quantized weight; load the model on a device that keeps weights dense",
-                            ad.name
-                        )));
-                    }
+                    // A base kept in its storage format (a LoRA run on the CPU): merged in f32.
+                    q @ LinearWeight::Quant(_) => LinearWeight::Dense(q.to_dense(&delta.device()) + delta),
                 };
             }
         }
@@ -323,7 +319,20 @@ pub fn prepare_training(decoder: &mut Decoder, mode: &TrainMode, seed: u64) -> R
             apply_lora(decoder, config, seed)?;
             set_trainable(decoder, &|n| n.contains(".lora_A.") || n.contains(".lora_B."))
         }
-        TrainMode::Full => set_trainable(decoder, &|n| !n.contains(".lora_")),
+        TrainMode::Full => {
+            // Full fine-tuning keeps f32 master weights: expand any base kept quantized.
+            let device = decoder.device.clone();
+            for layer in &mut decoder.layers {
+                for t in LoraTarget::ALL {
+                    target_linear(layer, t).weight.densify(&device);
+                }
+                layer.fused_qkv = None;
+                layer.fused_gate_up = None;
+            }
+            decoder.embed.table.densify(&device);
+            decoder.lm_head.weight.densify(&device);
+            set_trainable(decoder, &|n| !n.contains(".lora_"))
+        }
     }
 }
 

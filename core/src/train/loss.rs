@@ -387,9 +387,16 @@ pub fn shared_prompt_hidden(
         Tensor::cat(vec![last, h?.reshape([n * inputs, d])], 0)
     };
     set_lora_dropout(decoder, None);
+    Ok(gather_response_hidden(all, responses, inputs))
+}
+
+/// The rows of `all` (`[1 + n * inputs, d]`: the prompt's last position, then each response's
+/// `inputs` input positions) that predict each response token, with the labels: the
+/// [`ResponseHidden`] of the shared-prompt forward (plain or checkpointed).
+pub(crate) fn gather_response_hidden(all: Tensor<2>, responses: &[&[u32]], inputs: usize) -> ResponseHidden {
     let mut positions = Vec::new();
     let mut labels = Vec::new();
-    let mut counts = Vec::with_capacity(n);
+    let mut counts = Vec::with_capacity(responses.len());
     for (r, resp) in responses.iter().enumerate() {
         for (j, &tok) in resp.iter().enumerate() {
             positions.push(if j == 0 { 0 } else { (1 + r * inputs + j - 1) as i32 });
@@ -399,9 +406,9 @@ pub fn shared_prompt_hidden(
     }
     let t = positions.len();
     let positions = Tensor::<1, Int>::from_data(TensorData::new(positions, [t]), &all.device());
-    Ok(ResponseHidden {
+    ResponseHidden {
         hidden: all.select(0, positions),
         labels,
         counts,
-    })
+    }
 }

@@ -10,6 +10,7 @@ pub mod export;
 pub mod lora;
 pub mod loss;
 pub mod optim;
+pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 

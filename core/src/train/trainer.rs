@@ -30,8 +30,9 @@ use crate::nn::LinearWeight;
 use crate::train::batch::tokenize_pair;
 use crate::train::checkpoint;
 use crate::train::lora::{TrainMode, prepare_training};
-use crate::train::loss::shared_prompt_hidden;
+use crate::train::loss::{ResponseHidden, shared_prompt_hidden};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator, clip_factor};
+use crate::train::recompute;
 use crate::train::schedule::Schedule;
 
 /// What the model is trained to do.
@@ -85,6 +86,20 @@ pub struct TrainConfig {
     pub max_steps: Option<usize>,
     /// Vocabulary columns per chunk of the fused loss.
     pub loss_chunk: usize,
+    /// Keep only each decoder layer's input and recompute the layer in the backward
+    /// (`train::recompute`): memory per token falls from every layer's activations to one
+    /// hidden state per layer, for about one more forward of compute.
+    #[serde(default = "yes")]
+    pub activation_checkpointing: bool,
+    /// A prompt that leaves no room for its responses within `max_length` loses the middle of
+    /// its tokens (the context's middle, as sampling's `--truncate-middle` does) instead of the
+    /// pair being skipped.
+    #[serde(default)]
+    pub truncate_prompt_middle: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for TrainConfig {
@@ -106,6 +121,8 @@ impl Default for TrainConfig {
             keep_checkpoints: 2,
             max_steps: None,
             loss_chunk: sealong_shaders::loss::DEFAULT_CHUNK,
+            activation_checkpointing: true,
+            truncate_prompt_middle: false,
         }
     }
 }
@@ -173,11 +190,17 @@ pub struct Skipped {
 /// Tokenizes the records for `method` with the model's chat template (prompt/response masking as
 /// XTuner does), right-truncating each sequence to `max_length` tokens. A pair whose prompt alone
 /// reaches `max_length` is skipped (XTuner would produce a 0/0 loss and zero it).
+///
+/// With `truncate_middle`, a prompt too long for `max_length` keeps its first and last tokens
+/// (the chat template's head and tail, the context's ends) and loses the middle, down to
+/// `max_length` minus its longest response (at least half of `max_length`); the example is
+/// marked truncated.
 pub fn prepare_examples(
     assets: &TextAssets,
     pairs: &[PreferencePair],
     method: Method,
     max_length: usize,
+    truncate_middle: bool,
 ) -> Result<(Vec<Example>, Vec<Skipped>)> {
     let mut examples = Vec::with_capacity(pairs.len());
     let mut skipped = Vec::new();
@@ -192,12 +215,26 @@ pub fn prepare_examples(
         };
         let t = tokenize_pair(assets, &p.prompt, &p.chosen, rejected_text)
             .map_err(|e| Error::Invalid(format!("pair {:?} (line {}): {e}", p.id, p.line)))?;
-        let n_prompt = t.prompt_ids.len();
+        let longest = t.chosen.n_response().max(t.rejected.n_response());
+        let mut prompt_ids = t.prompt_ids.clone();
+        let mut cut_prompt = false;
+        if truncate_middle && prompt_ids.len() + longest > max_length {
+            let keep = max_length
+                .saturating_sub(longest)
+                .max(max_length / 2)
+                .min(prompt_ids.len());
+            prompt_ids = middle_cut(&prompt_ids, keep);
+            cut_prompt = true;
+        }
+        let n_prompt = prompt_ids.len();
         if n_prompt >= max_length {
             skipped.push(Skipped {
                 id: p.id.clone(),
                 line: p.line,
-                reason: format!("the prompt has {n_prompt} tokens, max length is {max_length}"),
+                reason: format!(
+                    "the prompt has {n_prompt} tokens, max length is {max_length} \
+                     (--truncate-prompt-middle true keeps it with the middle of its context cut)"
+                ),
             });
             continue;
         }
@@ -205,17 +242,27 @@ pub fn prepare_examples(
         let cut = |ids: &[u32]| -> Vec<u32> { ids[..ids.len().min(room)].to_vec() };
         let chosen = cut(t.chosen.response_ids());
         let rejected = (method == Method::Orpo).then(|| cut(t.rejected.response_ids()));
-        let truncated = chosen.len() < t.chosen.n_response()
+        let truncated = cut_prompt
+            || chosen.len() < t.chosen.n_response()
             || rejected.as_ref().is_some_and(|r| r.len() < t.rejected.n_response());
         examples.push(Example {
             id: p.id.clone(),
-            prompt: t.prompt_ids,
+            prompt: prompt_ids,
             chosen,
             rejected,
             truncated,
         });
     }
     Ok((examples, skipped))
+}
+
+/// `ids` with its middle removed: the first `keep / 2` and the last `keep - keep / 2` ids.
+fn middle_cut(ids: &[u32], keep: usize) -> Vec<u32> {
+    let head = keep / 2;
+    let tail = keep - head;
+    let mut out = ids[..head].to_vec();
+    out.extend_from_slice(&ids[ids.len() - tail..]);
+    out
 }
 
 /// A fingerprint of the examples (ids and token ids), so `--resume` refuses different data.
@@ -261,6 +308,9 @@ pub struct StepMetrics {
     pub tokens: usize,
     pub step_seconds: f64,
     pub tokens_per_second: f64,
+    /// The process's peak resident memory during this step, in MiB (`None` where the platform
+    /// does not tell).
+    pub peak_rss_mib: Option<f64>,
 }
 
 /// Why a run stopped.
@@ -286,6 +336,89 @@ pub struct Trainer {
     out: PathBuf,
     fingerprint: String,
     last_checkpoint: Option<PathBuf>,
+}
+
+/// The output head's weight as a dense tensor (the fused loss's argument); a head kept in its
+/// storage format (frozen, LoRA on the CPU) is expanded for the step and dropped after it.
+fn lm_head(decoder: &Decoder) -> Result<Tensor<2>> {
+    Ok(match &decoder.lm_head.weight {
+        LinearWeight::Dense(w) => w.clone(),
+        q @ LinearWeight::Quant(_) => q.to_dense(&decoder.device),
+    })
+}
+
+/// The loss of the response hidden states through the fused vocabulary-chunked kernel, and the
+/// logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`).
+fn loss_from_hidden(
+    config: &TrainConfig,
+    lm_head: Tensor<2>,
+    id: &str,
+    rh: ResponseHidden,
+) -> Result<(Tensor<1>, [f64; 5])> {
+    use sealong_shaders::loss as fused;
+    let lossy = |e: fused::LossError| Error::Invalid(format!("example {id:?}: {e}"));
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for &c in &rh.counts {
+        segments.push(start..start + c);
+        start += c;
+    }
+    let sums = fused::segment_logprob_sums_chunked(rh.hidden, lm_head, &rh.labels, &segments, config.loss_chunk)
+        .map_err(lossy)?;
+    match config.method {
+        Method::Orpo => {
+            let out = fused::orpo_loss(sums, &rh.counts, config.beta as f32).map_err(lossy)?;
+            let s = out.stats();
+            Ok((out.loss, [s.loss, s.nll, s.lp_chosen, s.lp_rejected, s.log_odds]))
+        }
+        Method::Sft => {
+            let loss = fused::sft_loss(sums, &rh.counts).map_err(lossy)?;
+            let v = f64::from(
+                loss.clone()
+                    .detach()
+                    .into_data()
+                    .iter::<f32>()
+                    .next()
+                    .unwrap_or(f32::NAN),
+            );
+            Ok((loss, [v, v, -v, 0.0, 0.0]))
+        }
+    }
+}
+
+/// Bytes of one layer's autodiff graph per position, as multiples of the layer's widths: the
+/// normed inputs, projections and their LoRA inputs, rotary halves, the attention's saved
+/// q/k/v/output, the MLP's gate, up, SiLU and product. Calibrated against the measured peak RSS
+/// of `sealong bench train` (BENCHMARKS.md, "Long-context training").
+const GRAPH_PER_HIDDEN: f64 = 16.0;
+const GRAPH_PER_INTERMEDIATE: f64 = 6.0;
+const GRAPH_PER_KV: f64 = 6.0;
+
+/// The predicted memory of a training step over `positions` computed positions (prompt plus
+/// response inputs) with `response_tokens` labels, above the loaded model: with activation
+/// checkpointing each layer's input (`L · d` floats per position) plus one layer's graph;
+/// without, every layer's graph; plus the vocabulary chunk of the loss. Returns `(total,
+/// per position)` in bytes.
+pub fn step_bytes(
+    c: &crate::models::decoder::config::DecoderConfig,
+    positions: usize,
+    response_tokens: usize,
+    checkpointing: bool,
+    loss_chunk: usize,
+) -> (f64, f64) {
+    let d = c.hidden_size as f64;
+    let layer = 4.0
+        * (GRAPH_PER_HIDDEN * d
+            + GRAPH_PER_INTERMEDIATE * c.intermediate_size as f64
+            + GRAPH_PER_KV * (c.num_key_value_heads * c.head_dim) as f64);
+    let layers = c.num_hidden_layers as f64;
+    let per_position = if checkpointing {
+        4.0 * layers * d + layer
+    } else {
+        layers * layer
+    };
+    let loss = 12.0 * response_tokens as f64 * loss_chunk.min(c.vocab_size) as f64;
+    (per_position * positions as f64 + loss, per_position)
 }
 
 fn steps_per_epoch(n: usize, batch: usize) -> usize {
@@ -327,6 +460,7 @@ impl Trainer {
             )));
         }
         prepare_training(&mut decoder, &config.mode, config.seed)?;
+        decoder.fused_attention = true;
         let per_epoch = steps_per_epoch(examples.len(), config.batch_size);
         let total = config.max_steps.unwrap_or(per_epoch * config.epochs);
         let schedule = Schedule::new(config.lr, config.warmup_ratio, total);
@@ -472,20 +606,9 @@ impl Trainer {
         (epoch, order[k * bs..((k + 1) * bs).min(n)].to_vec())
     }
 
-    /// The output head's weight as a dense tensor (the fused loss's argument).
-    fn lm_head(&self) -> Result<Tensor<2>> {
-        match &self.decoder.lm_head.weight {
-            LinearWeight::Dense(w) => Ok(w.clone()),
-            LinearWeight::Quant(_) => Err(Error::Invalid(
-                "training needs dense weights: load the model on an autodiff device".into(),
-            )),
-        }
-    }
-
-    /// The loss of one example and its logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`).
-    fn example_loss(&mut self, ex: &Example, key: u64) -> Result<(Tensor<1>, [f64; 5])> {
-        use sealong_shaders::loss as fused;
-        let lossy = |e: fused::LossError| Error::Invalid(format!("example {:?}: {e}", ex.id));
+    /// The responses an example trains on (the chosen, and the rejected for ORPO) and the
+    /// dropout key of its pass.
+    fn example_inputs<'a>(&self, ex: &'a Example, key: u64) -> (Vec<&'a [u32]>, Option<(u64, u64)>) {
         let dropout = match &self.config.mode {
             TrainMode::Lora(l) if l.dropout > 0.0 => Some((self.config.seed, key)),
             _ => None,
@@ -496,45 +619,21 @@ impl Trainer {
         {
             responses.push(r);
         }
+        (responses, dropout)
+    }
+
+    /// The loss of one example and its logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`),
+    /// with the whole forward's graph kept (no activation checkpointing).
+    fn example_loss(&mut self, ex: &Example, key: u64) -> Result<(Tensor<1>, [f64; 5])> {
+        let (responses, dropout) = self.example_inputs(ex, key);
         let rh = shared_prompt_hidden(&mut self.decoder, &ex.prompt, &responses, dropout)?;
-        let mut segments = Vec::new();
-        let mut start = 0;
-        for &c in &rh.counts {
-            segments.push(start..start + c);
-            start += c;
-        }
-        let sums = fused::segment_logprob_sums_chunked(
-            rh.hidden,
-            self.lm_head()?,
-            &rh.labels,
-            &segments,
-            self.config.loss_chunk,
-        )
-        .map_err(lossy)?;
-        match self.config.method {
-            Method::Orpo => {
-                let out = fused::orpo_loss(sums, &rh.counts, self.config.beta as f32).map_err(lossy)?;
-                let s = out.stats();
-                Ok((out.loss, [s.loss, s.nll, s.lp_chosen, s.lp_rejected, s.log_odds]))
-            }
-            Method::Sft => {
-                let loss = fused::sft_loss(sums, &rh.counts).map_err(lossy)?;
-                let v = f64::from(
-                    loss.clone()
-                        .detach()
-                        .into_data()
-                        .iter::<f32>()
-                        .next()
-                        .unwrap_or(f32::NAN),
-                );
-                Ok((loss, [v, v, -v, 0.0, 0.0]))
-            }
-        }
+        loss_from_hidden(&self.config, lm_head(&self.decoder)?, &ex.id, rh)
     }
 
     /// Runs one optimizer step and appends its metrics. A non-finite loss or gradient norm is an
     /// error before any parameter changes.
     pub fn step_once(&mut self) -> Result<StepMetrics> {
+        crate::mem::reset_peak_rss();
         let started = Instant::now();
         let (epoch, batch) = self.batch(self.step);
         let n = batch.len();
@@ -548,6 +647,24 @@ impl Trainer {
                 tokens += ex.tokens();
                 // A pair's place in the run keys its dropout masks.
                 let key = (self.step * self.config.batch_size + m * self.config.micro_batch + j) as u64;
+                if self.config.activation_checkpointing {
+                    let (responses, dropout) = self.example_inputs(&ex, key);
+                    let config = &self.config;
+                    let values = recompute::shared_prompt_step(
+                        &mut self.decoder,
+                        &ex.prompt,
+                        &responses,
+                        dropout,
+                        1.0 / n as f64,
+                        &mut |d, rh| loss_from_hidden(config, lm_head(d)?, &ex.id, rh),
+                        &mut acc,
+                    )?;
+                    if !values[0].is_finite() {
+                        return Err(self.non_finite(&format!("loss {} on example {:?}", values[0], ex.id)));
+                    }
+                    logged.push(values);
+                    continue;
+                }
                 let (loss, values) = self.example_loss(&ex, key)?;
                 if !values[0].is_finite() {
                     return Err(self.non_finite(&format!("loss {} on example {:?}", values[0], ex.id)));
@@ -607,6 +724,7 @@ impl Trainer {
             tokens,
             step_seconds: secs,
             tokens_per_second: tokens as f64 / secs.max(1e-9),
+            peak_rss_mib: crate::mem::peak_rss_mib(),
         };
         Appender::open(&self.out.join("metrics.jsonl"))?.append(&metrics)?;
         let every = self.config.checkpoint_every;
@@ -646,6 +764,7 @@ impl Trainer {
 
     /// Runs the remaining steps, calling `on_step` after each.
     pub fn run(&mut self, on_step: &mut dyn FnMut(&StepMetrics)) -> Result<Outcome> {
+        self.check_memory()?;
         while self.step < self.total_steps() {
             let m = self.step_once()?;
             on_step(&m);
@@ -659,6 +778,61 @@ impl Trainer {
             resumed_from: self.resumed_from,
             last_checkpoint: self.last_checkpoint.clone(),
         })
+    }
+
+    /// The predicted memory of one example's step above the loaded model and optimizer, in
+    /// bytes, and the part of it that grows with each position (see [`step_bytes`]).
+    pub fn predicted_step_bytes(&self, ex: &Example) -> (f64, f64) {
+        let responses = 1 + usize::from(self.config.method == Method::Orpo && ex.rejected.is_some());
+        let response_tokens = ex.chosen.len() + ex.rejected.as_ref().map_or(0, Vec::len);
+        let positions = ex.prompt.len() + response_tokens.saturating_sub(responses);
+        step_bytes(
+            &self.decoder.config,
+            positions,
+            response_tokens,
+            self.config.activation_checkpointing,
+            self.config.loss_chunk,
+        )
+    }
+
+    /// Refuses to start when the longest example's step is predicted not to fit in the memory
+    /// available now (Linux's MemAvailable), naming the example, the lengths and a length
+    /// that fits. Does nothing where the platform does not tell.
+    pub fn check_memory(&self) -> Result<()> {
+        let Some(avail) = crate::mem::available_mib() else {
+            return Ok(());
+        };
+        let avail = avail * 1024.0 * 1024.0;
+        let Some(ex) = self.examples.iter().max_by_key(|e| e.tokens()) else {
+            return Ok(());
+        };
+        let (need, per_position) = self.predicted_step_bytes(ex);
+        if need <= avail {
+            return Ok(());
+        }
+        let positions = ex.prompt.len() + ex.chosen.len().max(ex.rejected.as_ref().map_or(0, Vec::len));
+        let over = (need - avail) / per_position.max(1.0);
+        let fit = (positions as f64 - over * 1.1).max(0.0) as usize;
+        let gib = |b: f64| b / (1u64 << 30) as f64;
+        Err(Error::Invalid(format!(
+            "example {:?} ({} prompt tokens, {positions} per sequence) would need about {:.1} GiB for a step \
+             ({:.0} KiB per position{}) but {:.1} GiB is available: lower --max-length to about {fit}{}",
+            ex.id,
+            ex.prompt.len(),
+            gib(need),
+            per_position / 1024.0,
+            if self.config.activation_checkpointing {
+                ""
+            } else {
+                ", activation checkpointing off"
+            },
+            gib(avail),
+            if self.config.activation_checkpointing {
+                ""
+            } else {
+                " or turn activation checkpointing on"
+            },
+        )))
     }
 
     /// The directory the run writes into.

@@ -22,13 +22,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-/// Peak resident memory of this process (VmHWM), in MiB; `None` off Linux.
-pub fn peak_rss_mib() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
+pub use sealong::mem::peak_rss_mib;
 
 pub(crate) fn load1() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

@@ -1,10 +1,14 @@
 //! `sealong bench train`: one LoRA ORPO optimizer step on the CPU, measured as the torch + peft
-//! peer (bench/peers/torch_orpo_step.py) measures it: the same GGUF, the same text, a 512-token
-//! prompt with two different 128-token responses cut from the corpus tokens, LoRA r = 16,
+//! peer (bench/peers/torch_orpo_step.py) measures it: the same GGUF, the same text, a prompt of
+//! `--prompt-tokens` (default 512) with two different `--response-tokens` (default 128)
+//! responses cut from the corpus tokens (repeated when the text is too short), LoRA r = 16,
 //! alpha = 32, no dropout, on all seven projections, AdamW (lr 1e-4, weight decay 0.01 as
-//! torch's default), no clipping. Tokens/s counts 2 × 640 tokens a step, as the peer runs them;
-//! sealong computes the prompt once for both responses (768 positions), which is part of what is
-//! measured. Median of `--runs` steps after one warm-up; peak RSS during the steps.
+//! torch's default), no clipping. Tokens/s counts 2 × (P + R) tokens a step, as the peer runs
+//! them; sealong computes the prompt once for both responses (P + 2R positions), which is part of
+//! what is measured. Median of `--runs` steps after one warm-up; peak RSS during the steps.
+//!
+//! Several prompt lengths (`--prompt-tokens 1024,2048,4096`) run one process each (this binary
+//! again), so that each length's peak RSS is its own: the allocator keeps freed memory.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -37,19 +41,58 @@ pub struct BenchTrainArgs {
     /// The peer's JSON line (torch_orpo_step.py output): print the ratio.
     #[arg(long)]
     pub peer: Option<PathBuf>,
+    /// Prompt tokens, or a comma-separated list (one child process per length).
+    #[arg(long, default_value = "512", value_delimiter = ',')]
+    pub prompt_tokens: Vec<usize>,
+    /// Tokens of each of the two responses.
+    #[arg(long, default_value_t = 128)]
+    pub response_tokens: usize,
+    /// Keep every activation instead of recomputing each layer in the backward.
+    #[arg(long)]
+    pub no_checkpointing: bool,
 }
 
-const PROMPT: usize = 512;
-const RESPONSE: usize = 128;
-
-/// Resets the peak-RSS counter (Linux `clear_refs` 5), so the peak covers only what follows.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Runs this binary once per prompt length and prints each child's JSON line.
+fn train_lengths(a: &BenchTrainArgs) -> Result<()> {
+    let exe = std::env::current_exe().context("locating this binary")?;
+    for &p in &a.prompt_tokens {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.args(["bench", "train", "--model"])
+            .arg(&a.model.model)
+            .args(["--runs", &a.runs.to_string(), "--lora-r", &a.lora_r.to_string()])
+            .args(["--prompt-tokens", &p.to_string()])
+            .args(["--response-tokens", &a.response_tokens.to_string()]);
+        if let Some(t) = &a.text {
+            cmd.arg("--text").arg(t);
+        }
+        if a.no_checkpointing {
+            cmd.arg("--no-checkpointing");
+        }
+        let out = cmd.output().with_context(|| format!("running {}", exe.display()))?;
+        if !out.status.success() {
+            bail!(
+                "bench train at {p} prompt tokens failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        println!("{}", text.lines().last().unwrap_or_default());
+    }
+    Ok(())
 }
 
 pub fn train(a: BenchTrainArgs) -> Result<()> {
     if a.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if a.prompt_tokens.len() > 1 {
+        return train_lengths(&a);
+    }
+    let prompt_len = *a.prompt_tokens.first().context("--prompt-tokens is empty")?;
+    let response_len = a.response_tokens;
+    if prompt_len == 0 || response_len == 0 {
+        bail!("--prompt-tokens and --response-tokens must be at least 1");
     }
     let path = crate::provision::resolve_model(&a.model.model)?;
     let model = ModelPath::detect(&path)?;
@@ -58,19 +101,21 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => default_text()?,
     };
-    let ids = assets.tokenizer.encode(&text, false)?;
-    if ids.len() < 4 * PROMPT + RESPONSE {
-        bail!(
-            "the text has {} tokens; the benchmark needs {}",
-            ids.len(),
-            4 * PROMPT + RESPONSE
-        );
+    let mut ids = assets.tokenizer.encode(&text, false)?;
+    if ids.is_empty() {
+        bail!("the text has no tokens");
+    }
+    // The peer's layout: prompt, then the chosen response; the rejected one from 4 × P on. A
+    // text too short for that is repeated (the peer's 512-token case never needs it).
+    let need = 4 * prompt_len + response_len;
+    while ids.len() < need {
+        ids.extend_from_within(..ids.len().min(need - ids.len()));
     }
     let example = Example {
         id: "bench".into(),
-        prompt: ids[..PROMPT].to_vec(),
-        chosen: ids[PROMPT..PROMPT + RESPONSE].to_vec(),
-        rejected: Some(ids[4 * PROMPT..4 * PROMPT + RESPONSE].to_vec()),
+        prompt: ids[..prompt_len].to_vec(),
+        chosen: ids[prompt_len..prompt_len + response_len].to_vec(),
+        rejected: Some(ids[4 * prompt_len..4 * prompt_len + response_len].to_vec()),
         truncated: false,
     };
     let tokens = example.tokens();
@@ -90,12 +135,14 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         batch_size: 1,
         checkpoint_every: 0,
         max_steps: Some(a.runs + 100),
+        max_length: prompt_len + response_len,
+        activation_checkpointing: !a.no_checkpointing,
         ..TrainConfig::default()
     };
     config.adam.weight_decay = 0.01;
     let out = tempfile::tempdir()?;
     let mut trainer = Trainer::new(decoder, config, vec![example], out.path(), false)?;
-    reset_peak_rss();
+    sealong::mem::reset_peak_rss();
     let mut times = Vec::with_capacity(a.runs + 1);
     let mut losses = Vec::with_capacity(a.runs + 1);
     for _ in 0..=a.runs {
@@ -114,7 +161,10 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
         "threads": crate::commands::bench::rayon_threads(),
         "tokens_per_step": tokens,
-        "positions_computed": PROMPT + 2 * RESPONSE,
+        "prompt_tokens": prompt_len,
+        "response_tokens": response_len,
+        "activation_checkpointing": !a.no_checkpointing,
+        "positions_computed": prompt_len + 2 * response_len,
         "lora_r": a.lora_r,
         "load_s": (load_s * 100.0).round() / 100.0,
         "losses": losses,

@@ -96,6 +96,13 @@ pub struct Recipe {
     /// Vocabulary columns per chunk of the fused loss (default 8192).
     #[arg(long)]
     pub loss_chunk: Option<usize>,
+    /// Keep only each layer's input and recompute the layer in the backward (default true;
+    /// `false` keeps every activation: faster, memory grows several times faster with length).
+    #[arg(long)]
+    pub activation_checkpointing: Option<bool>,
+    /// Cut the middle of a prompt too long for --max-length instead of skipping its pair.
+    #[arg(long)]
+    pub truncate_prompt_middle: Option<bool>,
 }
 
 #[derive(Debug, Args)]
@@ -154,7 +161,9 @@ fn overlay(a: Recipe, b: Recipe) -> Recipe {
         checkpoint_every,
         keep_checkpoints,
         max_steps,
-        loss_chunk
+        loss_chunk,
+        activation_checkpointing,
+        truncate_prompt_middle
     )
 }
 
@@ -177,7 +186,9 @@ pub fn resolve(r: Recipe) -> Result<TrainConfig> {
          max_length => max_length, beta => beta, warmup_ratio => warmup_ratio,
          weight_decay => adam.weight_decay, adam_beta1 => adam.beta1, adam_beta2 => adam.beta2,
          adam_eps => adam.eps, max_grad_norm => max_grad_norm, seed => seed,
-         checkpoint_every => checkpoint_every, keep_checkpoints => keep_checkpoints, loss_chunk => loss_chunk);
+         checkpoint_every => checkpoint_every, keep_checkpoints => keep_checkpoints, loss_chunk => loss_chunk,
+         activation_checkpointing => activation_checkpointing,
+         truncate_prompt_middle => truncate_prompt_middle);
     c.max_steps = r.max_steps.or(c.max_steps);
     if r.full == Some(true) {
         if r.lora_r.is_some() || r.lora_alpha.is_some() || r.lora_dropout.is_some() || r.lora_targets.is_some() {
@@ -208,12 +219,19 @@ pub fn resolve(r: Recipe) -> Result<TrainConfig> {
 }
 
 fn print_metrics(m: &StepMetrics, method: Method) -> String {
+    let mem = m
+        .peak_rss_mib
+        .map(|p| format!(" peak {:.2} GiB", p / 1024.0))
+        .unwrap_or_default();
     match method {
         Method::Orpo => format!(
-            "loss {:.4} nll {:.4} acc {:.2} margin {:+.4} lr {:.2e} {:.0} tok/s",
+            "loss {:.4} nll {:.4} acc {:.2} margin {:+.4} lr {:.2e} {:.0} tok/s{mem}",
             m.loss, m.nll, m.reward_accuracy, m.margin, m.lr, m.tokens_per_second
         ),
-        Method::Sft => format!("loss {:.4} lr {:.2e} {:.0} tok/s", m.loss, m.lr, m.tokens_per_second),
+        Method::Sft => format!(
+            "loss {:.4} lr {:.2e} {:.0} tok/s{mem}",
+            m.loss, m.lr, m.tokens_per_second
+        ),
     }
 }
 
@@ -240,7 +258,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     let pairs = read_pairs(&args.pairs, config.method == Method::Orpo)?;
-    let (examples, skipped) = prepare_examples(&assets, &pairs, config.method, config.max_length)?;
+    let (examples, skipped) = prepare_examples(
+        &assets,
+        &pairs,
+        config.method,
+        config.max_length,
+        config.truncate_prompt_middle,
+    )?;
     for s in &skipped {
         eprintln!(
             "skipping {}:{} (id {:?}): {}",

@@ -9,6 +9,7 @@ use crate::loading::ModelPath;
 use crate::models::decoder::config::DecoderConfig;
 use crate::models::decoder::weights::DecoderWeights;
 use crate::nn::attention::attend;
+use crate::nn::kv_cache::LayerCache;
 use crate::nn::linear::Precision;
 use crate::nn::linear::tensor_from_weight;
 use crate::nn::norm::rms_norm;
@@ -67,6 +68,11 @@ pub struct Decoder {
     pub lm_head: Linear,
     pub rope: RopeTables,
     pub device: Device,
+    /// Attention through the fused kernel (`sealong_shaders::attention`: linear memory, its own
+    /// backward) for every forward whose per-stream cache starts empty (a prompt, or responses
+    /// against a shared prompt); the materialized burn-ops attention otherwise. Training turns
+    /// it on; inference on burn devices keeps the materialized path.
+    pub fused_attention: bool,
 }
 
 impl Decoder {
@@ -145,6 +151,7 @@ impl Decoder {
             rope,
             device: device.clone(),
             config,
+            fused_attention: false,
         })
     }
 
@@ -154,6 +161,27 @@ impl Decoder {
     /// # Shapes
     /// returns `[batch, seq_len, hidden]`.
     pub fn forward_hidden(&self, ids: &[Vec<u32>], cache: &mut KvCache) -> Result<Tensor<3>> {
+        let start = cache.position();
+        self.check_input(ids, start)?;
+        let (batch, seq_len) = (ids.len(), ids[0].len());
+        if batch != cache.batch {
+            return Err(Error::Invalid(format!(
+                "batch of {batch} rows does not match the cache's {} streams",
+                cache.batch
+            )));
+        }
+        let own_start = cache.len;
+        let mut x = self.embed_ids(ids);
+        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = self.layer_forward(layer, x, lc, start, own_start);
+        }
+        cache.len += seq_len;
+        Ok(self.final_norm(x))
+    }
+
+    /// Checks a forward's input: a non-empty batch of equal-length rows of ids inside the
+    /// vocabulary, at positions from `start` that fit the model's context.
+    pub fn check_input(&self, ids: &[Vec<u32>], start: usize) -> Result<()> {
         let batch = ids.len();
         let seq_len = ids.first().map_or(0, Vec::len);
         if batch == 0 || seq_len == 0 || ids.iter().any(|r| r.len() != seq_len) {
@@ -161,19 +189,12 @@ impl Decoder {
                 "forward needs a non-empty batch of equal-length rows".into(),
             ));
         }
-        if batch != cache.batch {
-            return Err(Error::Invalid(format!(
-                "batch of {batch} rows does not match the cache's {} streams",
-                cache.batch
-            )));
-        }
         let vocab = self.config.vocab_size as u32;
         if let Some(bad) = ids.iter().flatten().find(|&&t| t >= vocab) {
             return Err(Error::Invalid(format!(
                 "token id {bad} is outside the vocabulary ({vocab})"
             )));
         }
-        let start = cache.position();
         if start + seq_len > self.rope.max_positions {
             return Err(Error::Invalid(format!(
                 "{} positions exceed the model's maximum context of {} tokens",
@@ -181,45 +202,100 @@ impl Decoder {
                 self.rope.max_positions
             )));
         }
+        Ok(())
+    }
+
+    /// The token embeddings of `ids` (`batch` rows of equal length): `[batch, seq_len, hidden]`.
+    pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Tensor<3> {
+        self.embed.forward(ids, &self.device)
+    }
+
+    /// The final RMSNorm.
+    pub fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        rms_norm(x, &self.norm, self.config.rms_norm_eps)
+    }
+
+    /// One decoder block over `x` (`[batch, seq_len, hidden]`) at sequence positions
+    /// `pos..pos + seq_len`, its keys and values written into `lc` at per-stream position
+    /// `own_start` (after a shared prefix, `pos = prefix_len + own_start`).
+    pub fn layer_forward(
+        &self,
+        layer: &DecoderLayer,
+        x: Tensor<3>,
+        lc: &mut LayerCache,
+        pos: usize,
+        own_start: usize,
+    ) -> Tensor<3> {
         let c = &self.config;
+        let [batch, seq_len, _] = x.dims();
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-        let own_start = cache.len;
-        let mut x = self.embed.forward(ids, &self.device);
-        for (layer, lc) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let normed = rms_norm(x.clone(), &layer.input_norm, c.rms_norm_eps);
-            let q = layer
-                .q_proj
-                .forward(normed.clone())
-                .reshape([batch, seq_len, h, hd])
-                .swap_dims(1, 2);
-            let k = layer
-                .k_proj
-                .forward(normed.clone())
-                .reshape([batch, seq_len, kvh, hd])
-                .swap_dims(1, 2);
-            let v = layer
-                .v_proj
-                .forward(normed)
-                .reshape([batch, seq_len, kvh, hd])
-                .swap_dims(1, 2);
-            let q = self.rope.apply(q, start);
-            let k = self.rope.apply(k, start);
-            let attn = attend(q, k, v, lc, own_start);
-            x = x + layer.o_proj.forward(attn);
-            let normed = rms_norm(x.clone(), &layer.post_norm, c.rms_norm_eps);
-            let (gate, up) = match &layer.fused_gate_up {
-                Some(f) => {
-                    let y = f.forward(normed);
-                    let i = c.intermediate_size;
-                    (y.clone().narrow(2, 0, i), y.narrow(2, i, i))
-                }
-                None => (layer.gate_proj.forward(normed.clone()), layer.up_proj.forward(normed)),
-            };
-            let mlp = silu(gate) * up;
-            x = x + layer.down_proj.forward(mlp);
+        let normed = rms_norm(x.clone(), &layer.input_norm, c.rms_norm_eps);
+        let q = layer
+            .q_proj
+            .forward(normed.clone())
+            .reshape([batch, seq_len, h, hd])
+            .swap_dims(1, 2);
+        let k = layer
+            .k_proj
+            .forward(normed.clone())
+            .reshape([batch, seq_len, kvh, hd])
+            .swap_dims(1, 2);
+        let v = layer
+            .v_proj
+            .forward(normed)
+            .reshape([batch, seq_len, kvh, hd])
+            .swap_dims(1, 2);
+        let q = self.rope.apply(q, pos);
+        let k = self.rope.apply(k, pos);
+        let attn = attend(q, k, v, lc, own_start, self.fused_attention);
+        let x = x + layer.o_proj.forward(attn);
+        let normed = rms_norm(x.clone(), &layer.post_norm, c.rms_norm_eps);
+        let (gate, up) = match &layer.fused_gate_up {
+            Some(f) => {
+                let y = f.forward(normed);
+                let i = c.intermediate_size;
+                (y.clone().narrow(2, 0, i), y.narrow(2, i, i))
+            }
+            None => (layer.gate_proj.forward(normed.clone()), layer.up_proj.forward(normed)),
+        };
+        let mlp = silu(gate) * up;
+        x + layer.down_proj.forward(mlp)
+    }
+
+    /// A copy whose tensors are outside autodiff (shared storage, no copy of the data): a
+    /// forward through it records no graph and keeps nothing for a backward. Activation
+    /// checkpointing runs its first forward through this view.
+    pub fn without_autodiff(&self) -> Decoder {
+        let t1 = |t: &Tensor<1>| t.clone().without_autodiff();
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| DecoderLayer {
+                input_norm: t1(&l.input_norm),
+                q_proj: l.q_proj.without_autodiff(),
+                k_proj: l.k_proj.without_autodiff(),
+                v_proj: l.v_proj.without_autodiff(),
+                o_proj: l.o_proj.without_autodiff(),
+                post_norm: t1(&l.post_norm),
+                gate_proj: l.gate_proj.without_autodiff(),
+                up_proj: l.up_proj.without_autodiff(),
+                down_proj: l.down_proj.without_autodiff(),
+                fused_qkv: l.fused_qkv.as_ref().map(Linear::without_autodiff),
+                fused_gate_up: l.fused_gate_up.as_ref().map(Linear::without_autodiff),
+            })
+            .collect();
+        Decoder {
+            config: self.config.clone(),
+            embed: Embedding {
+                table: self.embed.table.without_autodiff(),
+            },
+            layers,
+            norm: t1(&self.norm),
+            lm_head: self.lm_head.without_autodiff(),
+            rope: self.rope.without_autodiff(),
+            device: self.device.clone().inner(),
+            fused_attention: self.fused_attention,
         }
-        cache.len += seq_len;
-        Ok(rms_norm(x, &self.norm, c.rms_norm_eps))
     }
 
     /// Logits of the last position of each row.
