@@ -120,3 +120,95 @@ pub fn lane_max(x: &[f32]) -> f32 {
     }
     rest.iter().chain(&acc).copied().fold(f32::NEG_INFINITY, f32::max)
 }
+
+/// A matrix operand of [`gemm`]: element `(i, j)` is `data[i * rs + j * cs]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Operand<'a> {
+    pub data: &'a [f32],
+    /// Row stride.
+    pub rs: usize,
+    /// Column stride.
+    pub cs: usize,
+}
+
+impl<'a> Operand<'a> {
+    /// Row-major `[rows, cols]` with row stride `rs`.
+    pub fn rows(data: &'a [f32], rs: usize) -> Self {
+        Operand { data, rs, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with row stride `rs`.
+    pub fn transposed(data: &'a [f32], rs: usize) -> Self {
+        Operand { data, rs: 1, cs: rs }
+    }
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows > 0 && cols > 0 {
+            assert!(
+                (rows - 1) * self.rs + (cols - 1) * self.cs < self.data.len(),
+                "gemm: {what} operand too small for [{rows}, {cols}]"
+            );
+        }
+    }
+}
+
+/// `dst[m, n] (+)= scale · a[m, k] b[k, n]` (row stride `dst_rs`; added to `dst` with
+/// `accumulate`), through the `gemm` crate's AVX-512 / AVX2 kernels, split across rayon's
+/// threads when `parallel` and the product is large.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    a: Operand<'_>,
+    b: Operand<'_>,
+    scale: f32,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        (m - 1) * dst_rs + n <= dst.len(),
+        "gemm: destination too small for [{m}, {n}]"
+    );
+    a.check(m, k, "left");
+    b.check(k, n, "right");
+    if k == 0 {
+        if !accumulate {
+            for r in 0..m {
+                dst[r * dst_rs..r * dst_rs + n].fill(0.0);
+            }
+        }
+        return;
+    }
+    let par = if parallel && m * n * k >= 1 << 18 {
+        ::gemm::Parallelism::Rayon(0)
+    } else {
+        ::gemm::Parallelism::None
+    };
+    // SAFETY: the checks above bound every element the strides reach in all three operands,
+    // and `dst` does not alias `a` or `b` (a `&mut` and two `&` borrows).
+    unsafe {
+        ::gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}

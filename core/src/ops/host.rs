@@ -83,56 +83,13 @@ pub fn gemm_raw(
     ldb: usize,
     b_transposed: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    assert!(
-        dst.len() >= (m - 1) * ldd + n && a.len() >= (m - 1) * lda + k,
-        "gemm operands too small"
-    );
-    let (b_cs, b_rs) = if b_transposed {
-        (ldb as isize, 1)
+    use sealong_shaders::host::{Operand, gemm};
+    let b = if b_transposed {
+        Operand::transposed(b, ldb)
     } else {
-        (1, ldb as isize)
+        Operand::rows(b, ldb)
     };
-    assert!(
-        b.len()
-            >= if b_transposed {
-                (n - 1) * ldb + k
-            } else {
-                (k.max(1) - 1) * ldb + n
-            }
-    );
-    let work = m * n * k;
-    let par = if work >= 1 << 18 {
-        gemm::Parallelism::Rayon(0)
-    } else {
-        gemm::Parallelism::None
-    };
-    // SAFETY: the assertions above bound every element the strides reach in all three operands.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            ldd as isize,
-            false,
-            a.as_ptr(),
-            1,
-            lda as isize,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
-    }
+    gemm((m, n, k), dst, ldd, false, Operand::rows(a, lda), b, 1.0, true);
 }
 
 /// RMSNorm of each row of `x` (`[rows, d]`), in place of a copy: HF's

@@ -291,6 +291,28 @@ pub fn set_trainable(decoder: &mut Decoder, select: &dyn Fn(&str) -> bool) -> Re
             "training needs the decoder on an autodiff device (e.g. Device::flex().autodiff())".into(),
         ));
     }
+    // A weight kept in its storage format (the CPU backend) becomes an f32 master weight when
+    // it is to train; frozen ones stay as they are.
+    let device = decoder.device.clone();
+    for (i, layer) in decoder.layers.iter_mut().enumerate() {
+        let mut any = false;
+        for t in LoraTarget::ALL {
+            if select(&format!("model.layers.{i}.{}.{}.weight", t.parent(), t.name())) {
+                target_linear(layer, t).weight.densify(&device);
+                any = true;
+            }
+        }
+        if any {
+            layer.fused_qkv = None;
+            layer.fused_gate_up = None;
+        }
+    }
+    if select("model.embed_tokens.weight") {
+        decoder.embed.table.densify(&device);
+    }
+    if select("lm_head.weight") || (decoder.config.tie_word_embeddings && select("model.embed_tokens.weight")) {
+        decoder.lm_head.weight.densify(&device);
+    }
     let mut names = Vec::new();
     visit_params_mut(decoder, &mut |name, p| {
         let on = select(name);
@@ -319,20 +341,8 @@ pub fn prepare_training(decoder: &mut Decoder, mode: &TrainMode, seed: u64) -> R
             apply_lora(decoder, config, seed)?;
             set_trainable(decoder, &|n| n.contains(".lora_A.") || n.contains(".lora_B."))
         }
-        TrainMode::Full => {
-            // Full fine-tuning keeps f32 master weights: expand any base kept quantized.
-            let device = decoder.device.clone();
-            for layer in &mut decoder.layers {
-                for t in LoraTarget::ALL {
-                    target_linear(layer, t).weight.densify(&device);
-                }
-                layer.fused_qkv = None;
-                layer.fused_gate_up = None;
-            }
-            decoder.embed.table.densify(&device);
-            decoder.lm_head.weight.densify(&device);
-            set_trainable(decoder, &|n| !n.contains(".lora_"))
-        }
+        // Full fine-tuning keeps f32 master weights (set_trainable expands a quantized base).
+        TrainMode::Full => set_trainable(decoder, &|n| !n.contains(".lora_")),
     }
 }
 

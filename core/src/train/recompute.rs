@@ -34,8 +34,14 @@ use crate::train::lora::{LoraTarget, target_linear};
 use crate::train::loss::{ResponseHidden, gather_response_hidden};
 use crate::train::optim::GradAccumulator;
 
+/// A LoRA dropout key: `(run seed, pass key)`.
+type DropoutKey = Option<(u64, u64)>;
+
+/// The loss of the response hidden states and the values the trainer logs.
+pub type LossFn<'a> = dyn FnMut(&Decoder, ResponseHidden) -> Result<(Tensor<1>, [f64; 5])> + 'a;
+
 /// `layer` with its adapters' dropout keyed by `key` (a cheap clone: tensors share storage).
-fn keyed(layer: &DecoderLayer, key: Option<(u64, u64)>) -> DecoderLayer {
+fn keyed(layer: &DecoderLayer, key: DropoutKey) -> DecoderLayer {
     let mut l = layer.clone();
     for t in LoraTarget::ALL {
         if let Some(a) = target_linear(&mut l, t).lora.as_mut() {
@@ -43,6 +49,18 @@ fn keyed(layer: &DecoderLayer, key: Option<(u64, u64)>) -> DecoderLayer {
         }
     }
     l
+}
+
+/// The layer twice (prompt and response passes' dropout keys), its weights kept in a storage
+/// format expanded once for both (frozen constants on `device`, dropped with the layer).
+fn layer_pair(layer: &DecoderLayer, device: &Device, keys: (DropoutKey, DropoutKey)) -> (DecoderLayer, DecoderLayer) {
+    let mut dense = layer.clone();
+    for t in LoraTarget::ALL {
+        target_linear(&mut dense, t).weight.densify(device);
+    }
+    dense.fused_qkv = None;
+    dense.fused_gate_up = None;
+    (keyed(&dense, keys.0), keyed(&dense, keys.1))
 }
 
 /// One layer over the prompt (`[1, P, d]`) and then over the responses (`[n, R, d]`) against
@@ -110,7 +128,7 @@ pub fn shared_prompt_step(
     responses: &[&[u32]],
     dropout: Option<(u64, u64)>,
     scale: f64,
-    loss: &mut dyn FnMut(&Decoder, ResponseHidden) -> Result<(Tensor<1>, [f64; 5])>,
+    loss: &mut LossFn<'_>,
     acc: &mut GradAccumulator,
 ) -> Result<[f64; 5]> {
     if prompt.is_empty() || responses.is_empty() || responses.iter().any(|r| r.is_empty()) {
@@ -143,7 +161,7 @@ pub fn shared_prompt_step(
     let mut saved = Vec::with_capacity(plain.layers.len());
     for layer in &plain.layers {
         saved.push((xp.clone(), xr.clone()));
-        let (a, b) = (keyed(layer, keys.0), keyed(layer, keys.1));
+        let (a, b) = layer_pair(layer, &plain.device, keys);
         (xp, xr) = joint_layer(&plain, (&a, &b), xp, xr, n);
     }
     drop(plain);
@@ -167,8 +185,7 @@ pub fn shared_prompt_step(
     for (i, (sp, sr)) in saved.into_iter().enumerate().rev() {
         let xp = Tensor::from_inner(sp).require_grad();
         let xr = sr.map(|x| Tensor::from_inner(x).require_grad());
-        let layer = &decoder.layers[i];
-        let (a, b) = (keyed(layer, keys.0), keyed(layer, keys.1));
+        let (a, b) = layer_pair(&decoder.layers[i], &decoder.device, keys);
         let (yp, yr) = joint_layer(decoder, (&a, &b), xp.clone(), xr.clone(), n);
         let Some(seed) = surrogate([(Some(yp), gp.take()), (yr, gr.take())]) else {
             break;

@@ -55,7 +55,7 @@ pub trait FlashAttentionOps: Backend {
     }
 
     /// `(dq, dk, dv, dpk, dpv)` of the prefixed attention (the prefix's summed over the batch).
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn flash_attention_prefixed_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
@@ -292,6 +292,7 @@ impl<B: Backend + FlashAttentionOps, C: CheckpointStrategy> FlashAttentionOps fo
         (wrap(dq), wrap(dk), wrap(dv))
     }
 
+    #[allow(clippy::type_complexity)]
     fn flash_attention_prefixed_backward(
         q: FloatTensor<Self>,
         k: FloatTensor<Self>,
