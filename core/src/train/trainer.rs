@@ -799,10 +799,14 @@ impl Trainer {
     /// available now (Linux's MemAvailable), naming the example, the lengths and a length
     /// that fits. Does nothing where the platform does not tell.
     pub fn check_memory(&self) -> Result<()> {
-        let Some(avail) = crate::mem::available_mib() else {
-            return Ok(());
-        };
-        let avail = avail * 1024.0 * 1024.0;
+        match crate::mem::available_mib() {
+            Some(avail) => self.check_memory_within(avail * 1024.0 * 1024.0),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Trainer::check_memory`] against `avail` bytes.
+    pub fn check_memory_within(&self, avail: f64) -> Result<()> {
         let Some(ex) = self.examples.iter().max_by_key(|e| e.tokens()) else {
             return Ok(());
         };

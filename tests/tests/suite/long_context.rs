@@ -316,3 +316,112 @@ fn a_checkpointed_step_equals_the_eager_step_on_smollm2_at_512_tokens() {
     let ckpt = checkpointed_step(&mut model, &prompt, &responses, None);
     compare("SmolLM2-135M, 512-token prompt", &eager, &ckpt);
 }
+
+fn tiny_examples() -> Vec<sealong::train::Example> {
+    (0..2)
+        .map(|k| {
+            let (prompt, chosen, rejected) = pair(20 + k, 4, 5, 60);
+            sealong::train::Example {
+                id: format!("ex{k}"),
+                prompt,
+                chosen,
+                rejected: Some(rejected),
+                truncated: false,
+            }
+        })
+        .collect()
+}
+
+/// The trainer records each step's peak RSS, and a step predicted not to fit is refused before
+/// it starts, naming the example, its lengths and a length that fits.
+#[test]
+fn steps_record_peak_rss_and_a_step_that_cannot_fit_is_refused_up_front() {
+    use sealong::train::{TrainConfig, Trainer};
+    let dir = tempfile::tempdir().expect("tmp");
+    let model = tiny_model(dir.path(), &TinySpec::small());
+    let out = tempfile::tempdir().expect("out");
+    let config = TrainConfig {
+        mode: lora(0.0),
+        batch_size: 2,
+        max_steps: Some(1),
+        checkpoint_every: 0,
+        max_length: 64,
+        loss_chunk: 24,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(model, config, tiny_examples(), out.path(), false).expect("trainer");
+    let (need, per_position) = t.predicted_step_bytes(&t.examples()[1]);
+    assert!(need > 0.0 && per_position > 0.0);
+    let e = t
+        .check_memory_within(need / 2.0)
+        .expect_err("half the predicted memory");
+    let msg = e.to_string();
+    for part in ["\"ex1\"", "21 prompt tokens", "lower --max-length to about"] {
+        assert!(msg.contains(part), "{part:?} missing from: {msg}");
+    }
+    t.check_memory_within(need * 2.0)
+        .expect("twice the predicted memory is enough");
+    t.run(&mut |_| {}).expect("train");
+    let metrics = std::fs::read_to_string(out.path().join("metrics.jsonl")).expect("metrics");
+    let first: serde_json::Value = serde_json::from_str(metrics.lines().next().expect("a line")).expect("json");
+    let peak = first["peak_rss_mib"].as_f64().expect("peak_rss_mib");
+    assert!(peak > 1.0, "peak RSS {peak} MiB");
+}
+
+/// Checkpointing lowers the predicted per-position memory of SmolLM2's shape by several times.
+#[test]
+fn the_memory_model_charges_checkpointing_one_layer() {
+    use sealong::train::trainer::step_bytes;
+    let path = ModelPath::detect(&sealong_tests::smollm_path()).expect("detect");
+    let (config, _) = sealong::models::decoder::weights::DecoderWeights::load(&path).expect("weights");
+    let (on, per_on) = step_bytes(&config, 8192, 512, true, 8192);
+    let (off, per_off) = step_bytes(&config, 8192, 512, false, 8192);
+    assert!(per_off > 10.0 * per_on, "{per_off} vs {per_on}");
+    // Measured (BENCHMARKS.md): 127 KiB per position with checkpointing; the model must not
+    // promise less than the floor of one f32 hidden state per layer.
+    assert!(per_on >= 30.0 * 576.0 * 4.0, "{per_on}");
+    assert!(on < off);
+}
+
+/// A prompt too long for `max_length` is skipped with its lengths named, or, with
+/// `truncate_prompt_middle`, kept with the middle of its tokens cut (the chat template's head and
+/// the question at the end survive).
+#[test]
+fn a_too_long_prompt_is_skipped_or_cut_in_the_middle() {
+    use sealong::data::pairs::PreferencePair;
+    use sealong::loading::TextAssets;
+    use sealong::train::{Method, prepare_examples};
+    let path = ModelPath::detect(&sealong_tests::smollm_path()).expect("detect");
+    let assets = TextAssets::load(&path).expect("assets");
+    let context = "The river flows past the old mill and the bridge. ".repeat(40);
+    let pair = PreferencePair {
+        id: "long".into(),
+        prompt: format!("{context}\n\nQuestion: which mill?"),
+        chosen: "The old mill.".into(),
+        rejected: Some("The bridge.".into()),
+        line: 7,
+    };
+    let (kept, skipped) =
+        prepare_examples(&assets, std::slice::from_ref(&pair), Method::Orpo, 128, false).expect("prepare");
+    assert!(kept.is_empty());
+    assert_eq!(skipped.len(), 1);
+    assert!(skipped[0].reason.contains("max length is 128"), "{}", skipped[0].reason);
+    assert_eq!(skipped[0].line, 7);
+
+    let (kept, skipped) =
+        prepare_examples(&assets, std::slice::from_ref(&pair), Method::Orpo, 128, true).expect("prepare");
+    assert!(skipped.is_empty(), "{skipped:?}");
+    let ex = &kept[0];
+    assert!(ex.truncated);
+    let longest = ex.chosen.len().max(ex.rejected.as_ref().map_or(0, Vec::len));
+    assert!(ex.prompt.len() + longest <= 128, "{} + {longest}", ex.prompt.len());
+    let (_, full) = assets.chat_prompt(&pair.prompt).expect("full prompt");
+    let half = ex.prompt.len() / 2;
+    assert_eq!(ex.prompt[..half], full[..half], "the head survives");
+    let tail = ex.prompt.len() - half;
+    assert_eq!(
+        ex.prompt[half..],
+        full[full.len() - tail..],
+        "the tail (question, generation prompt) survives"
+    );
+}
