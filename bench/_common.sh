@@ -5,7 +5,9 @@
 bench_setup() {
   local out=$1
   mkdir -p "$out"
-  cargo build -q -p sealong-cli --bins
+  # --workspace, not -p sealong-cli: one package alone resolves other features and rebuilds
+  # burn's whole graph (see .ci/run).
+  cargo build -q --workspace --bins
   SEALONG=./target/debug/sealong
   [ -n "${CARGO_TARGET_DIR:-}" ] && SEALONG="$CARGO_TARGET_DIR/debug/sealong"
   python3 bench/peers/_peers.py > "$out/corpus.txt"

@@ -135,11 +135,6 @@ impl Server {
             panic!("{died}");
         }
     }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Drop for Server {
@@ -381,7 +376,15 @@ fn a_server_killed_and_restarted_mid_run_loses_and_duplicates_nothing() {
         assert!(start.elapsed() < Duration::from_secs(300), "no record within 300 s");
         std::thread::sleep(Duration::from_millis(20));
     }
-    server.kill();
+    // SIGKILL, then what a dead server's report says (what a failing client run would print).
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let died = server.died().expect("the killed server is reported as dead");
+    assert!(
+        died.contains("signal 9 (SIGKILL)") && died.contains("server.log"),
+        "{died}"
+    );
+    drop(server);
     let at_kill = line_count(&out);
     assert!(at_kill < 10, "killed too late: {at_kill} of 10 records were written");
     // Down long enough for the client to see refused connections and back off.
