@@ -373,14 +373,7 @@ pub fn shared_prompt_hidden(
         last
     } else {
         set_lora_dropout(decoder, dropout.map(|(s, k)| (s, 2 * k + 1)));
-        let rows: Vec<Vec<u32>> = responses
-            .iter()
-            .map(|r| {
-                let mut ids = r[..r.len() - 1].to_vec();
-                ids.resize(inputs, 0);
-                ids
-            })
-            .collect();
+        let rows = response_input_rows(responses, inputs);
         let mut forked = cache.fork(n);
         let h = decoder.forward_hidden(&rows, &mut forked);
         set_lora_dropout(decoder, None);
@@ -388,6 +381,19 @@ pub fn shared_prompt_hidden(
     };
     set_lora_dropout(decoder, None);
     Ok(gather_response_hidden(all, responses, inputs))
+}
+
+/// The response pass's input rows: every response token but the last, right-padded with id 0
+/// to `inputs` (the longest response's length minus one).
+pub(crate) fn response_input_rows(responses: &[&[u32]], inputs: usize) -> Vec<Vec<u32>> {
+    responses
+        .iter()
+        .map(|r| {
+            let mut ids = r[..r.len() - 1].to_vec();
+            ids.resize(inputs, 0);
+            ids
+        })
+        .collect()
 }
 
 /// The rows of `all` (`[1 + n * inputs, d]`: the prompt's last position, then each response's

@@ -31,7 +31,7 @@ use crate::error::{Error, Result};
 use crate::models::decoder::model::{Decoder, DecoderLayer};
 use crate::nn::{KvCache, LinearWeight};
 use crate::train::lora::{LoraTarget, target_linear};
-use crate::train::loss::{ResponseHidden, gather_response_hidden};
+use crate::train::loss::{ResponseHidden, gather_response_hidden, response_input_rows};
 use crate::train::optim::GradAccumulator;
 
 /// A LoRA dropout key: `(run seed, pass key)`.
@@ -140,14 +140,7 @@ pub fn shared_prompt_step(
     let p = prompt.len();
     let inputs = responses.iter().map(|r| r.len() - 1).max().unwrap_or(0);
     let prompt_ids = vec![prompt.to_vec()];
-    let rows: Vec<Vec<u32>> = responses
-        .iter()
-        .map(|r| {
-            let mut ids = r[..r.len() - 1].to_vec();
-            ids.resize(inputs, 0);
-            ids
-        })
-        .collect();
+    let rows = response_input_rows(responses, inputs);
     decoder.check_input(&prompt_ids, 0)?;
     if inputs > 0 {
         decoder.check_input(&rows, p)?;
