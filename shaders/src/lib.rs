@@ -5,9 +5,12 @@
 //! function picks the kernel on a cubecl (wgpu) device and the twin elsewhere.
 
 pub mod attention;
+mod flex;
+pub mod frozen;
 pub mod host;
 pub mod loss;
 pub mod mbr;
+pub mod swiglu;
 
 pub use loss::{
     DEFAULT_CHUNK, LossError, ORPO_BETA, OrpoOutput, OrpoStats, label_logprobs, label_logprobs_chunked,

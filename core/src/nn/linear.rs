@@ -2,13 +2,16 @@
 //! storage format (Q8_0/Q4_0/Q4_1) on the host. The second form is how the CPU backend runs
 //! fast: for a few rows of activations (decoding) the weights are read quantized by the kernels
 //! of `quant::kernels` (a quarter to an eighth of the memory traffic of f32); for many rows
-//! (prefill) the matrix is dequantized into a temporary and multiplied by burn's GEMM.
+//! (prefill, and training under autodiff) the shaders' frozen product walks the matrix in blocks of
+//! rows, dequantized into a scratch buffer and multiplied by GEMM, forward and backward.
 
 use std::sync::Arc;
 
 use burn::prelude::*;
 
 use crate::models::decoder::weights::{Weight, WeightData};
+use sealong_shaders::frozen::{Frozen, frozen_linear, frozen_lora_linear};
+
 use crate::quant::{QuantMatrix, int8, kernels};
 
 /// Activation rows up to which the quantized kernels beat dequantize + GEMM.
@@ -141,7 +144,15 @@ impl LoraAdapter {
     /// # Shapes
     /// `x`: `[m, in]` -> `[m, out]`.
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = match self.dropout_key {
+        self.dropped(x)
+            .matmul(self.a.clone().transpose())
+            .matmul(self.b.clone().transpose())
+            .mul_scalar(self.scaling)
+    }
+
+    /// The adapter's input: `x` after LoRA dropout, or `x` itself.
+    pub fn dropped(&self, x: Tensor<2>) -> Tensor<2> {
+        match self.dropout_key {
             Some((seed, step)) if self.dropout > 0.0 => {
                 let [m, k] = x.dims();
                 let mask = dropout_mask(m * k, self.dropout, seed, &format!("lora-dropout/{}/{step}", self.name));
@@ -149,10 +160,7 @@ impl LoraAdapter {
                 x * mask
             }
             _ => x,
-        };
-        x.matmul(self.a.clone().transpose())
-            .matmul(self.b.clone().transpose())
-            .mul_scalar(self.scaling)
+        }
     }
 }
 
@@ -207,13 +215,33 @@ impl Linear {
         let [batch, seq_len, d_in] = x.dims();
         let [d_out, _] = self.weight.dims();
         let x2 = x.reshape([batch * seq_len, d_in]);
-        let y = match &self.weight {
-            LinearWeight::Dense(w) => x2.clone().matmul(w.clone().transpose()),
-            LinearWeight::Quant(q) => quant_matmul(x2.clone(), q, self.precision),
-        };
-        let y = match &self.lora {
-            Some(adapter) => y + adapter.forward(x2),
-            None => y,
+        let y = match (&self.weight, &self.lora) {
+            // A frozen stored weight and its adapter in one op (training; prefill with an
+            // adapter): one output, and a backward that reads the blocks again.
+            (LinearWeight::Quant(q), Some(adapter))
+                if self.precision == Precision::Exact
+                    && (x2.is_autodiff() || batch * seq_len > QUANT_KERNEL_MAX_ROWS) =>
+            {
+                let xd = adapter.dropped(x2.clone());
+                frozen_lora_linear(
+                    x2,
+                    xd,
+                    &Frozen(q.clone()),
+                    adapter.a.clone(),
+                    adapter.b.clone(),
+                    adapter.scaling as f32,
+                )
+            }
+            (weight, lora) => {
+                let y = match weight {
+                    LinearWeight::Dense(w) => x2.clone().matmul(w.clone().transpose()),
+                    LinearWeight::Quant(q) => quant_matmul(x2.clone(), q, self.precision),
+                };
+                match lora {
+                    Some(adapter) => y + adapter.forward(x2),
+                    None => y,
+                }
+            }
         };
         let y = match &self.bias {
             Some(b) => y + b.clone().reshape([1, d_out]),
@@ -227,7 +255,7 @@ impl Linear {
 ///
 /// # Shapes
 /// `x`: `[m, in]` -> `[m, out]`.
-fn quant_matmul(x: Tensor<2>, w: &QuantMatrix, precision: Precision) -> Tensor<2> {
+fn quant_matmul(x: Tensor<2>, w: &Arc<QuantMatrix>, precision: Precision) -> Tensor<2> {
     let device = x.device();
     let [m, k] = x.dims();
     if precision == Precision::Int8
@@ -245,11 +273,9 @@ fn quant_matmul(x: Tensor<2>, w: &QuantMatrix, precision: Precision) -> Tensor<2
             return Tensor::from_data(TensorData::new(y, [m, w.rows]), &device);
         }
     }
-    let dense = Tensor::<2>::from_data(
-        TensorData::new(kernels::dequantize_matrix(w), [w.rows, w.cols]),
-        &device,
-    );
-    x.matmul(dense.transpose())
+    // Many rows, or under autodiff: the storage-format product of the shaders (blocks of `W`
+    // dequantized into a scratch buffer, GEMM; its backward reads the blocks again).
+    frozen_linear(x, &Frozen(w.clone()))
 }
 
 /// Token embeddings `[vocab, d]`, dense on the device or in a storage format on the host.

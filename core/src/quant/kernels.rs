@@ -159,6 +159,21 @@ pub fn dequantize_row(isa: Isa, format: WeightFormat, scales: &[f32], qs: &[u8],
     }
 }
 
+/// The block matrices are frozen weights of the shaders' storage-format products (LoRA training
+/// reads them there, forward and backward, without an f32 copy of the whole weight).
+impl sealong_shaders::frozen::FrozenMatrix for QuantMatrix {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn cols(&self) -> usize {
+        self.cols
+    }
+    fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        let (scales, qs) = self.row(r);
+        dequantize_row(isa(), self.format, scales, qs, &mut out[..self.cols]);
+    }
+}
+
 /// The whole matrix as f32 (row-major), dequantized with the fastest kernel, rows in parallel.
 pub fn dequantize_matrix(w: &QuantMatrix) -> Vec<f32> {
     let isa = isa();

@@ -51,16 +51,10 @@ fn keyed(layer: &DecoderLayer, key: DropoutKey) -> DecoderLayer {
     l
 }
 
-/// The layer twice (prompt and response passes' dropout keys), its weights kept in a storage
-/// format expanded once for both (frozen constants on `device`, dropped with the layer).
-fn layer_pair(layer: &DecoderLayer, device: &Device, keys: (DropoutKey, DropoutKey)) -> (DecoderLayer, DecoderLayer) {
-    let mut dense = layer.clone();
-    for t in LoraTarget::ALL {
-        target_linear(&mut dense, t).weight.densify(device);
-    }
-    dense.fused_qkv = None;
-    dense.fused_gate_up = None;
-    (keyed(&dense, keys.0), keyed(&dense, keys.1))
+/// The layer twice, with the prompt and the response passes' dropout keys (frozen weights stay
+/// in their storage format: the shaders' frozen product reads them in both passes).
+fn layer_pair(layer: &DecoderLayer, keys: (DropoutKey, DropoutKey)) -> (DecoderLayer, DecoderLayer) {
+    (keyed(layer, keys.0), keyed(layer, keys.1))
 }
 
 /// One layer over the prompt (`[1, P, d]`) and then over the responses (`[n, R, d]`) against
@@ -154,7 +148,7 @@ pub fn shared_prompt_step(
     let mut saved = Vec::with_capacity(plain.layers.len());
     for layer in &plain.layers {
         saved.push((xp.clone(), xr.clone()));
-        let (a, b) = layer_pair(layer, &plain.device, keys);
+        let (a, b) = layer_pair(layer, keys);
         (xp, xr) = joint_layer(&plain, (&a, &b), xp, xr, n);
     }
     drop(plain);
@@ -178,7 +172,7 @@ pub fn shared_prompt_step(
     for (i, (sp, sr)) in saved.into_iter().enumerate().rev() {
         let xp = Tensor::from_inner(sp).require_grad();
         let xr = sr.map(|x| Tensor::from_inner(x).require_grad());
-        let (a, b) = layer_pair(&decoder.layers[i], &decoder.device, keys);
+        let (a, b) = layer_pair(&decoder.layers[i], keys);
         let (yp, yr) = joint_layer(decoder, (&a, &b), xp.clone(), xr.clone(), n);
         let Some(seed) = surrogate([(Some(yp), gp.take()), (yr, gr.take())]) else {
             break;

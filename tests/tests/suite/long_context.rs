@@ -425,3 +425,141 @@ fn a_too_long_prompt_is_skipped_or_cut_in_the_middle() {
         "the tail (question, generation prompt) survives"
     );
 }
+
+// --- The frozen storage-format product with its LoRA adapter, and the fused SwiGLU -----------
+// (`shaders/src/frozen.rs`, `shaders/src/swiglu.rs`): each against its twin in plain burn ops
+// (the dense weight and burn's matmul; `silu(g) * u`), forward and gradients, on the CPU backend
+// (the host kernels) and on wgpu (the ops composed of the backend's primitives).
+
+fn random2(shape: [usize; 2], seed: u64, device: &Device) -> Tensor<2> {
+    random([1, 1, shape[0], shape[1]], seed, device).reshape(shape)
+}
+
+/// Layer 0's `q_proj` of the default SmolLM2 GGUF: real Q4_1 blocks, `[576, 576]`.
+fn smollm_q4_1_weight() -> sealong_shaders::frozen::Frozen {
+    let path = ModelPath::detect(&sealong_tests::smollm_path()).expect("detect");
+    let model = Decoder::load(&path, &Device::flex()).expect("load");
+    match &model.layers[0].q_proj.weight {
+        LinearWeight::Quant(q) => sealong_shaders::frozen::Frozen(q.clone()),
+        LinearWeight::Dense(_) => panic!("the default GGUF's q_proj should stay Q4_1 on the CPU"),
+    }
+}
+
+fn frozen_lora_case(device: &Device, w: &sealong_shaders::frozen::Frozen, with_dropout: bool) {
+    use sealong_shaders::frozen::{frozen_lora_linear, frozen_lora_linear_reference};
+    let (m, r, n, k) = (37, 16, w.0.rows(), w.0.cols());
+    let x = random2([m, k], 11, device).require_grad();
+    let a = random2([r, k], 12, device).mul_scalar(0.05).require_grad();
+    let b = random2([n, r], 13, device).mul_scalar(0.05).require_grad();
+    let c = random2([m, n], 14, device);
+    // Dropout: the adapter's input is another tensor of the graph (x ∘ mask, one per graph: a
+    // backward consumes its graph); without, x itself.
+    let mask = random2([m, k], 15, device)
+        .greater_elem(-0.6)
+        .float()
+        .mul_scalar(1.0 / 0.8);
+    let xd = || {
+        if with_dropout {
+            x.clone() * mask.clone()
+        } else {
+            x.clone()
+        }
+    };
+    let fused = frozen_lora_linear(x.clone(), xd(), w, a.clone(), b.clone(), 2.0);
+    let twin = frozen_lora_linear_reference(x.clone(), xd(), w, a.clone(), b.clone(), 2.0);
+    // f32 sums over 576 products in two orders (blocked GEMM vs burn's): 1e-5 of the output's scale.
+    let r_out = rel_diff(&values(fused.clone()), &values(twin.clone()));
+    assert!(
+        r_out <= 1e-5,
+        "dropout {with_dropout}: outputs differ (relative {r_out})"
+    );
+    let gf = (fused * c.clone()).sum().backward();
+    let gt = (twin * c).sum().backward();
+    for (name, t) in [("x", &x), ("A", &a), ("B", &b)] {
+        let (g, want) = (t.grad(&gf).expect("fused grad"), t.grad(&gt).expect("twin grad"));
+        let rel = rel_diff(&values(g), &values(want));
+        assert!(rel <= 1e-4, "dropout {with_dropout}: d{name} differs (relative {rel})");
+    }
+}
+
+#[test]
+fn the_frozen_q4_1_product_with_lora_equals_the_dense_twin_on_the_cpu() {
+    let w = smollm_q4_1_weight();
+    for with_dropout in [false, true] {
+        frozen_lora_case(&Device::flex().autodiff(), &w, with_dropout);
+    }
+    // Without autodiff (the checkpointed first forward): the same values.
+    let device = Device::flex();
+    let x = random2([300, 576], 21, &device);
+    let a = random2([8, 576], 22, &device);
+    let b = random2([576, 8], 23, &device);
+    let fused = sealong_shaders::frozen::frozen_lora_linear(x.clone(), x.clone(), &w, a.clone(), b.clone(), 0.5);
+    let twin = sealong_shaders::frozen::frozen_lora_linear_reference(x.clone(), x, &w, a, b, 0.5);
+    let rel = rel_diff(&values(fused), &values(twin));
+    assert!(rel <= 1e-5, "plain forward differs (relative {rel})");
+}
+
+#[test]
+fn the_frozen_q4_1_product_with_lora_equals_the_dense_twin_on_wgpu() {
+    let w = smollm_q4_1_weight();
+    frozen_lora_case(&sealong_tests::wgpu_device().autodiff(), &w, true);
+}
+
+fn swiglu_case(device: &Device) {
+    use sealong_shaders::swiglu::{swiglu, swiglu_reference};
+    let shape = [3, 41, 97];
+    let g = random([1, shape[0], shape[1], shape[2]], 31, device)
+        .mul_scalar(6.0)
+        .reshape(shape)
+        .require_grad();
+    let u = random([1, shape[0], shape[1], shape[2]], 32, device)
+        .reshape(shape)
+        .require_grad();
+    let c = random([1, shape[0], shape[1], shape[2]], 33, device).reshape(shape);
+    let (fused, twin) = (swiglu(g.clone(), u.clone()), swiglu_reference(g.clone(), u.clone()));
+    // The polynomial exp against libm's: a few ulps of values up to ~6.
+    let r_out = rel_diff(&values(fused.clone()), &values(twin.clone()));
+    assert!(r_out <= 1e-6, "outputs differ (relative {r_out})");
+    let gf = (fused * c.clone()).sum().backward();
+    let gt = (twin * c).sum().backward();
+    for (name, t) in [("g", &g), ("u", &u)] {
+        let rel = rel_diff(
+            &values(t.grad(&gf).expect("fused")),
+            &values(t.grad(&gt).expect("twin")),
+        );
+        assert!(rel <= 1e-5, "d{name} differs (relative {rel})");
+    }
+}
+
+#[test]
+fn the_fused_swiglu_equals_its_twin_on_the_cpu_and_on_wgpu() {
+    swiglu_case(&Device::flex().autodiff());
+    swiglu_case(&sealong_tests::wgpu_device().autodiff());
+}
+
+/// The host kernel's gradients against central differences of `silu(g) u` in f64.
+#[test]
+fn the_fused_swiglu_gradient_matches_finite_differences() {
+    let f = |g: f64, u: f64| g * u / (1.0 + (-g).exp());
+    let g: Vec<f32> = vec![-9.0, -2.5, -0.3, 0.0, 0.7, 3.1, 12.0];
+    let u: Vec<f32> = vec![0.5, -1.25, 2.0, 1.0, -0.75, 1.5, -0.2];
+    let dy = vec![1.0f32; g.len()];
+    let (dg, du) = sealong_shaders::swiglu::host_backward(&g, &u, &dy);
+    let eps = 1e-4;
+    for i in 0..g.len() {
+        let (gi, ui) = (f64::from(g[i]), f64::from(u[i]));
+        let fd_g = (f(gi + eps, ui) - f(gi - eps, ui)) / (2.0 * eps);
+        let fd_u = (f(gi, ui + eps) - f(gi, ui - eps)) / (2.0 * eps);
+        // f32 arithmetic in the kernel: 1e-5 relative to the derivative's magnitude (floored at 1).
+        assert!(
+            (f64::from(dg[i]) - fd_g).abs() <= 1e-5 * fd_g.abs().max(1.0),
+            "dg[{i}] {} vs {fd_g}",
+            dg[i]
+        );
+        assert!(
+            (f64::from(du[i]) - fd_u).abs() <= 1e-5 * fd_u.abs().max(1.0),
+            "du[{i}] {} vs {fd_u}",
+            du[i]
+        );
+    }
+}

@@ -2,7 +2,7 @@
 //! attention, SwiGLU, optional q/k/v biases (Qwen2), tied or untied output head.
 
 use burn::prelude::*;
-use burn::tensor::activation::silu;
+use sealong_shaders::swiglu::swiglu;
 
 use crate::error::{Error, Result};
 use crate::loading::ModelPath;
@@ -258,7 +258,7 @@ impl Decoder {
             }
             None => (layer.gate_proj.forward(normed.clone()), layer.up_proj.forward(normed)),
         };
-        let mlp = silu(gate) * up;
+        let mlp = swiglu(gate, up);
         x + layer.down_proj.forward(mlp)
     }
 
