@@ -22,7 +22,7 @@
 
 use rayon::prelude::*;
 
-use crate::host::{Operand, exp_f32, gemm, lane_max, lane_sum};
+use crate::host::{Operand, exp_f32, gemm, lane_max};
 use crate::multiversion;
 
 /// Query rows (forward, pass A) or keys (pass B) per tile.
@@ -90,23 +90,37 @@ impl KeyTables {
 }
 
 #[inline(always)]
-fn softmax_rows_impl(scores: &mut [f32], stride: usize, visible: &[usize], lse: &mut [f32]) {
+fn softmax_rows_impl(scores: &mut [f32], stride: usize, visible: &[usize], lse: &mut [f32], inv: &mut [f32]) {
     for (r, &n) in visible.iter().enumerate() {
         let row = &mut scores[r * stride..(r + 1) * stride];
         let m = lane_max(&row[..n]);
-        row[..n].iter_mut().for_each(|s| *s = exp_f32(*s - m));
+        // exp and its sum in one pass (16 lanes, as `lane_sum` adds).
+        let mut acc = [0.0f32; 16];
+        let mut chunks = row[..n].chunks_exact_mut(16);
+        for c in &mut chunks {
+            for (a, x) in acc.iter_mut().zip(c.iter_mut()) {
+                *x = exp_f32(*x - m);
+                *a += *x;
+            }
+        }
+        let mut rest = 0.0f32;
+        for x in chunks.into_remainder() {
+            *x = exp_f32(*x - m);
+            rest += *x;
+        }
         row[n..].fill(0.0);
-        let sum = lane_sum(&row[..n]);
+        let sum = acc.iter().sum::<f32>() + rest;
         lse[r] = m + sum.ln();
-        let inv = 1.0 / sum;
-        row[..n].iter_mut().for_each(|p| *p *= inv);
+        inv[r] = 1.0 / sum;
     }
 }
 
 multiversion!(
-    /// Rows of scores (`visible[r]` valid entries of row stride `stride`) replaced by their
-    /// softmax (zeros past the valid part), and each row's log-sum-exp.
-    fn softmax_rows => softmax_rows_impl(scores: &mut [f32], stride: usize, visible: &[usize], lse: &mut [f32])
+    /// Rows of scores (`visible[r]` valid entries of row stride `stride`) replaced by
+    /// `exp(s − max)` (zeros past the valid part), each row's log-sum-exp and the inverse of its
+    /// sum. The caller scales the product with the values by that inverse: `hd` products a row
+    /// instead of a pass over its scores.
+    fn softmax_rows => softmax_rows_impl(scores: &mut [f32], stride: usize, visible: &[usize], lse: &mut [f32], inv: &mut [f32])
 );
 
 #[inline(always)]
@@ -170,7 +184,8 @@ pub fn forward(d: Dims, q: &[f32], k: &[f32], v: &[f32], prefix: Option<(&[f32],
                     1.0,
                     false,
                 );
-                softmax_rows(scores, n, &visible, lse);
+                let mut inv = [0.0f32; TILE];
+                softmax_rows(scores, n, &visible, lse, &mut inv);
                 gemm(
                     (rows, hd, n),
                     o,
@@ -181,6 +196,9 @@ pub fn forward(d: Dims, q: &[f32], k: &[f32], v: &[f32], prefix: Option<(&[f32],
                     1.0,
                     false,
                 );
+                for (orow, &f) in o.chunks_exact_mut(hd).zip(&inv) {
+                    orow.iter_mut().for_each(|x| *x *= f);
+                }
             },
         );
     (o, lse)
