@@ -6,27 +6,32 @@
 //! kv head `h / (H / KVH)`. Key `j` of batch row `b` is prefix key `j` for `j < P`, else own key
 //! `j - P`; query `i` sees keys `0 ..= P + i` (the prefix and its own causal past).
 //!
-//! The work is cut into tiles of [`TILE`] query rows (forward, pass A) or [`TILE`] keys (pass B);
-//! a tile's products are GEMMs (the `gemm` crate's AVX-512 / AVX2 kernels) against every key (or
-//! query row) the tile can see, so the scratch of a task is `TILE × (P + S)` scores: a slab of
-//! rows, never the `[S, P + S]` matrix. The softmax of a row is exact (max, exp, sum over the
-//! row); only its log-sum-exp is kept for the backward, which recomputes the probabilities:
+//! The work is cut into tiles of [`TILE`] query rows; a tile's products are GEMMs (the `gemm`
+//! crate's AVX-512 / AVX2 kernels) against every key the tile can see, so the scratch of a task
+//! is `TILE × (P + S)` scores: a slab of rows, never the `[S, P + S]` matrix. The softmax of a
+//! row is exact (max, exp, sum over the row); only its log-sum-exp is kept for the backward,
+//! which recomputes the probabilities (FlashAttention-2's five products a tile):
 //!
-//! - pass A, per query tile: `S = Q Kᵀ`, `P = exp(S − lse)`, `dP = dO Vᵀ`,
-//!   `dS = P ∘ (dP − D)` with `D_i = dO_i · O_i`, `dQ = scale · dS K`;
-//! - pass B, per key tile of a kv head, over every query row of its group that sees the tile:
-//!   `Pᵀ`, `dPᵀ = V dOᵀ`, `dSᵀ`, then `dV = Pᵀ dO`, `dK = dSᵀ (scale · Q)`.
+//! `S = Q Kᵀ`, `P = exp(S − lse)`, `dP = dO Vᵀ`, `dS = P ∘ (dP − D)` with `D_i = dO_i · O_i`,
+//! `dQ = scale · dS K`, and `dV += Pᵀ dO`, `dK += dSᵀ (scale · Q)`.
 //!
-//! Each output row is written by one task, so there are no atomics and results do not depend on
-//! the thread count. The prefix's gradients are summed over the batch rows at the end.
+//! The backward cuts each (batch row, kv head)'s query rows into at most [`QUERY_CHUNKS`]
+//! chunks of whole tiles (a count fixed by the shapes); a task owns one chunk's dQ and a partial
+//! dK/dV of the keys the chunk sees, and the partials are summed in chunk order. So there are no
+//! atomics and the result does not depend on the thread count (resumed runs rely on that). The
+//! prefix's gradients are summed over the batch rows at the end.
 
 use rayon::prelude::*;
 
 use crate::host::{Operand, exp_f32, gemm, lane_max};
 use crate::multiversion;
 
-/// Query rows (forward, pass A) or keys (pass B) per tile.
+/// Query rows per tile.
 pub const TILE: usize = 64;
+
+/// Chunks of query rows per (batch row, kv head) in the backward: each has its own partial dK
+/// and dV (at most `QUERY_CHUNKS × (P + S) × hd` floats of each per kv head).
+pub const QUERY_CHUNKS: usize = 8;
 
 /// Shapes of one call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,21 +129,25 @@ multiversion!(
 );
 
 #[inline(always)]
-fn grad_scores_impl(p: &mut [f32], dp: &[f32], stride: usize, visible: &[usize], lse: &[f32], dd: &[f32]) {
+fn probs_and_grads_impl(p: &mut [f32], dp: &mut [f32], stride: usize, visible: &[usize], lse: &[f32], dd: &[f32]) {
     for (r, &n) in visible.iter().enumerate() {
         let pr = &mut p[r * stride..(r + 1) * stride];
-        let dpr = &dp[r * stride..(r + 1) * stride];
-        for (x, &y) in pr[..n].iter_mut().zip(&dpr[..n]) {
-            *x = exp_f32(*x - lse[r]) * (y - dd[r]);
+        let dpr = &mut dp[r * stride..(r + 1) * stride];
+        for (x, y) in pr[..n].iter_mut().zip(dpr[..n].iter_mut()) {
+            let pij = exp_f32(*x - lse[r]);
+            *x = pij;
+            *y = pij * (*y - dd[r]);
         }
         pr[n..].fill(0.0);
+        dpr[n..].fill(0.0);
     }
 }
 
 multiversion!(
-    /// `dS = exp(S − lse) ∘ (dP − D)` per row, in place of the scores `S` (zeros past each row's
-    /// valid part).
-    fn grad_scores => grad_scores_impl(p: &mut [f32], dp: &[f32], stride: usize, visible: &[usize], lse: &[f32], dd: &[f32])
+    /// Per row of a query tile (scores `p` and `dp = dO Vᵀ`, `visible[r]` valid entries of row
+    /// stride `stride`): `P = exp(S − lse)` into `p` and `dS = P ∘ (dP − D)` into `dp`, zeros
+    /// past each row's valid part.
+    fn probs_and_grads => probs_and_grads_impl(p: &mut [f32], dp: &mut [f32], stride: usize, visible: &[usize], lse: &[f32], dd: &[f32])
 );
 
 /// Scaled queries (`q · scale`), so that a score is a plain dot product.
@@ -237,138 +246,141 @@ pub fn backward(
         .map(|(a, b)| a.iter().zip(b).map(|(x, y)| x * y).sum())
         .collect();
 
-    // Pass A: dQ by query tiles.
-    let mut dq = vec![0.0f32; q.len()];
-    dq.par_chunks_mut(s * hd)
-        .enumerate()
-        .flat_map_iter(|(bh, dq)| dq.chunks_mut(TILE * hd).enumerate().map(move |(t, dq)| (bh, t, dq)))
-        .for_each_init(
+    // One pass (FlashAttention-2's five products per tile). The query rows of each (b, kv
+    // head) are cut into at most QUERY_CHUNKS chunks of whole tiles, a count that depends only on
+    // the shapes, never on the thread count. A task takes one chunk of one (b, kv head) and, for
+    // every query head of the group and every tile of the chunk, computes S, P, dP, dS against
+    // all keys the tile sees, its rows' dQ (the task's own), and adds Pᵀ dO and dSᵀ Q into the
+    // chunk's partial dV and dK. The partials are then summed over the chunks in chunk order:
+    // the result is the same on any number of threads.
+    let tiles = s.div_ceil(TILE);
+    let chunks = tiles.min(QUERY_CHUNKS);
+    let tiles_per_chunk = tiles.div_ceil(chunks);
+    let chunks = tiles.div_ceil(tiles_per_chunk);
+    let bgs = d.batch * d.kv_heads;
+    struct Part {
+        /// dQ of the chunk's rows, `[group, rows, hd]`.
+        dq: Vec<f32>,
+        /// Partial dK, dV of the keys `0..keys` the chunk sees, `[keys, hd]`.
+        dk: Vec<f32>,
+        dv: Vec<f32>,
+    }
+    let parts: Vec<Part> = (0..bgs * chunks)
+        .into_par_iter()
+        .map_init(
             || (vec![0.0f32; TILE * l], vec![0.0f32; TILE * l]),
-            |(p, dp), (bh, t, dq)| {
-                let b = bh / d.heads;
-                let g = (bh % d.heads) / group;
-                let i0 = t * TILE;
-                let rows = (s - i0).min(TILE);
-                let n = d.prefix + i0 + rows;
-                let visible: Vec<usize> = (0..rows).map(|r| d.prefix + i0 + r + 1).collect();
-                let (kr, vr) = tables.of(b * d.kv_heads + g, l, hd);
-                let span = (bh * s + i0) * hd..(bh * s + i0 + rows) * hd;
-                let at = bh * s + i0..bh * s + i0 + rows;
-                gemm(
-                    (rows, n, hd),
-                    p,
-                    n,
-                    false,
-                    Operand::rows(&qs[span.clone()], hd),
-                    Operand::transposed(kr, hd),
-                    1.0,
-                    false,
-                );
-                gemm(
-                    (rows, n, hd),
-                    dp,
-                    n,
-                    false,
-                    Operand::rows(&d_o[span], hd),
-                    Operand::transposed(vr, hd),
-                    1.0,
-                    false,
-                );
-                grad_scores(p, dp, n, &visible, &lse[at.clone()], &row_d[at]);
-                gemm(
-                    (rows, hd, n),
-                    dq,
-                    hd,
-                    false,
-                    Operand::rows(p, n),
-                    Operand::rows(kr, hd),
-                    scale,
-                    false,
-                );
+            |(p, dp), task| {
+                let (bg, c) = (task / chunks, task % chunks);
+                let (b, g) = (bg / d.kv_heads, bg % d.kv_heads);
+                let r0 = (c * tiles_per_chunk * TILE).min(s);
+                let r1 = ((c + 1) * tiles_per_chunk * TILE).min(s);
+                let keys = d.prefix + r1;
+                let mut part = Part {
+                    dq: vec![0.0f32; group * (r1 - r0) * hd],
+                    dk: vec![0.0f32; keys * hd],
+                    dv: vec![0.0f32; keys * hd],
+                };
+                let (kr, vr) = tables.of(bg, l, hd);
+                for hi in 0..group {
+                    let bh = b * d.heads + g * group + hi;
+                    for i0 in (r0..r1).step_by(TILE) {
+                        let rows = (r1 - i0).min(TILE);
+                        let n = d.prefix + i0 + rows;
+                        let visible: Vec<usize> = (0..rows).map(|r| d.prefix + i0 + r + 1).collect();
+                        let span = (bh * s + i0) * hd..(bh * s + i0 + rows) * hd;
+                        let at = bh * s + i0..bh * s + i0 + rows;
+                        let (qt, dot) = (&qs[span.clone()], &d_o[span]);
+                        gemm(
+                            (rows, n, hd),
+                            p,
+                            n,
+                            false,
+                            Operand::rows(qt, hd),
+                            Operand::transposed(kr, hd),
+                            1.0,
+                            false,
+                        );
+                        gemm(
+                            (rows, n, hd),
+                            dp,
+                            n,
+                            false,
+                            Operand::rows(dot, hd),
+                            Operand::transposed(vr, hd),
+                            1.0,
+                            false,
+                        );
+                        // p <- P (zeros where hidden), dp <- dS.
+                        probs_and_grads(p, dp, n, &visible, &lse[at.clone()], &row_d[at]);
+                        let dq_at = (hi * (r1 - r0) + (i0 - r0)) * hd;
+                        gemm(
+                            (rows, hd, n),
+                            &mut part.dq[dq_at..dq_at + rows * hd],
+                            hd,
+                            false,
+                            Operand::rows(dp, n),
+                            Operand::rows(kr, hd),
+                            scale,
+                            false,
+                        );
+                        gemm(
+                            (n, hd, rows),
+                            &mut part.dv,
+                            hd,
+                            true,
+                            Operand::transposed(p, n),
+                            Operand::rows(dot, hd),
+                            1.0,
+                            false,
+                        );
+                        gemm(
+                            (n, hd, rows),
+                            &mut part.dk,
+                            hd,
+                            true,
+                            Operand::transposed(dp, n),
+                            Operand::rows(qt, hd),
+                            1.0,
+                            false,
+                        );
+                    }
+                }
+                part
             },
-        );
+        )
+        .collect();
 
-    // Pass B: dK, dV by key tiles of each (b, kv head), over its group's query heads.
-    let mut dk_full = vec![0.0f32; d.batch * d.kv_heads * l * hd];
-    let mut dv_full = vec![0.0f32; d.batch * d.kv_heads * l * hd];
+    let mut dq = vec![0.0f32; q.len()];
+    for (task, part) in parts.iter().enumerate() {
+        let (bg, c) = (task / chunks, task % chunks);
+        let (b, g) = (bg / d.kv_heads, bg % d.kv_heads);
+        let r0 = (c * tiles_per_chunk * TILE).min(s);
+        let r1 = ((c + 1) * tiles_per_chunk * TILE).min(s);
+        for hi in 0..group {
+            let bh = b * d.heads + g * group + hi;
+            let src = hi * (r1 - r0) * hd;
+            dq[(bh * s + r0) * hd..(bh * s + r1) * hd].copy_from_slice(&part.dq[src..src + (r1 - r0) * hd]);
+        }
+    }
+    // Sum the chunks' partials in chunk order, (b, kv head)s in parallel.
+    let mut dk_full = vec![0.0f32; bgs * l * hd];
+    let mut dv_full = vec![0.0f32; bgs * l * hd];
     dk_full
         .par_chunks_mut(l * hd)
         .zip(dv_full.par_chunks_mut(l * hd))
         .enumerate()
-        .flat_map_iter(|(bg, (dk, dv))| {
-            dk.chunks_mut(TILE * hd)
-                .zip(dv.chunks_mut(TILE * hd))
-                .enumerate()
-                .map(move |(t, (dk, dv))| (bg, t, dk, dv))
-        })
-        .for_each_init(
-            || (vec![0.0f32; TILE * s], vec![0.0f32; TILE * s]),
-            |(p, dp), (bg, t, dk, dv)| {
-                let (b, g) = (bg / d.kv_heads, bg % d.kv_heads);
-                let j0 = t * TILE;
-                let cols = (l - j0).min(TILE);
-                let (kr, vr) = tables.of(bg, l, hd);
-                let (kt, vt) = (&kr[j0 * hd..(j0 + cols) * hd], &vr[j0 * hd..(j0 + cols) * hd]);
-                // Key j is seen by the query rows i with P + i >= j: rows i_first.. for the tile.
-                let i_first = j0.saturating_sub(d.prefix);
-                let n = s - i_first.min(s);
-                dk.fill(0.0);
-                dv.fill(0.0);
-                if n == 0 {
-                    return;
+        .for_each(|(bg, (dk, dv))| {
+            for part in &parts[bg * chunks..(bg + 1) * chunks] {
+                for (a, x) in dk.iter_mut().zip(&part.dk) {
+                    *a += x;
                 }
-                // Per key of the tile, how many of rows i_first.. are hidden from it.
-                let hidden: Vec<usize> = (0..cols).map(|c| (j0 + c).saturating_sub(d.prefix) - i_first).collect();
-                for h in g * group..(g + 1) * group {
-                    let bh = b * d.heads + h;
-                    let rows = (bh * s + i_first) * hd..(bh + 1) * s * hd;
-                    let at = bh * s + i_first..(bh + 1) * s;
-                    let (qh, doh) = (&qs[rows.clone()], &d_o[rows]);
-                    let (lse_h, d_h) = (&lse[at.clone()], &row_d[at]);
-                    gemm(
-                        (cols, n, hd),
-                        p,
-                        n,
-                        false,
-                        Operand::rows(kt, hd),
-                        Operand::transposed(qh, hd),
-                        1.0,
-                        false,
-                    );
-                    gemm(
-                        (cols, n, hd),
-                        dp,
-                        n,
-                        false,
-                        Operand::rows(vt, hd),
-                        Operand::transposed(doh, hd),
-                        1.0,
-                        false,
-                    );
-                    column_grads(p, dp, n, &hidden, lse_h, d_h);
-                    gemm(
-                        (cols, hd, n),
-                        dv,
-                        hd,
-                        true,
-                        Operand::rows(p, n),
-                        Operand::rows(doh, hd),
-                        1.0,
-                        false,
-                    );
-                    gemm(
-                        (cols, hd, n),
-                        dk,
-                        hd,
-                        true,
-                        Operand::rows(dp, n),
-                        Operand::rows(qh, hd),
-                        1.0,
-                        false,
-                    );
+                for (a, x) in dv.iter_mut().zip(&part.dv) {
+                    *a += x;
                 }
-            },
-        );
+            }
+        });
+    drop(parts);
+
     // Split the full-key gradients into the prefix's (summed over b) and the own keys'.
     let mut dk = vec![0.0f32; k.len()];
     let mut dv = vec![0.0f32; v.len()];
@@ -392,32 +404,6 @@ pub fn backward(
     }
     Grads { dq, dk, dv, dpk, dpv }
 }
-
-#[inline(always)]
-fn column_grads_impl(p: &mut [f32], dp: &mut [f32], n: usize, hidden: &[usize], lse: &[f32], dd: &[f32]) {
-    for (c, &hid) in hidden.iter().enumerate() {
-        let (pc, dpc) = (&mut p[c * n..(c + 1) * n], &mut dp[c * n..(c + 1) * n]);
-        pc[..hid].fill(0.0);
-        dpc[..hid].fill(0.0);
-        for (((x, y), &m), &e) in pc[hid..]
-            .iter_mut()
-            .zip(&mut dpc[hid..])
-            .zip(&lse[hid..])
-            .zip(&dd[hid..])
-        {
-            let pij = exp_f32(*x - m);
-            *x = pij;
-            *y = pij * (*y - e);
-        }
-    }
-}
-
-multiversion!(
-    /// For a tile of key columns (scores `p` and `dp` against rows `0..n`, row stride `n`):
-    /// `P = exp(S − lse)` into `p` and `dS = P ∘ (dP − D)` into `dp`, zero for the `hidden[c]`
-    /// first rows that do not see column `c`.
-    fn column_grads => column_grads_impl(p: &mut [f32], dp: &mut [f32], n: usize, hidden: &[usize], lse: &[f32], dd: &[f32])
-);
 
 #[cfg(test)]
 mod tests {
@@ -556,5 +542,63 @@ mod tests {
         check("dv", 2, &g.dv);
         check("dpk", 3, &g.dpk);
         check("dpv", 4, &g.dpv);
+    }
+
+    /// 700 query rows: 11 tiles in chunks of two (several tiles a chunk, a short last one), so
+    /// the partial dK/dV of several chunks are summed; entries spread over the rows and keys
+    /// against central differences of the naive f64 attention.
+    #[test]
+    fn chunked_backward_equals_finite_differences_at_700_rows() {
+        let d = Dims {
+            batch: 1,
+            heads: 2,
+            kv_heads: 1,
+            seq: 700,
+            prefix: 37,
+            head_dim: 8,
+        };
+        let (s, hd, p) = (d.seq, d.head_dim, d.prefix);
+        let q = fill(2 * s * hd, 21);
+        let k = fill(s * hd, 22);
+        let v = fill(s * hd, 23);
+        let pk = fill(p * hd, 24);
+        let pv = fill(p * hd, 25);
+        let c = fill(q.len(), 26);
+        let (o, lse) = forward(d, &q, &k, &v, Some((&pk, &pv)));
+        let g = backward(d, &q, &k, &v, Some((&pk, &pv)), &o, &lse, &c);
+        let loss = |xs: &[Vec<f32>; 5]| -> f64 {
+            naive(d, &xs[0], &xs[1], &xs[2], Some((&xs[3], &xs[4])))
+                .iter()
+                .zip(&c)
+                .map(|(a, &b)| a * f64::from(b))
+                .sum()
+        };
+        let eps = 1e-2f32;
+        let mut xs = [q.clone(), k.clone(), v.clone(), pk.clone(), pv.clone()];
+        let picks: [(&str, usize, usize, &[f32]); 8] = [
+            ("dq", 0, 3, &g.dq),
+            ("dq", 0, (s + 650) * hd + 5, &g.dq),
+            ("dk", 1, 70 * hd + 1, &g.dk),
+            ("dk", 1, 699 * hd + 7, &g.dk),
+            ("dv", 2, 129 * hd + 2, &g.dv),
+            ("dv", 2, 520 * hd, &g.dv),
+            ("dpk", 3, 36 * hd + 4, &g.dpk),
+            ("dpv", 4, 3, &g.dpv),
+        ];
+        for (name, which, idx, grad) in picks {
+            let x0 = xs[which][idx];
+            xs[which][idx] = x0 + eps;
+            let up = loss(&xs);
+            xs[which][idx] = x0 - eps;
+            let down = loss(&xs);
+            xs[which][idx] = x0;
+            let fd = (up - down) / (2.0 * f64::from(eps));
+            // As above, plus f32 sums over up to 737 keys: 5e-4.
+            assert!(
+                (fd - f64::from(grad[idx])).abs() < 5e-4,
+                "{name}[{idx}]: fd {fd} vs {}",
+                grad[idx]
+            );
+        }
     }
 }
