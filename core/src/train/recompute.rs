@@ -16,6 +16,12 @@
 //!    time.
 //! 4. With full fine-tuning, the embedding lookup the same way.
 //!
+//! The first `eager_layers` layers can instead run under autodiff in step 1 and keep their whole
+//! graph (the trainer gives as many as fit its `eager_activation_mib` budget): they are not run
+//! again, and one backward through their graph, seeded with the gradient of their output, ends
+//! the step. Short sequences fit whole and skip the recomputation; long ones recompute all but
+//! a few layers.
+//!
 //! LoRA dropout masks are keyed by `(seed, example, pass)` and the module name, so the
 //! recomputation draws the same masks as the first forward.
 //!
@@ -115,13 +121,17 @@ fn surrogate(parts: [(Option<Tensor<3>>, Option<Tensor<3>>); 2]) -> Option<Tenso
 
 /// One example's loss and gradients with activation checkpointing per layer (see the module
 /// docs): the gradients of `scale · loss` are added to `acc`, and `loss` returns the loss of
-/// the response hidden states and the values the trainer logs.
+/// the response hidden states and the values the trainer logs. The first `eager_layers`
+/// layers (and the embedding) keep their whole graph from the first forward, as without
+/// checkpointing, and are not run again: the trainer gives as many as its memory budget holds.
+#[allow(clippy::too_many_arguments)]
 pub fn shared_prompt_step(
     decoder: &mut Decoder,
     prompt: &[u32],
     responses: &[&[u32]],
     dropout: Option<(u64, u64)>,
     scale: f64,
+    eager_layers: usize,
     loss: &mut LossFn<'_>,
     acc: &mut GradAccumulator,
 ) -> Result<[f64; 5]> {
@@ -141,12 +151,28 @@ pub fn shared_prompt_step(
     }
     let keys = (dropout.map(|(s, k)| (s, 2 * k)), dropout.map(|(s, k)| (s, 2 * k + 1)));
 
-    // 1. The forward outside autodiff, keeping each layer's inputs.
+    // 1. The eager layers under autodiff (their graph is kept), then the forward outside
+    //    autodiff, keeping each remaining layer's inputs.
+    let eager = eager_layers.min(decoder.layers.len());
     let plain = decoder.without_autodiff();
-    let mut xp = plain.embed_ids(&prompt_ids);
-    let mut xr = (inputs > 0).then(|| plain.embed_ids(&rows));
-    let mut saved = Vec::with_capacity(plain.layers.len());
-    for layer in &plain.layers {
+    let (mut xp, mut xr, eager_out) = if eager > 0 {
+        let mut xp = decoder.embed_ids(&prompt_ids);
+        let mut xr = (inputs > 0).then(|| decoder.embed_ids(&rows));
+        for layer in &decoder.layers[..eager] {
+            let (a, b) = layer_pair(layer, keys);
+            (xp, xr) = joint_layer(decoder, (&a, &b), xp, xr, n);
+        }
+        let plain_out = (xp.clone().inner(), xr.clone().map(Tensor::inner));
+        (plain_out.0, plain_out.1, Some((xp, xr)))
+    } else {
+        (
+            plain.embed_ids(&prompt_ids),
+            (inputs > 0).then(|| plain.embed_ids(&rows)),
+            None,
+        )
+    };
+    let mut saved = Vec::with_capacity(plain.layers.len() - eager);
+    for layer in &plain.layers[eager..] {
         saved.push((xp.clone(), xr.clone()));
         let (a, b) = layer_pair(layer, keys);
         (xp, xr) = joint_layer(&plain, (&a, &b), xp, xr, n);
@@ -168,11 +194,11 @@ pub fn shared_prompt_step(
     let mut gr = hr.as_ref().and_then(|h| h.grad(&grads));
     drop(grads);
 
-    // 3. Each layer again, from the top.
+    // 3. Each recomputed layer again, from the top.
     for (i, (sp, sr)) in saved.into_iter().enumerate().rev() {
         let xp = Tensor::from_inner(sp).require_grad();
         let xr = sr.map(|x| Tensor::from_inner(x).require_grad());
-        let (a, b) = layer_pair(&decoder.layers[i], keys);
+        let (a, b) = layer_pair(&decoder.layers[eager + i], keys);
         let (yp, yr) = joint_layer(decoder, (&a, &b), xp.clone(), xr.clone(), n);
         let Some(seed) = surrogate([(Some(yp), gp.take()), (yr, gr.take())]) else {
             break;
@@ -183,7 +209,16 @@ pub fn shared_prompt_step(
         gr = xr.as_ref().and_then(|x| x.grad(&grads));
     }
 
-    // 4. The embedding table, when it trains.
+    // 4. The eager layers' graph (the embedding's too), seeded with their output's gradient.
+    if let Some((op, or)) = eager_out {
+        if let Some(seed) = surrogate([(Some(op), gp), (or, gr)]) {
+            let mut grads = seed.backward();
+            acc.add(decoder, &mut grads);
+        }
+        return Ok(logged);
+    }
+
+    // 5. Without eager layers, the embedding table when it trains.
     if matches!(&decoder.embed.table, LinearWeight::Dense(t) if t.is_require_grad()) {
         let ep = decoder.embed_ids(&prompt_ids);
         let er = (inputs > 0).then(|| decoder.embed_ids(&rows));

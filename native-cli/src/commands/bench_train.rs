@@ -50,6 +50,10 @@ pub struct BenchTrainArgs {
     /// Keep every activation instead of recomputing each layer in the backward.
     #[arg(long)]
     pub no_checkpointing: bool,
+    /// With checkpointing: MiB the first layers may keep eagerly (the recipe's
+    /// `eager_activation_mib`; 0 recomputes every layer).
+    #[arg(long, default_value_t = sealong::train::trainer::DEFAULT_EAGER_ACTIVATION_MIB)]
+    pub eager_activation_mib: u64,
 }
 
 /// Runs this binary once per prompt length and prints each child's JSON line.
@@ -65,6 +69,8 @@ fn train_lengths(a: &BenchTrainArgs) -> Result<()> {
         if let Some(t) = &a.text {
             cmd.arg("--text").arg(t);
         }
+        cmd.arg("--eager-activation-mib")
+            .arg(a.eager_activation_mib.to_string());
         if a.no_checkpointing {
             cmd.arg("--no-checkpointing");
         }
@@ -137,6 +143,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         max_steps: Some(a.runs + 100),
         max_length: prompt_len + response_len,
         activation_checkpointing: !a.no_checkpointing,
+        eager_activation_mib: a.eager_activation_mib,
         ..TrainConfig::default()
     };
     config.adam.weight_decay = 0.01;
@@ -164,6 +171,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         "prompt_tokens": prompt_len,
         "response_tokens": response_len,
         "activation_checkpointing": !a.no_checkpointing,
+        "eager_activation_mib": a.eager_activation_mib,
         "positions_computed": prompt_len + 2 * response_len,
         "lora_r": a.lora_r,
         "load_s": (load_s * 100.0).round() / 100.0,

@@ -100,6 +100,10 @@ pub struct Recipe {
     /// `false` keeps every activation: faster, memory grows several times faster with length).
     #[arg(long)]
     pub activation_checkpointing: Option<bool>,
+    /// With checkpointing: MiB of whole-layer activations the first layers may keep instead of
+    /// being recomputed (default 512; 0 recomputes every layer).
+    #[arg(long)]
+    pub eager_activation_mib: Option<u64>,
     /// Cut the middle of a prompt too long for --max-length instead of skipping its pair.
     #[arg(long)]
     pub truncate_prompt_middle: Option<bool>,
@@ -163,6 +167,7 @@ fn overlay(a: Recipe, b: Recipe) -> Recipe {
         max_steps,
         loss_chunk,
         activation_checkpointing,
+        eager_activation_mib,
         truncate_prompt_middle
     )
 }
@@ -188,6 +193,7 @@ pub fn resolve(r: Recipe) -> Result<TrainConfig> {
          adam_eps => adam.eps, max_grad_norm => max_grad_norm, seed => seed,
          checkpoint_every => checkpoint_every, keep_checkpoints => keep_checkpoints, loss_chunk => loss_chunk,
          activation_checkpointing => activation_checkpointing,
+         eager_activation_mib => eager_activation_mib,
          truncate_prompt_middle => truncate_prompt_middle);
     c.max_steps = r.max_steps.or(c.max_steps);
     if r.full == Some(true) {

@@ -144,16 +144,27 @@ fn eager_step(model: &mut Decoder, prompt: &[u32], responses: &[&[u32]], dropout
     (logged[0], grads_of(&mut acc))
 }
 
-/// The checkpointed step with the fused attention.
+/// The checkpointed step with the fused attention, every layer recomputed.
 fn checkpointed_step(
     model: &mut Decoder,
     prompt: &[u32],
     responses: &[&[u32]],
     dropout: Option<(u64, u64)>,
 ) -> (f64, Grads) {
+    partly_checkpointed_step(model, prompt, responses, dropout, 0)
+}
+
+/// The same with the first `eager` layers keeping their graph.
+fn partly_checkpointed_step(
+    model: &mut Decoder,
+    prompt: &[u32],
+    responses: &[&[u32]],
+    dropout: Option<(u64, u64)>,
+    eager: usize,
+) -> (f64, Grads) {
     model.fused_attention = true;
     let mut acc = GradAccumulator::default();
-    let logged = shared_prompt_step(model, prompt, responses, dropout, 1.0, &mut orpo, &mut acc).expect("step");
+    let logged = shared_prompt_step(model, prompt, responses, dropout, 1.0, eager, &mut orpo, &mut acc).expect("step");
     (logged[0], grads_of(&mut acc))
 }
 
@@ -242,6 +253,15 @@ fn a_checkpointed_step_equals_the_eager_step_on_a_tiny_model() {
             "every adapter matrix has a gradient"
         );
         compare(&format!("tiny {name}, LoRA with dropout"), &eager, &ckpt);
+        // The first layer (then every layer) eager, the rest recomputed.
+        for k in [1, spec.layers] {
+            let part = partly_checkpointed_step(&mut model, &prompt, &responses, dropout, k);
+            compare(
+                &format!("tiny {name}, LoRA with dropout, {k} eager layers"),
+                &eager,
+                &part,
+            );
+        }
     }
     // Full fine-tuning: norms, biases, the embedding and the head train too.
     let spec = TinySpec {
@@ -262,6 +282,9 @@ fn a_checkpointed_step_equals_the_eager_step_on_a_tiny_model() {
         eager.1.keys()
     );
     compare("tiny, full fine-tuning, a 1-token response", &eager, &ckpt);
+    // One eager layer: the embedding's gradient comes through the eager graph.
+    let part = partly_checkpointed_step(&mut model, &prompt, &responses, None, 1);
+    compare("tiny, full fine-tuning, one eager layer", &eager, &part);
 }
 
 /// Central differences of the checkpointed loss in three LoRA entries against its gradient.
