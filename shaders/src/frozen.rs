@@ -331,7 +331,7 @@ pub trait FrozenLinearOps: Backend {
         let dxd = Self::float_matmul(dt, a);
         let dx = Self::frozen_linear_backward(dy, w.clone());
         if merged {
-            let empty = flex_free_empty::<Self>(w.0.cols(), &device);
+            let empty = empty_rows::<Self>(w.0.cols(), &device);
             (Self::float_add(dx, dxd), empty, da, db)
         } else {
             (dx, dxd, da, db)
@@ -340,7 +340,7 @@ pub trait FrozenLinearOps: Backend {
 }
 
 /// An empty `[0, cols]` tensor.
-fn flex_free_empty<B: Backend>(cols: usize, device: &B::Device) -> FloatTensor<B> {
+fn empty_rows<B: Backend>(cols: usize, device: &B::Device) -> FloatTensor<B> {
     flex::from_vec::<B>(Vec::new(), [0, cols], device)
 }
 
