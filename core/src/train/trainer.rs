@@ -441,17 +441,23 @@ pub fn step_bytes(
 /// frozen product, fused attention and SwiGLU keep their inputs, the adapters' small products,
 /// norms and residuals): `4 · (6 d + 3 intermediate + 4 kv)`. Calibrated on SmolLM2-135M at
 /// 2 × 640 tokens (peak RSS with and without checkpointing, 1,214 − 441 MiB over 30 layers and
-/// 768 positions: 34 KiB; the formula gives 34.5).
-pub fn eager_layer_bytes(c: &crate::models::decoder::config::DecoderConfig) -> f64 {
-    4.0 * (6.0 * c.hidden_size as f64
-        + 3.0 * c.intermediate_size as f64
-        + 4.0 * (c.num_key_value_heads * c.head_dim) as f64)
+/// 768 positions: 34 KiB; the formula gives 34.5). With LoRA dropout each adapter's input also
+/// keeps its mask and the dropped-out copy: `4 · 2 (6 d + intermediate)` more.
+pub fn eager_layer_bytes(c: &crate::models::decoder::config::DecoderConfig, lora_dropout: bool) -> f64 {
+    let (d, i) = (c.hidden_size as f64, c.intermediate_size as f64);
+    let base = 4.0 * (6.0 * d + 3.0 * i + 4.0 * (c.num_key_value_heads * c.head_dim) as f64);
+    if lora_dropout { base + 8.0 * (6.0 * d + i) } else { base }
 }
 
 /// How many of the first layers keep their graph within `budget_mib` for `positions`
 /// positions (see [`TrainConfig::eager_activation_mib`]).
-pub fn eager_layers(c: &crate::models::decoder::config::DecoderConfig, positions: usize, budget_mib: u64) -> usize {
-    let per_layer = eager_layer_bytes(c) * positions.max(1) as f64;
+pub fn eager_layers(
+    c: &crate::models::decoder::config::DecoderConfig,
+    positions: usize,
+    budget_mib: u64,
+    lora_dropout: bool,
+) -> usize {
+    let per_layer = eager_layer_bytes(c, lora_dropout) * positions.max(1) as f64;
     let fit = (budget_mib as f64 * 1024.0 * 1024.0 / per_layer).floor();
     (fit as usize).min(c.num_hidden_layers)
 }
@@ -688,6 +694,7 @@ impl Trainer {
                         &self.decoder.config,
                         self.positions(&ex),
                         self.config.eager_activation_mib,
+                        self.lora_dropout(),
                     );
                     let config = &self.config;
                     let values = recompute::shared_prompt_step(
@@ -837,8 +844,17 @@ impl Trainer {
             return (total, per_position);
         }
         let c = &self.decoder.config;
-        let eager = eager_layers(c, positions, self.config.eager_activation_mib) as f64;
-        (total + eager * eager_layer_bytes(c) * positions as f64, per_position)
+        let dropout = self.lora_dropout();
+        let eager = eager_layers(c, positions, self.config.eager_activation_mib, dropout) as f64;
+        (
+            total + eager * eager_layer_bytes(c, dropout) * positions as f64,
+            per_position,
+        )
+    }
+
+    /// Whether LoRA adapters train with dropout (their masks are part of an eager graph).
+    fn lora_dropout(&self) -> bool {
+        matches!(&self.config.mode, TrainMode::Lora(l) if l.dropout > 0.0)
     }
 
     /// The positions one example's step computes (the prompt once, each response's inputs).
