@@ -17,10 +17,9 @@
 //! 4. With full fine-tuning, the embedding lookup the same way.
 //!
 //! The first `eager_layers` layers can instead run under autodiff in step 1 and keep their whole
-//! graph (the trainer gives as many as fit its `eager_activation_mib` budget): they are not run
-//! again, and one backward through their graph, seeded with the gradient of their output, ends
-//! the step. Short sequences fit whole and skip the recomputation; long ones recompute all but
-//! a few layers.
+//! graph: they are not run again, and one backward through their graph, seeded with the
+//! gradient of their output, ends the step. The trainer passes all layers when their graphs fit
+//! its `eager_activation_mib` budget (short pairs skip the recomputation) and none otherwise.
 //!
 //! LoRA dropout masks are keyed by `(seed, example, pass)` and the module name, so the
 //! recomputation draws the same masks as the first forward.
@@ -123,7 +122,7 @@ fn surrogate(parts: [(Option<Tensor<3>>, Option<Tensor<3>>); 2]) -> Option<Tenso
 /// docs): the gradients of `scale · loss` are added to `acc`, and `loss` returns the loss of
 /// the response hidden states and the values the trainer logs. The first `eager_layers`
 /// layers (and the embedding) keep their whole graph from the first forward, as without
-/// checkpointing, and are not run again: the trainer gives as many as its memory budget holds.
+/// checkpointing, and are not run again.
 #[allow(clippy::too_many_arguments)]
 pub fn shared_prompt_step(
     decoder: &mut Decoder,

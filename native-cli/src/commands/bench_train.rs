@@ -50,8 +50,8 @@ pub struct BenchTrainArgs {
     /// Keep every activation instead of recomputing each layer in the backward.
     #[arg(long)]
     pub no_checkpointing: bool,
-    /// With checkpointing: MiB the first layers may keep eagerly (the recipe's
-    /// `eager_activation_mib`; 0 recomputes every layer).
+    /// With checkpointing: a pair whose activations fit in this many MiB is not recomputed (the
+    /// recipe's `eager_activation_mib`; 0 always recomputes).
     #[arg(long, default_value_t = sealong::train::trainer::DEFAULT_EAGER_ACTIVATION_MIB)]
     pub eager_activation_mib: u64,
 }

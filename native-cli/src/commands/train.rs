@@ -100,8 +100,8 @@ pub struct Recipe {
     /// `false` keeps every activation: faster, memory grows several times faster with length).
     #[arg(long)]
     pub activation_checkpointing: Option<bool>,
-    /// With checkpointing: MiB of whole-layer activations the first layers may keep instead of
-    /// being recomputed (default 512; 0 recomputes every layer).
+    /// With checkpointing: a pair whose layers' activations fit in this many MiB keeps them
+    /// instead of recomputing (default 1024; 0 always recomputes).
     #[arg(long)]
     pub eager_activation_mib: Option<u64>,
     /// Cut the middle of a prompt too long for --max-length instead of skipping its pair.
