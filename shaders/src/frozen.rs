@@ -44,11 +44,15 @@ pub struct Frozen(pub Arc<dyn FrozenMatrix>);
 impl Frozen {
     /// The whole matrix as f32, row-major (the dense fallback of devices without the kernel).
     pub fn to_f32(&self) -> Vec<f32> {
-        let cols = self.0.cols();
-        let mut out = vec![0.0f32; self.0.rows() * cols];
-        dequantize_rows(&*self.0, 0, &mut out);
-        out
+        dequantize_all(&*self.0)
     }
+}
+
+/// The whole matrix as f32, row-major, rows in parallel.
+pub fn dequantize_all(w: &dyn FrozenMatrix) -> Vec<f32> {
+    let mut out = vec![0.0f32; w.rows() * w.cols()];
+    dequantize_rows(w, 0, &mut out);
+    out
 }
 
 /// Floats of one dequantized block of rows (4 MiB).

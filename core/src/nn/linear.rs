@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use burn::prelude::*;
 
-use crate::models::decoder::weights::{Weight, WeightData};
 use sealong_shaders::frozen::{Frozen, frozen_linear, frozen_lora_linear};
 
+use crate::models::decoder::weights::{Weight, WeightData};
 use crate::quant::{QuantMatrix, int8, kernels};
 
 /// Activation rows up to which the quantized kernels beat dequantize + GEMM.

@@ -174,17 +174,10 @@ impl sealong_shaders::frozen::FrozenMatrix for QuantMatrix {
     }
 }
 
-/// The whole matrix as f32 (row-major), dequantized with the fastest kernel, rows in parallel.
+/// The whole matrix as f32 (row-major), dequantized with the fastest kernel, rows in parallel
+/// (the shaders' frozen-matrix walk, through the `FrozenMatrix` impl above).
 pub fn dequantize_matrix(w: &QuantMatrix) -> Vec<f32> {
-    let isa = isa();
-    let mut out = vec![0.0f32; w.rows * w.cols];
-    out.par_chunks_mut(w.cols * 64).enumerate().for_each(|(task, chunk)| {
-        for (i, row) in chunk.chunks_exact_mut(w.cols).enumerate() {
-            let (scales, qs) = w.row(task * 64 + i);
-            dequantize_row(isa, w.format, scales, qs, row);
-        }
-    });
-    out
+    sealong_shaders::frozen::dequantize_all(w)
 }
 
 /// Dot product of two f32 slices of equal length.

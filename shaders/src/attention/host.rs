@@ -58,6 +58,33 @@ impl Dims {
     }
 }
 
+/// The query tile of rows `i0..i0 + rows` of query head row `bh` (`b · H + h`).
+struct QueryTile {
+    rows: usize,
+    /// Keys its last row sees (the prefix and its causal past): the width of its score slab.
+    n: usize,
+    /// Keys each of its rows sees.
+    visible: Vec<usize>,
+    /// Its rows' values in `[B, H, S, hd]` tensors.
+    span: std::ops::Range<usize>,
+    /// Its rows in `[B, H, S]` tensors.
+    at: std::ops::Range<usize>,
+}
+
+impl QueryTile {
+    fn new(d: Dims, bh: usize, i0: usize) -> Self {
+        let (s, hd) = (d.seq, d.head_dim);
+        let rows = (s - i0).min(TILE);
+        QueryTile {
+            rows,
+            n: d.prefix + i0 + rows,
+            visible: (0..rows).map(|r| d.prefix + i0 + r + 1).collect(),
+            span: (bh * s + i0) * hd..(bh * s + i0 + rows) * hd,
+            at: bh * s + i0..bh * s + i0 + rows,
+        }
+    }
+}
+
 /// Per `(b, kv head)`: the keys and values of the row, prefix then own, as rows `[L, hd]`.
 struct KeyTables {
     k: Vec<f32>,
@@ -177,12 +204,11 @@ pub fn forward(d: Dims, q: &[f32], k: &[f32], v: &[f32], prefix: Option<(&[f32],
             |scores, (bh, t, o, lse)| {
                 let b = bh / d.heads;
                 let g = (bh % d.heads) / d.group();
-                let i0 = t * TILE;
-                let rows = (s - i0).min(TILE);
-                let n = d.prefix + i0 + rows;
-                let visible: Vec<usize> = (0..rows).map(|r| d.prefix + i0 + r + 1).collect();
+                let QueryTile {
+                    rows, n, visible, span, ..
+                } = QueryTile::new(d, bh, t * TILE);
                 let (kr, vr) = tables.of(b * d.kv_heads + g, l, hd);
-                let qt = &qs[(bh * s + i0) * hd..(bh * s + i0 + rows) * hd];
+                let qt = &qs[span];
                 gemm(
                     (rows, n, hd),
                     scores,
@@ -258,6 +284,13 @@ pub fn backward(
     let tiles_per_chunk = tiles.div_ceil(chunks);
     let chunks = tiles.div_ceil(tiles_per_chunk);
     let bgs = d.batch * d.kv_heads;
+    // Query rows `r0..r1` of chunk `c`.
+    let chunk_rows = |c: usize| {
+        (
+            (c * tiles_per_chunk * TILE).min(s),
+            ((c + 1) * tiles_per_chunk * TILE).min(s),
+        )
+    };
     struct Part {
         /// dQ of the chunk's rows, `[group, rows, hd]`.
         dq: Vec<f32>,
@@ -272,8 +305,7 @@ pub fn backward(
             |(p, dp), task| {
                 let (bg, c) = (task / chunks, task % chunks);
                 let (b, g) = (bg / d.kv_heads, bg % d.kv_heads);
-                let r0 = (c * tiles_per_chunk * TILE).min(s);
-                let r1 = ((c + 1) * tiles_per_chunk * TILE).min(s);
+                let (r0, r1) = chunk_rows(c);
                 let keys = d.prefix + r1;
                 let mut part = Part {
                     dq: vec![0.0f32; group * (r1 - r0) * hd],
@@ -284,11 +316,14 @@ pub fn backward(
                 for hi in 0..group {
                     let bh = b * d.heads + g * group + hi;
                     for i0 in (r0..r1).step_by(TILE) {
-                        let rows = (r1 - i0).min(TILE);
-                        let n = d.prefix + i0 + rows;
-                        let visible: Vec<usize> = (0..rows).map(|r| d.prefix + i0 + r + 1).collect();
-                        let span = (bh * s + i0) * hd..(bh * s + i0 + rows) * hd;
-                        let at = bh * s + i0..bh * s + i0 + rows;
+                        // r1 is a multiple of TILE or S: the tile ends where the chunk does.
+                        let QueryTile {
+                            rows,
+                            n,
+                            visible,
+                            span,
+                            at,
+                        } = QueryTile::new(d, bh, i0);
                         let (qt, dot) = (&qs[span.clone()], &d_o[span]);
                         gemm(
                             (rows, n, hd),
@@ -354,8 +389,7 @@ pub fn backward(
     for (task, part) in parts.iter().enumerate() {
         let (bg, c) = (task / chunks, task % chunks);
         let (b, g) = (bg / d.kv_heads, bg % d.kv_heads);
-        let r0 = (c * tiles_per_chunk * TILE).min(s);
-        let r1 = ((c + 1) * tiles_per_chunk * TILE).min(s);
+        let (r0, r1) = chunk_rows(c);
         for hi in 0..group {
             let bh = b * d.heads + g * group + hi;
             let src = hi * (r1 - r0) * hd;

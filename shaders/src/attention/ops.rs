@@ -12,9 +12,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{Shape, TensorData};
+use burn::tensor::Shape;
 
 use super::host::{self, Dims};
+use crate::flex;
 
 /// The fused attention's backend operations.
 #[backend_extension(Cube: cfg(feature = "wgpu"), Flex, Autodiff)]
@@ -91,10 +92,6 @@ fn to_host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
     data.convert::<f32>().try_into_vec::<f32>().expect("f32 after convert")
 }
 
-fn from_host<B: Backend>(values: Vec<f32>, shape: &[usize], device: &B::Device) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(values, Shape::from(shape.to_vec())), device)
-}
-
 fn dims_of(q: &Shape, k: &Shape, prefix: Option<&Shape>) -> Dims {
     Dims {
         batch: q[0],
@@ -118,8 +115,8 @@ fn host_forward<B: Backend>(
     let prefix = prefix.map(|(pk, pv)| (to_host::<B>(pk), to_host::<B>(pv)));
     let (o, lse) = host::forward(d, &q, &k, &v, prefix.as_ref().map(|(a, b)| (&a[..], &b[..])));
     (
-        from_host::<B>(o, &[d.batch, d.heads, d.seq, d.head_dim], &device),
-        from_host::<B>(lse, &[d.batch, d.heads, d.seq], &device),
+        flex::from_vec::<B>(o, [d.batch, d.heads, d.seq, d.head_dim], &device),
+        flex::from_vec::<B>(lse, [d.batch, d.heads, d.seq], &device),
     )
 }
 
@@ -159,14 +156,14 @@ fn host_backward<B: Backend>(
     );
     let prefix_grads = ps.map(|ps| {
         (
-            from_host::<B>(g.dpk, ps.as_slice(), &device),
-            from_host::<B>(g.dpv, ps.as_slice(), &device),
+            flex::from_vec::<B>(g.dpk, ps.clone(), &device),
+            flex::from_vec::<B>(g.dpv, ps, &device),
         )
     });
     (
-        from_host::<B>(g.dq, qs.as_slice(), &device),
-        from_host::<B>(g.dk, ks.as_slice(), &device),
-        from_host::<B>(g.dv, ks.as_slice(), &device),
+        flex::from_vec::<B>(g.dq, qs, &device),
+        flex::from_vec::<B>(g.dk, ks.clone(), &device),
+        flex::from_vec::<B>(g.dv, ks, &device),
         prefix_grads,
     )
 }
