@@ -61,6 +61,27 @@ impl TinySpec {
         }
     }
 
+    /// Qwen2.5-0.5B's shape (24 layers, 896 wide, 4,864 MLP, 14 heads over 2 KV heads of 64, a
+    /// 151,936 vocabulary, tied head, q/k/v biases, rope theta 1e6) with a `context` of positions.
+    pub fn qwen25_05b_shape(context: usize) -> TinySpec {
+        TinySpec {
+            model_type: "qwen2",
+            vocab: 151_936,
+            hidden: 896,
+            intermediate: 4_864,
+            layers: 24,
+            heads: 14,
+            kv_heads: 2,
+            head_dim: 64,
+            qkv_bias: true,
+            tied: true,
+            llama3_scaling: None,
+            rope_theta: 1_000_000.0,
+            eps: 1e-6,
+            max_positions: context,
+        }
+    }
+
     /// A smaller Llama with a tied head (the training tests' model: fast under autodiff).
     pub fn small() -> TinySpec {
         TinySpec {
@@ -85,43 +106,58 @@ impl TinySpec {
 /// Named weights (HF names, row-major f32 values and shapes).
 pub type Weights = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-/// Deterministic pseudo-random weights (a small LCG: no dependency, same on every machine).
-pub fn random_weights(spec: &TinySpec, seed: u64) -> Weights {
+/// The LCG behind [`random_weights`]: values in [-1, 1), the same on every machine.
+fn lcg(seed: u64) -> impl FnMut() -> f32 {
     let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    let mut next = move || {
+    move || {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((state >> 33) as f64 / (1u64 << 31) as f64 - 1.0) as f32
-    };
-    let mut w = Weights::new();
+    }
+}
+
+/// One tensor of a random model: HF name, shape, and its values' `offset + scale · U[-1, 1)`.
+struct RandomTensor {
+    name: String,
+    shape: Vec<usize>,
+    scale: f32,
+    offset: f32,
+}
+
+/// The tensors of `spec` in the order [`random_weights`] draws them. Matrices get `matrix_scale`.
+fn random_tensors(spec: &TinySpec, matrix_scale: f32, embed_scale: f32) -> Vec<RandomTensor> {
+    let mut list = Vec::new();
     let mut put = |name: String, shape: Vec<usize>, scale: f32, offset: f32| {
-        let n: usize = shape.iter().product();
-        let v = (0..n).map(|_| offset + scale * next()).collect();
-        w.insert(name, (shape, v));
+        list.push(RandomTensor {
+            name,
+            shape,
+            scale,
+            offset,
+        });
     };
-    let (d, hd) = (spec.hidden, spec.head_dim);
-    put("model.embed_tokens.weight".into(), vec![spec.vocab, d], 0.5, 0.0);
+    let (d, hd, m) = (spec.hidden, spec.head_dim, matrix_scale);
+    put(
+        "model.embed_tokens.weight".into(),
+        vec![spec.vocab, d],
+        embed_scale,
+        0.0,
+    );
     for l in 0..spec.layers {
         let p = format!("model.layers.{l}");
         put(format!("{p}.input_layernorm.weight"), vec![d], 0.2, 1.0);
         put(format!("{p}.post_attention_layernorm.weight"), vec![d], 0.2, 1.0);
-        put(
-            format!("{p}.self_attn.q_proj.weight"),
-            vec![spec.heads * hd, d],
-            0.3,
-            0.0,
-        );
+        put(format!("{p}.self_attn.q_proj.weight"), vec![spec.heads * hd, d], m, 0.0);
         put(
             format!("{p}.self_attn.k_proj.weight"),
             vec![spec.kv_heads * hd, d],
-            0.3,
+            m,
             0.0,
         );
         put(
             format!("{p}.self_attn.v_proj.weight"),
             vec![spec.kv_heads * hd, d],
-            0.3,
+            m,
             0.0,
         );
         if spec.qkv_bias {
@@ -129,31 +165,29 @@ pub fn random_weights(spec: &TinySpec, seed: u64) -> Weights {
             put(format!("{p}.self_attn.k_proj.bias"), vec![spec.kv_heads * hd], 0.2, 0.0);
             put(format!("{p}.self_attn.v_proj.bias"), vec![spec.kv_heads * hd], 0.2, 0.0);
         }
-        put(
-            format!("{p}.self_attn.o_proj.weight"),
-            vec![d, spec.heads * hd],
-            0.3,
-            0.0,
-        );
-        put(
-            format!("{p}.mlp.gate_proj.weight"),
-            vec![spec.intermediate, d],
-            0.3,
-            0.0,
-        );
-        put(format!("{p}.mlp.up_proj.weight"), vec![spec.intermediate, d], 0.3, 0.0);
-        put(
-            format!("{p}.mlp.down_proj.weight"),
-            vec![d, spec.intermediate],
-            0.3,
-            0.0,
-        );
+        put(format!("{p}.self_attn.o_proj.weight"), vec![d, spec.heads * hd], m, 0.0);
+        put(format!("{p}.mlp.gate_proj.weight"), vec![spec.intermediate, d], m, 0.0);
+        put(format!("{p}.mlp.up_proj.weight"), vec![spec.intermediate, d], m, 0.0);
+        put(format!("{p}.mlp.down_proj.weight"), vec![d, spec.intermediate], m, 0.0);
     }
     put("model.norm.weight".into(), vec![d], 0.2, 1.0);
     if !spec.tied {
-        put("lm_head.weight".into(), vec![spec.vocab, d], 0.5, 0.0);
+        put("lm_head.weight".into(), vec![spec.vocab, d], embed_scale, 0.0);
     }
-    w
+    list
+}
+
+/// Deterministic pseudo-random weights (a small LCG: no dependency, same on every machine).
+pub fn random_weights(spec: &TinySpec, seed: u64) -> Weights {
+    let mut next = lcg(seed);
+    random_tensors(spec, 0.3, 0.5)
+        .into_iter()
+        .map(|t| {
+            let n: usize = t.shape.iter().product();
+            let v = (0..n).map(|_| t.offset + t.scale * next()).collect();
+            (t.name, (t.shape, v))
+        })
+        .collect()
 }
 
 /// The HF `config.json` of `spec`.
@@ -258,78 +292,163 @@ fn enc_str(s: &str) -> Vec<u8> {
     v
 }
 
-/// Writes a llama-architecture GGUF (F32 tensors, Q/K permuted as llama.cpp stores them).
-pub fn write_gguf(path: &Path, spec: &TinySpec, weights: &Weights) {
-    assert_eq!(spec.model_type, "llama", "the tiny GGUF writer writes llama models");
+/// The metadata of a GGUF for `spec` (llama or qwen2 architecture).
+fn gguf_metadata(spec: &TinySpec) -> Vec<(String, u32, Vec<u8>)> {
+    let arch = spec.model_type;
     let mut kv: Vec<(String, u32, Vec<u8>)> = Vec::new();
-    let u32kv = |k: &str, v: u32| (k.to_string(), 4u32, v.to_le_bytes().to_vec());
-    let f32kv = |k: &str, v: f32| (k.to_string(), 6u32, v.to_le_bytes().to_vec());
-    kv.push(("general.architecture".into(), 8, enc_str("llama")));
-    kv.push(u32kv("llama.block_count", spec.layers as u32));
-    kv.push(u32kv("llama.context_length", spec.max_positions as u32));
-    kv.push(u32kv("llama.embedding_length", spec.hidden as u32));
-    kv.push(u32kv("llama.feed_forward_length", spec.intermediate as u32));
-    kv.push(u32kv("llama.attention.head_count", spec.heads as u32));
-    kv.push(u32kv("llama.attention.head_count_kv", spec.kv_heads as u32));
-    kv.push(u32kv("llama.rope.dimension_count", spec.head_dim as u32));
-    kv.push(u32kv("llama.vocab_size", spec.vocab as u32));
-    kv.push(f32kv("llama.rope.freq_base", spec.rope_theta as f32));
-    kv.push(f32kv("llama.attention.layer_norm_rms_epsilon", spec.eps as f32));
-    kv.push(u32kv("tokenizer.ggml.eos_token_id", 2));
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for (hf, (shape, v)) in weights {
-        let values = if hf.ends_with("q_proj.weight") {
-            permute_for_gguf(v, shape[0], shape[1], spec.heads)
-        } else if hf.ends_with("k_proj.weight") {
-            permute_for_gguf(v, shape[0], shape[1], spec.kv_heads)
-        } else {
-            v.clone()
-        };
-        tensors.push((
-            gguf_name(hf),
-            shape.clone(),
-            values.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
-    }
-    // llama.cpp stores Llama-3 scaling as per-frequency divisors in `rope_freqs.weight`.
-    if let Some(scaling) = spec.llama3_scaling {
-        let factors = llama3_freq_factors(spec, scaling);
-        tensors.push((
-            "rope_freqs.weight".into(),
-            vec![factors.len()],
-            factors.iter().flat_map(|x| x.to_le_bytes()).collect(),
-        ));
-    }
+    let u32kv = |k: &str, v: u32| (format!("{arch}.{k}"), 4u32, v.to_le_bytes().to_vec());
+    let f32kv = |k: &str, v: f32| (format!("{arch}.{k}"), 6u32, v.to_le_bytes().to_vec());
+    kv.push(("general.architecture".into(), 8, enc_str(arch)));
+    kv.push(u32kv("block_count", spec.layers as u32));
+    kv.push(u32kv("context_length", spec.max_positions as u32));
+    kv.push(u32kv("embedding_length", spec.hidden as u32));
+    kv.push(u32kv("feed_forward_length", spec.intermediate as u32));
+    kv.push(u32kv("attention.head_count", spec.heads as u32));
+    kv.push(u32kv("attention.head_count_kv", spec.kv_heads as u32));
+    kv.push(u32kv("rope.dimension_count", spec.head_dim as u32));
+    kv.push(u32kv("vocab_size", spec.vocab as u32));
+    kv.push(f32kv("rope.freq_base", spec.rope_theta as f32));
+    kv.push(f32kv("attention.layer_norm_rms_epsilon", spec.eps as f32));
+    kv.push(("tokenizer.ggml.eos_token_id".into(), 4, 2u32.to_le_bytes().to_vec()));
+    kv
+}
+
+/// One tensor's GGUF header entry: name, shape (row-major), ggml type id, data bytes.
+struct GgufEntry {
+    name: String,
+    shape: Vec<usize>,
+    ggml_type: u32,
+    bytes: usize,
+}
+
+const GGML_F32: u32 = 0;
+const GGML_Q8_0: u32 = 8;
+
+/// Writes a GGUF v3 file: the header for `entries`, then each tensor's data from `data(i, out)`
+/// (exactly `entries[i].bytes` bytes), 32-byte aligned, one tensor in memory at a time.
+fn write_gguf_file(
+    path: &Path,
+    kv: &[(String, u32, Vec<u8>)],
+    entries: &[GgufEntry],
+    mut data: impl FnMut(usize, &mut Vec<u8>),
+) {
+    use std::io::Write;
     let mut out = b"GGUF".to_vec();
     out.extend(3u32.to_le_bytes());
-    out.extend((tensors.len() as u64).to_le_bytes());
+    out.extend((entries.len() as u64).to_le_bytes());
     out.extend((kv.len() as u64).to_le_bytes());
-    for (k, ty, v) in &kv {
+    for (k, ty, v) in kv {
         out.extend(enc_str(k));
         out.extend(ty.to_le_bytes());
         out.extend(v);
     }
     let mut offset = 0u64;
-    for (name, shape, data) in &tensors {
-        out.extend(enc_str(name));
-        out.extend((shape.len() as u32).to_le_bytes());
-        for d in shape.iter().rev() {
+    for e in entries {
+        out.extend(enc_str(&e.name));
+        out.extend((e.shape.len() as u32).to_le_bytes());
+        for d in e.shape.iter().rev() {
             out.extend((*d as u64).to_le_bytes());
         }
-        out.extend(0u32.to_le_bytes()); // F32
+        out.extend(e.ggml_type.to_le_bytes());
         out.extend(offset.to_le_bytes());
-        offset += (data.len() as u64).div_ceil(32) * 32;
+        offset += (e.bytes as u64).div_ceil(32) * 32;
     }
-    while !out.len().is_multiple_of(32) {
-        out.push(0);
+    let pad = |buf: &mut Vec<u8>| buf.resize(buf.len().div_ceil(32) * 32, 0);
+    pad(&mut out);
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("create gguf"));
+    file.write_all(&out).expect("write gguf");
+    for (i, e) in entries.iter().enumerate() {
+        out.clear();
+        data(i, &mut out);
+        assert_eq!(out.len(), e.bytes, "{}: data size", e.name);
+        pad(&mut out);
+        file.write_all(&out).expect("write gguf");
     }
-    for (_, _, data) in &tensors {
-        out.extend(data);
-        while !out.len().is_multiple_of(32) {
-            out.push(0);
+    file.flush().expect("write gguf");
+}
+
+/// GGUF rows of an HF tensor: llama.cpp permutes a Llama's Q/K rows, not a Qwen2's.
+fn gguf_values(spec: &TinySpec, hf: &str, shape: &[usize], v: &[f32]) -> Vec<f32> {
+    match (spec.model_type, hf) {
+        ("llama", n) if n.ends_with("q_proj.weight") => permute_for_gguf(v, shape[0], shape[1], spec.heads),
+        ("llama", n) if n.ends_with("k_proj.weight") => permute_for_gguf(v, shape[0], shape[1], spec.kv_heads),
+        _ => v.to_vec(),
+    }
+}
+
+/// Writes a GGUF of `weights` (F32 tensors, Q/K permuted as llama.cpp stores a Llama's).
+pub fn write_gguf(path: &Path, spec: &TinySpec, weights: &Weights) {
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = weights
+        .iter()
+        .map(|(hf, (shape, v))| (gguf_name(hf), shape.clone(), gguf_values(spec, hf, shape, v)))
+        .collect();
+    // llama.cpp stores Llama-3 scaling as per-frequency divisors in `rope_freqs.weight`.
+    if let Some(scaling) = spec.llama3_scaling {
+        let factors = llama3_freq_factors(spec, scaling);
+        tensors.push(("rope_freqs.weight".into(), vec![factors.len()], factors));
+    }
+    let entries: Vec<GgufEntry> = tensors
+        .iter()
+        .map(|(name, shape, v)| GgufEntry {
+            name: name.clone(),
+            shape: shape.clone(),
+            ggml_type: GGML_F32,
+            bytes: 4 * v.len(),
+        })
+        .collect();
+    write_gguf_file(path, &gguf_metadata(spec), &entries, |i, out| {
+        out.extend(tensors[i].2.iter().flat_map(|x| x.to_le_bytes()));
+    });
+}
+
+/// ggml's reference Q8_0 quantizer (`quantize_row_q8_0_ref`): per 32 values an f16 scale
+/// `max|x| / 127` and 32 signed bytes `round(x / scale)`.
+pub fn quantize_q8_0(values: &[f32], out: &mut Vec<u8>) {
+    assert!(values.len().is_multiple_of(32), "Q8_0 rows are whole blocks of 32");
+    for block in values.chunks_exact(32) {
+        let amax = block.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend(half::f16::from_f32(d).to_le_bytes());
+        out.extend(block.iter().map(|x| (x * id).round() as i8 as u8));
+    }
+}
+
+/// Writes a random model of `spec` straight to a GGUF with every matrix in Q8_0 (vectors F32),
+/// one tensor in memory at a time: models of a real size (Qwen2.5-0.5B's shape) without a
+/// multi-GiB f32 copy. Values are drawn as [`random_weights`] draws them, with matrices at
+/// `±1/√hidden` and the embedding at ±0.05 so that a deep stack stays finite.
+pub fn write_random_gguf_q8_0(path: &Path, spec: &TinySpec, seed: u64) {
+    assert!(
+        spec.llama3_scaling.is_none(),
+        "the Q8_0 writer writes models without rope_freqs"
+    );
+    let list = random_tensors(spec, 1.0 / (spec.hidden as f32).sqrt(), 0.05);
+    let entries: Vec<GgufEntry> = list
+        .iter()
+        .map(|t| {
+            let n: usize = t.shape.iter().product();
+            let q8 = t.shape.len() == 2;
+            GgufEntry {
+                name: gguf_name(&t.name),
+                shape: t.shape.clone(),
+                ggml_type: if q8 { GGML_Q8_0 } else { GGML_F32 },
+                bytes: if q8 { n / 32 * 34 } else { 4 * n },
+            }
+        })
+        .collect();
+    let mut next = lcg(seed);
+    write_gguf_file(path, &gguf_metadata(spec), &entries, |i, out| {
+        let t = &list[i];
+        let n: usize = t.shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| t.offset + t.scale * next()).collect();
+        let v = gguf_values(spec, &t.name, &t.shape, &v);
+        if entries[i].ggml_type == GGML_Q8_0 {
+            quantize_q8_0(&v, out);
+        } else {
+            out.extend(v.iter().flat_map(|x| x.to_le_bytes()));
         }
-    }
-    std::fs::write(path, out).expect("write gguf");
+    });
 }
 
 /// Base RoPE inverse frequencies of `spec` (f64).

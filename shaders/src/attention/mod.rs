@@ -27,6 +27,8 @@ use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use burn::tensor::{DType, FloatDType};
 
+#[cfg(feature = "wgpu")]
+mod cube;
 pub mod host;
 mod ops;
 

@@ -1,9 +1,9 @@
 //! The fused attention as a backend extension with its own backward (burn's autodiff falls back
 //! to the materialized `softmax(QKᵀ)V` and keeps it for the backward).
 //!
-//! Every backend runs the host kernel of `host.rs` (on the CPU backend the data is already on the
-//! host; on a cubecl device it is read back and written again: correct everywhere, and the
-//! place where a cubecl kernel will go). `Autodiff` saves `q`, `k`, `v` (and the prefix), the
+//! The CPU backend runs the host kernels of `host.rs`; cubecl (wgpu) devices run the cubecl
+//! kernels of `cube.rs`; any other backend gets the host kernels through a read-back (the
+//! trait's default bodies). `Autodiff` saves `q`, `k`, `v` (and the prefix), the
 //! output and the per-row log-sum-exp, and its backward is the FlashAttention-2 recomputation.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -81,8 +81,60 @@ pub trait FlashAttentionOps: Backend {
 
 impl FlashAttentionOps for Flex {}
 
+/// On cubecl (wgpu) devices both directions are the cubecl kernels of `cube.rs`.
 #[cfg(feature = "wgpu")]
-impl FlashAttentionOps for burn::backend::Cube {}
+impl FlashAttentionOps for burn::backend::Cube {
+    fn flash_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::cube::forward(q, k, v, None)
+    }
+
+    fn flash_attention_prefixed(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        super::cube::forward(q, k, v, Some((pk, pv)))
+    }
+
+    fn flash_attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let g = super::cube::backward(q, k, v, None, o, lse, d_o);
+        (g.0, g.1, g.2)
+    }
+
+    fn flash_attention_prefixed_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        pk: FloatTensor<Self>,
+        pv: FloatTensor<Self>,
+        o: FloatTensor<Self>,
+        lse: FloatTensor<Self>,
+        d_o: FloatTensor<Self>,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+    ) {
+        let g = super::cube::backward(q, k, v, Some((pk, pv)), o, lse, d_o);
+        let (dpk, dpv) = g.3.expect("a prefix was given");
+        (g.0, g.1, g.2, dpk, dpv)
+    }
+}
 
 /// The tensor's values as f32 on the host (a copy; cheap next to the attention itself).
 fn to_host<B: Backend>(t: FloatTensor<B>) -> Vec<f32> {
