@@ -210,6 +210,40 @@ pub fn hf_config(spec: &TinySpec) -> Value {
 
 /// Writes `weights` as an HF directory (`config.json` + `model.safetensors`, F32).
 pub fn write_hf_dir(dir: &Path, spec: &TinySpec, weights: &Weights) {
+    write_hf_dir_as(dir, spec, weights, safetensors::Dtype::F32);
+}
+
+/// `weights` with every value rounded to `dtype` (F32, F16 or BF16) and back: the values a model
+/// stored in that dtype holds.
+pub fn rounded(weights: &Weights, dtype: safetensors::Dtype) -> Weights {
+    weights
+        .iter()
+        .map(|(n, (shape, v))| {
+            let r = v.iter().map(|&x| from_bytes(dtype, &to_bytes(dtype, x))).collect();
+            (n.clone(), (shape.clone(), r))
+        })
+        .collect()
+}
+
+fn to_bytes(dtype: safetensors::Dtype, x: f32) -> Vec<u8> {
+    match dtype {
+        safetensors::Dtype::F32 => x.to_le_bytes().to_vec(),
+        safetensors::Dtype::F16 => half::f16::from_f32(x).to_le_bytes().to_vec(),
+        safetensors::Dtype::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
+        other => panic!("the tiny writer writes F32, F16 and BF16, not {other:?}"),
+    }
+}
+
+fn from_bytes(dtype: safetensors::Dtype, b: &[u8]) -> f32 {
+    match dtype {
+        safetensors::Dtype::F16 => half::f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        safetensors::Dtype::BF16 => half::bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+        _ => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+    }
+}
+
+/// Writes `weights` as an HF directory with every tensor stored as `dtype` (F32, F16 or BF16).
+pub fn write_hf_dir_as(dir: &Path, spec: &TinySpec, weights: &Weights, dtype: safetensors::Dtype) {
     std::fs::create_dir_all(dir).expect("mkdir");
     std::fs::write(
         dir.join("config.json"),
@@ -221,7 +255,7 @@ pub fn write_hf_dir(dir: &Path, spec: &TinySpec, weights: &Weights) {
         .map(|(n, (shape, v))| {
             (
                 n.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                v.iter().flat_map(|&x| to_bytes(dtype, x)).collect(),
                 shape.clone(),
             )
         })
@@ -231,7 +265,7 @@ pub fn write_hf_dir(dir: &Path, spec: &TinySpec, weights: &Weights) {
         .map(|(n, b, s)| {
             (
                 n.clone(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).expect("view"),
+                safetensors::tensor::TensorView::new(dtype, s.clone(), b).expect("view"),
             )
         })
         .collect();

@@ -10,10 +10,45 @@ pub struct DenseTensor {
     pub data: Vec<f32>,
 }
 
+/// One tensor's values: widened to f32, or its stored bytes where the caller keeps them.
+pub enum TensorValues {
+    F32(Vec<f32>),
+    /// The little-endian bytes as stored, in `format` (f16 or bf16).
+    Stored(WeightFormat, Vec<u8>),
+}
+
+/// One tensor read from a safetensors file, as f32 or as stored.
+pub struct LoadedTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub values: TensorValues,
+}
+
 /// Every tensor of a safetensors file (`bytes`) as f32, except those `skip` names (buffers that
 /// are recomputed, such as rotary `inv_freq` or BERT's `position_ids`). `label` names the file in
 /// errors. F32, F16 and BF16 are read; any other dtype is an error naming the tensor.
 pub fn read_dense(bytes: &[u8], label: &str, skip: impl Fn(&str) -> bool) -> Result<Vec<DenseTensor>> {
+    Ok(read_tensors(bytes, label, skip, |_, _, _| false)?
+        .into_iter()
+        .map(|t| DenseTensor {
+            name: t.name,
+            shape: t.shape,
+            data: match t.values {
+                TensorValues::F32(v) => v,
+                TensorValues::Stored(..) => unreachable!("read_dense keeps nothing stored"),
+            },
+        })
+        .collect())
+}
+
+/// [`read_dense`], except that a half-precision tensor for which `keep(name, shape, format)`
+/// holds keeps its stored bytes (no f32 copy is made of it).
+pub fn read_tensors(
+    bytes: &[u8],
+    label: &str,
+    skip: impl Fn(&str) -> bool,
+    keep: impl Fn(&str, &[usize], WeightFormat) -> bool,
+) -> Result<Vec<LoadedTensor>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: label.to_string(),
         message: format!("{e} (corrupt or truncated file?)"),
@@ -36,9 +71,14 @@ pub fn read_dense(bytes: &[u8], label: &str, skip: impl Fn(&str) -> bool) -> Res
                 });
             }
         };
-        let mut data = vec![0.0; n];
-        dequantize(format, view.data(), &mut data);
-        out.push(DenseTensor { name, shape, data });
+        let values = if format.is_half() && keep(&name, &shape, format) {
+            TensorValues::Stored(format, view.data().to_vec())
+        } else {
+            let mut data = vec![0.0; n];
+            dequantize(format, view.data(), &mut data);
+            TensorValues::F32(data)
+        };
+        out.push(LoadedTensor { name, shape, values });
     }
     Ok(out)
 }

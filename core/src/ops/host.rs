@@ -43,9 +43,10 @@ impl HostMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, precision: Precision) -> Vec<f32> {
         match self {
             HostMatrix::Quant(q) => match precision {
-                Precision::Int8 => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
-                Precision::Exact if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
-                Precision::Exact => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
+                // The int8 kernels read blocks; half-precision rows take the exact path.
+                Precision::Int8 if q.format.is_block() => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
+                _ if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
+                _ => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
             },
             HostMatrix::Dense { data, rows, cols } => gemm_xwt(x, m, data, *rows, *cols),
         }

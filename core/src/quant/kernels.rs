@@ -46,7 +46,9 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
         .for_each(|(task, out)| {
             let r0 = task * rows_per_task;
             let n_rows = out.len() / m;
-            if m >= DEQUANT_ROWS {
+            // Half-precision rows have no dot kernels of their own: they are widened a row at
+            // a time and dotted in f32.
+            if m >= DEQUANT_ROWS || !w.format.is_block() {
                 // Advanced only by the x86-64 kernels above the portable loop.
                 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
                 let mut dr0 = 0;
@@ -152,7 +154,7 @@ pub fn dequantize_row(isa: Isa, format: WeightFormat, scales: &[f32], qs: &[u8],
     match isa {
         // SAFETY: `isa()` detected the features; `out` holds the row's blocks.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 if out.len() >= scales.len() / format.scales_per_block().max(1) * BLOCK => unsafe {
+        Isa::Avx512 if format.is_block() && out.len() >= scales.len() / format.scales_per_block().max(1) * BLOCK => unsafe {
             x86::dequantize_avx512(format, scales, qs, out)
         },
         _ => dequantize_packed(format, scales, qs, out),

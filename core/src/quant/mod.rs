@@ -67,6 +67,16 @@ impl WeightFormat {
     pub fn is_block(self) -> bool {
         matches!(self, WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1)
     }
+
+    /// f16 or bf16: kept 16-bit in a [`QuantMatrix`] (no scales; 64 bytes per 32 values).
+    pub fn is_half(self) -> bool {
+        matches!(self, WeightFormat::F16 | WeightFormat::BF16)
+    }
+
+    /// Whether a 2-D matrix of this format stays in its stored form in a [`QuantMatrix`].
+    pub fn stays_stored(self) -> bool {
+        self.is_block() || self.is_half()
+    }
 }
 
 #[inline]
@@ -124,7 +134,8 @@ pub fn dequantize(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// A 2-D weight `[rows, cols]` (row-major, `cols` the input dimension) in a block format,
+/// A 2-D weight `[rows, cols]` (row-major, `cols` the input dimension) in a block format or in
+/// f16/bf16 (then `qs` holds the 16-bit values as stored and there are no scales),
 /// repacked for the kernels: the f16 scales widened to f32 in one array (`[d]` per block for
 /// Q8_0/Q4_0, `[d, m]` for Q4_1) and the quants in another (16 bytes a block for Q4, 32 for Q8),
 /// so the inner loops never convert f16. Values are exactly those of the GGUF blocks.
@@ -158,6 +169,7 @@ impl WeightFormat {
     /// Quant bytes per block in [`QuantMatrix`].
     pub fn quant_bytes_per_block(self) -> usize {
         match self {
+            WeightFormat::F16 | WeightFormat::BF16 => 2 * BLOCK,
             WeightFormat::Q8_0 => 32,
             WeightFormat::Q4_0 | WeightFormat::Q4_1 => 16,
             _ => 0,
@@ -166,10 +178,11 @@ impl WeightFormat {
 }
 
 impl QuantMatrix {
-    /// Repacks GGUF block bytes (`rows * format.row_bytes(cols)` of them).
+    /// Repacks GGUF block bytes (`rows * format.row_bytes(cols)` of them), or keeps f16/bf16
+    /// values (GGUF's and safetensors' little-endian 16-bit layout) as they are.
     pub fn from_gguf_bytes(format: WeightFormat, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        if !format.is_block() {
-            return Err(Error::Invalid(format!("{format:?} is not a block format")));
+        if !format.stays_stored() {
+            return Err(Error::Invalid(format!("{format:?} is not a block or half format")));
         }
         if !cols.is_multiple_of(BLOCK) {
             return Err(Error::Invalid(format!(
@@ -279,6 +292,7 @@ impl QuantMatrix {
 /// Dequantizes one repacked row (the same values and arithmetic as [`dequantize`]).
 pub fn dequantize_packed(format: WeightFormat, scales: &[f32], qs: &[u8], out: &mut [f32]) {
     match format {
+        WeightFormat::F16 | WeightFormat::BF16 => dequantize(format, qs, out),
         WeightFormat::Q8_0 => {
             for ((o, q), &d) in out.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(32)).zip(scales) {
                 for (w, &b) in o.iter_mut().zip(q) {

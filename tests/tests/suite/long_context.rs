@@ -717,3 +717,44 @@ fn a_qwen25_05b_shaped_q8_0_model_trains_one_orpo_step_on_a_32k_prompt() {
     let peak = line["peak_rss_step_mib"].as_f64().expect("peak RSS");
     assert!(peak < 24.0 * 1024.0, "{line}");
 }
+
+/// bf16 and f16 safetensors train with their matrices kept 16-bit (the frozen storage-format
+/// product widens a row block at a time): a checkpointed LoRA step (with dropout) and a full
+/// fine-tuning step (f32 master weights) equal the same steps on an f32 copy of the rounded
+/// values, to the module's bounds (loss 1e-5, gradients 1e-4 relative).
+#[test]
+fn half_precision_weights_train_as_their_f32_values() {
+    let spec = TinySpec {
+        hidden: 64,
+        intermediate: 96,
+        ..TinySpec::llama()
+    };
+    let weights = tiny::random_weights(&spec, 21);
+    let (prompt, chosen, rejected) = pair(37, 6, 9, spec.vocab as u32);
+    let responses: [&[u32]; 2] = [&chosen, &rejected];
+    for dtype in [safetensors::Dtype::BF16, safetensors::Dtype::F16] {
+        for (what, mode) in [("LoRA with dropout", lora(0.1)), ("full fine-tuning", TrainMode::Full)] {
+            let step = |dtype: safetensors::Dtype, w: &tiny::Weights| {
+                let dir = tempfile::tempdir().expect("tmp");
+                tiny::write_hf_dir_as(dir.path(), &spec, w, dtype);
+                let path = ModelPath::detect(dir.path()).expect("detect");
+                let mut model = Decoder::load(&path, &Device::flex().autodiff()).expect("load");
+                if dtype != safetensors::Dtype::F32 && matches!(mode, TrainMode::Lora(_)) {
+                    assert!(
+                        matches!(&model.layers[0].q_proj.weight, LinearWeight::Quant(_)),
+                        "{dtype:?}: q_proj is not kept in its stored format"
+                    );
+                }
+                prepare_training(&mut model, &mode, 3).expect("prepare");
+                if matches!(mode, TrainMode::Lora(_)) {
+                    perturb_lora_b(&mut model);
+                }
+                let dropout = matches!(mode, TrainMode::Lora(_)).then_some((5, 7));
+                checkpointed_step(&mut model, &prompt, &responses, dropout)
+            };
+            let half = step(dtype, &weights);
+            let f32_copy = step(safetensors::Dtype::F32, &tiny::rounded(&weights, dtype));
+            compare(&format!("{dtype:?} weights, {what}"), &f32_copy, &half);
+        }
+    }
+}

@@ -135,3 +135,43 @@ fn a_missing_or_extra_or_misshaped_tensor_is_named() {
     let e = load(&w);
     assert!(e.contains("model.norm.weight") && e.contains("[47]"), "{e}");
 }
+
+/// f16 and bf16 safetensors: every matrix whose rows are whole 32-value blocks stays 16-bit in
+/// memory (a `QuantMatrix` of that format, widened a row block at a time), and both engines
+/// compute what the f64 reference computes from the rounded values (the same tolerance).
+#[test]
+fn half_precision_safetensors_stay_half_and_match_the_reference() {
+    use sealong::models::decoder::weights::WeightData;
+    use sealong::quant::WeightFormat;
+    let spec = TinySpec {
+        hidden: 64,
+        intermediate: 96,
+        ..TinySpec::qwen2()
+    };
+    let weights = tiny::random_weights(&spec, 12);
+    let ids = prompt();
+    for (dtype, format) in [
+        (safetensors::Dtype::BF16, WeightFormat::BF16),
+        (safetensors::Dtype::F16, WeightFormat::F16),
+    ] {
+        let dir = tempfile::tempdir().expect("tmp");
+        tiny::write_hf_dir_as(dir.path(), &spec, &weights, dtype);
+        let path = ModelPath::detect(dir.path()).expect("hf dir");
+        let (_, w) = DecoderWeights::load(&path).expect("weights");
+        for name in ["model.embed_tokens.weight", "model.layers.1.mlp.down_proj.weight"] {
+            let t = w.get(name).expect(name);
+            assert!(
+                matches!(&t.data, WeightData::Quant(q) if q.format == format),
+                "{dtype:?}: {t:?}"
+            );
+        }
+        let reference = tiny::reference_logits(&spec, &tiny::rounded(&weights, dtype), &ids);
+        for (name, got) in [
+            ("cpu", cpu_all_logits(&path, &ids)),
+            ("burn", burn_all_logits(&path, &ids)),
+        ] {
+            let d = max_diff(&got, &reference);
+            assert!(d < TOL, "{dtype:?} {name}: logits differ from the reference by {d}");
+        }
+    }
+}

@@ -17,9 +17,9 @@ use crate::error::{Error, Result};
 use crate::loading::ModelPath;
 use crate::loading::gguf::GgufTensorInfo;
 use crate::loading::model_files::{GgufFile, map_file};
-use crate::loading::safetensors::{DenseTensor, read_dense};
+use crate::loading::safetensors::{LoadedTensor, TensorValues, read_tensors};
 use crate::models::decoder::config::DecoderConfig;
-use crate::quant::{QuantMatrix, WeightFormat, dequantize};
+use crate::quant::{BLOCK, QuantMatrix, WeightFormat, dequantize};
 
 /// A weight's values.
 #[derive(Clone)]
@@ -182,7 +182,7 @@ impl DecoderWeights {
                 }
                 _ => None,
             };
-            let data = if shape.len() == 2 && format.is_block() {
+            let data = if shape.len() == 2 && (format.is_block() || format.is_half() && shape[1] % 32 == 0) {
                 let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], g.tensor_bytes(bytes, t))
                     .map_err(|e| err(format!("tensor {:?}: {e}", t.name)))?;
                 WeightData::Quant(match &perm {
@@ -210,23 +210,33 @@ impl DecoderWeights {
         for file in files {
             let bytes = map_file(&file)?;
             let label = file.display().to_string();
-            let read = read_dense(&bytes, &label, |name| name.ends_with("rotary_emb.inv_freq"))?;
-            for DenseTensor { name, shape, data } in read {
-                let out = data;
+            // 2-D f16/bf16 matrices stay half precision (widened a row block at a time in each
+            // product), as GGUF blocks stay quantized.
+            let read = read_tensors(
+                &bytes,
+                &label,
+                |name| name.ends_with("rotary_emb.inv_freq"),
+                |_, shape, _| shape.len() == 2 && shape[1] % BLOCK == 0,
+            )?;
+            for LoadedTensor { name, shape, values } in read {
+                let data = match values {
+                    TensorValues::F32(v) => WeightData::Dense(v.into()),
+                    TensorValues::Stored(format, raw) => {
+                        WeightData::Quant(QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], &raw).map_err(
+                            |e| Error::Safetensors {
+                                path: label.clone(),
+                                message: format!("tensor {name:?}: {e}"),
+                            },
+                        )?)
+                    }
+                };
                 if tensors.contains_key(&name) {
                     return Err(Error::Safetensors {
                         path: label.clone(),
                         message: format!("tensor {name:?} appears in two files"),
                     });
                 }
-                tensors.insert(
-                    name.clone(),
-                    Weight {
-                        name,
-                        shape,
-                        data: WeightData::Dense(out.into()),
-                    },
-                );
+                tensors.insert(name.clone(), Weight { name, shape, data });
             }
         }
         let mut config = config;
