@@ -14,8 +14,9 @@
 //! Two paths, one contract:
 //! - [`flash_attention`] (fused): per query row, one row of scores at a time and an exact
 //!   softmax over it; only the output and each row's log-sum-exp are kept, and the backward
-//!   recomputes the probabilities tile by tile from the log-sum-exp (`host.rs`). No
-//!   `[S, P + S]` matrix exists in either direction: memory is linear in the sequence length.
+//!   recomputes the probabilities tile by tile from the log-sum-exp (`host.rs` on the CPU,
+//!   `cube.rs` on cubecl devices). No `[S, P + S]` matrix exists in either direction: memory is
+//!   linear in the sequence length.
 //! - [`attention_reference`] (twin): the materialized `softmax(q kᵀ · scale + mask) v` in plain
 //!   burn ops; autodiff works through it as through any burn expression (and keeps the whole
 //!   probability matrix for its backward).
