@@ -82,6 +82,17 @@ impl TinySpec {
         }
     }
 
+    /// This spec 64 wide with a 96-wide MLP (the tiny specs' 4 × 16 heads over 2 kv heads still
+    /// fill it): every matrix row is whole 32-value blocks, so Q8_0 and f16/bf16 matrices stay
+    /// in their stored format.
+    pub fn in_whole_blocks(self) -> TinySpec {
+        TinySpec {
+            hidden: 64,
+            intermediate: 96,
+            ..self
+        }
+    }
+
     /// A smaller Llama with a tied head (the training tests' model: fast under autodiff).
     pub fn small() -> TinySpec {
         TinySpec {

@@ -73,9 +73,12 @@ impl WeightFormat {
         matches!(self, WeightFormat::F16 | WeightFormat::BF16)
     }
 
-    /// Whether a 2-D matrix of this format stays in its stored form in a [`QuantMatrix`].
-    pub fn stays_stored(self) -> bool {
-        self.is_block() || self.is_half()
+    /// Whether a tensor of this format and `shape` stays in its stored form (a [`QuantMatrix`])
+    /// when a decoder loads it: every 2-D block tensor (a row that is not whole blocks is then
+    /// an error naming it), and 2-D f16/bf16 matrices whose rows are whole blocks (others are
+    /// widened to f32).
+    pub fn stays_stored(self, shape: &[usize]) -> bool {
+        shape.len() == 2 && (self.is_block() || self.is_half() && shape[1].is_multiple_of(BLOCK))
     }
 }
 
@@ -181,7 +184,7 @@ impl QuantMatrix {
     /// Repacks GGUF block bytes (`rows * format.row_bytes(cols)` of them), or keeps f16/bf16
     /// values (GGUF's and safetensors' little-endian 16-bit layout) as they are.
     pub fn from_gguf_bytes(format: WeightFormat, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        if !format.stays_stored() {
+        if !(format.is_block() || format.is_half()) {
             return Err(Error::Invalid(format!("{format:?} is not a block or half format")));
         }
         if !cols.is_multiple_of(BLOCK) {

@@ -686,15 +686,10 @@ fn random_q8_0_orpo_step(spec: &TinySpec, prompt: usize, response: usize) -> ser
 fn a_random_q8_0_model_trains_one_orpo_step() {
     let spec = TinySpec {
         vocab: 256,
-        hidden: 64,
-        intermediate: 96,
-        heads: 4,
-        kv_heads: 2,
-        head_dim: 16,
         max_positions: 512,
-        ..TinySpec::qwen25_05b_shape(512)
+        ..TinySpec::qwen2().in_whole_blocks()
     };
-    let line = random_q8_0_orpo_step(&TinySpec { layers: 2, ..spec }, 300, 32);
+    let line = random_q8_0_orpo_step(&spec, 300, 32);
     assert!(line["peak_rss_step_mib"].as_f64().is_some_and(|m| m > 1.0), "{line}");
 }
 
@@ -724,11 +719,7 @@ fn a_qwen25_05b_shaped_q8_0_model_trains_one_orpo_step_on_a_32k_prompt() {
 /// values, to the module's bounds (loss 1e-5, gradients 1e-4 relative).
 #[test]
 fn half_precision_weights_train_as_their_f32_values() {
-    let spec = TinySpec {
-        hidden: 64,
-        intermediate: 96,
-        ..TinySpec::llama()
-    };
+    let spec = TinySpec::llama().in_whole_blocks();
     let weights = tiny::random_weights(&spec, 21);
     let (prompt, chosen, rejected) = pair(37, 6, 9, spec.vocab as u32);
     let responses: [&[u32]; 2] = [&chosen, &rejected];

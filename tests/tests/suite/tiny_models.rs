@@ -143,11 +143,7 @@ fn a_missing_or_extra_or_misshaped_tensor_is_named() {
 fn half_precision_safetensors_stay_half_and_match_the_reference() {
     use sealong::models::decoder::weights::WeightData;
     use sealong::quant::WeightFormat;
-    let spec = TinySpec {
-        hidden: 64,
-        intermediate: 96,
-        ..TinySpec::qwen2()
-    };
+    let spec = TinySpec::qwen2().in_whole_blocks();
     let weights = tiny::random_weights(&spec, 12);
     let ids = prompt();
     for (dtype, format) in [

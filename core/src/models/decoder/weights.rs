@@ -19,7 +19,7 @@ use crate::loading::gguf::GgufTensorInfo;
 use crate::loading::model_files::{GgufFile, map_file};
 use crate::loading::safetensors::{LoadedTensor, TensorValues, read_tensors};
 use crate::models::decoder::config::DecoderConfig;
-use crate::quant::{BLOCK, QuantMatrix, WeightFormat, dequantize};
+use crate::quant::{QuantMatrix, WeightFormat, dequantize};
 
 /// A weight's values.
 #[derive(Clone)]
@@ -182,7 +182,7 @@ impl DecoderWeights {
                 }
                 _ => None,
             };
-            let data = if shape.len() == 2 && (format.is_block() || format.is_half() && shape[1] % 32 == 0) {
+            let data = if format.stays_stored(&shape) {
                 let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], g.tensor_bytes(bytes, t))
                     .map_err(|e| err(format!("tensor {:?}: {e}", t.name)))?;
                 WeightData::Quant(match &perm {
@@ -216,7 +216,7 @@ impl DecoderWeights {
                 &bytes,
                 &label,
                 |name| name.ends_with("rotary_emb.inv_freq"),
-                |_, shape, _| shape.len() == 2 && shape[1] % BLOCK == 0,
+                |_, shape, format| format.stays_stored(shape),
             )?;
             for LoadedTensor { name, shape, values } in read {
                 let data = match values {
