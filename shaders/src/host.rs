@@ -85,7 +85,11 @@ pub fn exp_f32(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    let e = y * f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n from the bits of `n + 1.5·2²³`, whose low mantissa bits are `n` (|n| ≤ 127 here):
+    // integer lane operations, where `n as i32` (a saturating cast) is a scalar conversion per
+    // element and kept the loops around this function from vectorizing.
+    let biased = (n + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000 - 127);
+    let e = y * f32::from_bits(biased << 23);
     if x < -87.0 { 0.0 } else { e }
 }
 

@@ -621,6 +621,25 @@ fn the_fused_swiglu_gradient_matches_finite_differences() {
     }
 }
 
+/// The kernels' `exp` (softmax, attention backward, SwiGLU) against f64's over its whole range:
+/// 2e-7 relative (Cephes' bound is ~2e-7; f32's own rounding is 6e-8), exactly 0 below -87 and
+/// for -inf (masked scores), NaN for NaN. Every 1/64th from -87 to 88, plus odd points.
+#[test]
+fn the_kernels_exp_is_within_2e_7_of_f64_exp() {
+    use sealong_shaders::host::exp_f32;
+    let mut xs: Vec<f32> = (-87 * 64..=88 * 64).map(|i| i as f32 / 64.0).collect();
+    xs.extend([-86.99, -1e-7, 1e-7, 0.34657359, 87.99, 1.0 / 3.0, -std::f32::consts::PI]);
+    for x in xs {
+        let (got, want) = (f64::from(exp_f32(x)), f64::from(x).exp());
+        assert!((got - want).abs() <= 2e-7 * want, "exp({x}) = {got}, want {want}");
+    }
+    for x in [-87.5f32, -100.0, -1e30, f32::NEG_INFINITY] {
+        assert_eq!(exp_f32(x), 0.0, "exp({x})");
+    }
+    assert!(exp_f32(f32::NAN).is_nan());
+    assert_eq!(exp_f32(1000.0), exp_f32(88.0), "saturates at e^88");
+}
+
 /// One LoRA (r = 16, all seven projections) ORPO step of a random model of `spec`, written by
 /// the test generator with every matrix in Q8_0, on one pair: a `prompt`-token prompt and two
 /// `response`-token responses. Returns the step's figures as a JSON line.
