@@ -65,7 +65,7 @@ fn rows_per_block(w: &dyn FrozenMatrix) -> usize {
 }
 
 /// Rows `r0..r0 + out.len() / cols` of `w` into `out`, in parallel.
-fn dequantize_rows(w: &dyn FrozenMatrix, r0: usize, out: &mut [f32]) {
+pub(crate) fn dequantize_rows(w: &dyn FrozenMatrix, r0: usize, out: &mut [f32]) {
     let cols = w.cols();
     if cols == 0 {
         return;

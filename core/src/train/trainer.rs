@@ -353,23 +353,26 @@ pub struct Trainer {
     last_checkpoint: Option<PathBuf>,
 }
 
-/// The output head's weight as a dense tensor (the fused loss's argument); a head kept in its
-/// storage format (frozen, LoRA on the CPU) is expanded for the step and dropped after it.
-fn lm_head(decoder: &Decoder) -> Result<Tensor<2>> {
-    Ok(match &decoder.lm_head.weight {
-        LinearWeight::Dense(w) => w.clone(),
-        q @ LinearWeight::Quant(_) => q.to_dense(&decoder.device),
-    })
+/// The output head as the fused loss reads it: the dense tensor, or the stored matrix of a head
+/// kept in its storage format (frozen, LoRA on the CPU), which the loss reads a vocabulary chunk
+/// of rows at a time and never expands whole. Built once per example and moved: the size
+/// difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Head {
+    Dense(Tensor<2>),
+    Stored(sealong_shaders::frozen::Frozen),
+}
+
+fn lm_head(decoder: &Decoder) -> Head {
+    match &decoder.lm_head.weight {
+        LinearWeight::Dense(w) => Head::Dense(w.clone()),
+        LinearWeight::Quant(q) => Head::Stored(sealong_shaders::frozen::Frozen(q.clone())),
+    }
 }
 
 /// The loss of the response hidden states through the fused vocabulary-chunked kernel, and the
 /// logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`).
-fn loss_from_hidden(
-    config: &TrainConfig,
-    lm_head: Tensor<2>,
-    id: &str,
-    rh: ResponseHidden,
-) -> Result<(Tensor<1>, [f64; 5])> {
+fn loss_from_hidden(config: &TrainConfig, head: Head, id: &str, rh: ResponseHidden) -> Result<(Tensor<1>, [f64; 5])> {
     use sealong_shaders::loss as fused;
     let lossy = |e: fused::LossError| Error::Invalid(format!("example {id:?}: {e}"));
     let mut segments = Vec::new();
@@ -378,8 +381,13 @@ fn loss_from_hidden(
         segments.push(start..start + c);
         start += c;
     }
-    let sums = fused::segment_logprob_sums_chunked(rh.hidden, lm_head, &rh.labels, &segments, config.loss_chunk)
-        .map_err(lossy)?;
+    let sums = match head {
+        Head::Dense(w) => fused::segment_logprob_sums_chunked(rh.hidden, w, &rh.labels, &segments, config.loss_chunk),
+        Head::Stored(w) => {
+            fused::segment_logprob_sums_frozen_head(rh.hidden, &w, &rh.labels, &segments, config.loss_chunk)
+        }
+    }
+    .map_err(lossy)?;
     match config.method {
         Method::Orpo => {
             let out = fused::orpo_loss(sums, &rh.counts, config.beta as f32).map_err(lossy)?;
@@ -412,7 +420,8 @@ const GRAPH_PER_KV: f64 = 6.0;
 /// The predicted memory of a training step over `positions` computed positions (prompt plus
 /// response inputs) with `response_tokens` labels, above the loaded model: with activation
 /// checkpointing each layer's input (`L · d` floats per position) plus one layer's graph;
-/// without, every layer's graph; plus the vocabulary chunk of the loss. Returns `(total,
+/// without, every layer's graph; plus the vocabulary chunk of the loss (its logits and, for a
+/// head kept stored, its rows). Returns `(total,
 /// per position)` in bytes.
 pub fn step_bytes(
     c: &crate::models::decoder::config::DecoderConfig,
@@ -432,7 +441,10 @@ pub fn step_bytes(
     } else {
         layers * layer
     };
-    let loss = 12.0 * response_tokens as f64 * loss_chunk.min(c.vocab_size) as f64;
+    // The loss: a chunk of logits and its exponentials per response token, and a stored head's
+    // chunk of rows dequantized.
+    let chunk = loss_chunk.min(c.vocab_size) as f64;
+    let loss = 12.0 * response_tokens as f64 * chunk + 4.0 * chunk * d;
     (per_position * positions as f64 + loss, per_position)
 }
 
@@ -674,7 +686,7 @@ impl Trainer {
     fn example_loss(&mut self, ex: &Example, key: u64) -> Result<(Tensor<1>, [f64; 5])> {
         let (responses, dropout) = self.example_inputs(ex, key);
         let rh = shared_prompt_hidden(&mut self.decoder, &ex.prompt, &responses, dropout)?;
-        loss_from_hidden(&self.config, lm_head(&self.decoder)?, &ex.id, rh)
+        loss_from_hidden(&self.config, lm_head(&self.decoder), &ex.id, rh)
     }
 
     /// Runs one optimizer step and appends its metrics. A non-finite loss or gradient norm is an
@@ -710,7 +722,7 @@ impl Trainer {
                         dropout,
                         1.0 / n as f64,
                         eager,
-                        &mut |d, rh| loss_from_hidden(config, lm_head(d)?, &ex.id, rh),
+                        &mut |d, rh| loss_from_hidden(config, lm_head(d), &ex.id, rh),
                         &mut acc,
                     )?;
                     if !values[0].is_finite() {

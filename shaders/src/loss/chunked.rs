@@ -166,7 +166,7 @@ impl<B: Backend + FusedLossOps, C: CheckpointStrategy> FusedLossOps for Autodiff
 }
 
 /// The vocabulary chunks `[c0, c1)` of width `chunk` (the last one shorter).
-fn chunks(vocab: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
+pub(crate) fn chunks(vocab: usize, chunk: usize) -> impl Iterator<Item = (usize, usize)> {
     let chunk = chunk.max(1);
     (0..vocab).step_by(chunk).map(move |c0| (c0, (c0 + chunk).min(vocab)))
 }

@@ -31,12 +31,16 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 mod chunked;
+mod frozen_head;
 #[cfg(feature = "wgpu")]
 mod kernel;
 mod orpo;
 mod reference;
 
 pub use chunked::FusedLossOps;
+pub use frozen_head::{
+    FrozenHeadLossOps, host_backward as frozen_head_host_backward, host_forward as frozen_head_host_forward,
+};
 pub use orpo::{OrpoOutput, OrpoStats, log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64, sft_loss};
 pub use reference::{label_logprobs_reference, segment_logprob_sums_reference};
 
@@ -120,8 +124,12 @@ pub(crate) fn check_inputs(
     lm_head: &Tensor<2>,
     labels: &[u32],
 ) -> Result<(usize, usize, usize), LossError> {
+    check_shapes(hidden, lm_head.dims(), labels)
+}
+
+/// [`check_inputs`] against a head of shape `[v, hw]`.
+fn check_shapes(hidden: &Tensor<2>, [v, hw]: [usize; 2], labels: &[u32]) -> Result<(usize, usize, usize), LossError> {
     let [t, h] = hidden.dims();
-    let [v, hw] = lm_head.dims();
     if h != hw {
         return Err(LossError::HiddenSize { hidden: h, lm_head: hw });
     }
@@ -186,6 +194,42 @@ pub fn label_logprobs_chunked(
         chunk.max(1),
     );
     Ok(Tensor::<1>::from_dispatch(out))
+}
+
+/// [`label_logprobs_chunked`] with the output head frozen in its storage format (`head`
+/// `[V, H]`, a GGUF block or half-precision matrix): the head is read a vocabulary chunk of rows
+/// at a time, forward and backward, and never expanded whole; it gets no gradient. `hidden` stays
+/// tracked. See `frozen_head.rs`.
+pub fn label_logprobs_frozen_head(
+    hidden: Tensor<2>,
+    head: &crate::frozen::Frozen,
+    labels: &[u32],
+    chunk: usize,
+) -> Result<Tensor<1>, LossError> {
+    let (t, _, _) = check_shapes(&hidden, [head.0.rows(), head.0.cols()], labels)?;
+    if t == 0 {
+        return Ok(Tensor::<1>::zeros([0], (&hidden.device(), DType::F32)));
+    }
+    let labels = labels_tensor(labels, &hidden.device());
+    let (logp, _lse) = <Dispatch as FrozenHeadLossOps>::frozen_head_logprob_lse(
+        as_f32(hidden).into_dispatch(),
+        head.clone(),
+        labels.into_dispatch(),
+        chunk.max(1),
+    );
+    Ok(Tensor::<1>::from_dispatch(logp))
+}
+
+/// [`segment_logprob_sums_chunked`] with the head frozen in its storage format
+/// ([`label_logprobs_frozen_head`]).
+pub fn segment_logprob_sums_frozen_head(
+    hidden: Tensor<2>,
+    head: &crate::frozen::Frozen,
+    labels: &[u32],
+    segments: &[Range<usize>],
+    chunk: usize,
+) -> Result<Tensor<1>, LossError> {
+    segment_sums(label_logprobs_frozen_head(hidden, head, labels, chunk)?, segments)
 }
 
 /// Sums `logp` (`[T]`) over each segment (`[S]`), differentiably (one slice + sum per segment,

@@ -144,18 +144,24 @@ fn tiny_model(dir: &Path, spec: &TinySpec) -> Decoder {
 /// ORPO through the fused vocabulary-chunked loss, as the trainer computes it.
 fn orpo(decoder: &Decoder, rh: ResponseHidden) -> sealong::Result<(Tensor<1>, [f64; 5])> {
     use sealong_shaders::loss as fused;
-    // A GGUF's head stays quantized on the CPU (frozen); the loss takes it expanded.
-    let w = match &decoder.lm_head.weight {
-        LinearWeight::Dense(w) => w.clone(),
-        q @ LinearWeight::Quant(_) => q.to_dense(&decoder.device),
-    };
     let mut segments = Vec::new();
     let mut start = 0;
     for &c in &rh.counts {
         segments.push(start..start + c);
         start += c;
     }
-    let sums = fused::segment_logprob_sums_chunked(rh.hidden, w, &rh.labels, &segments, 40).expect("sums");
+    // A GGUF's head stays quantized on the CPU (frozen); the loss reads it chunk by chunk.
+    let sums = match &decoder.lm_head.weight {
+        LinearWeight::Dense(w) => fused::segment_logprob_sums_chunked(rh.hidden, w.clone(), &rh.labels, &segments, 40),
+        LinearWeight::Quant(q) => fused::segment_logprob_sums_frozen_head(
+            rh.hidden,
+            &sealong_shaders::frozen::Frozen(q.clone()),
+            &rh.labels,
+            &segments,
+            40,
+        ),
+    }
+    .expect("sums");
     let out = fused::orpo_loss(sums, &rh.counts, 0.1).expect("orpo");
     let s = out.stats();
     Ok((out.loss, [s.loss, s.nll, s.lp_chosen, s.lp_rejected, s.log_odds]))
@@ -562,6 +568,56 @@ fn the_frozen_q4_1_product_with_lora_equals_the_dense_twin_on_wgpu() {
     frozen_lora_case(&sealong_tests::wgpu_device().autodiff(), &w, true);
 }
 
+/// The fused loss with the output head kept in its stored format (SmolLM2's real tied head,
+/// `[49152, 576]` as the GGUF stores it) against the same loss over the head expanded to f32
+/// (the dense chunked path, itself checked against the eager twin and finite differences in
+/// `loss_kernel`): ORPO's loss within 1e-5 relative and d hidden within 1e-4 relative (the
+/// loss_kernel tolerances), at a chunk that divides the vocabulary and one that does not, on the
+/// CPU (the host kernels) and on wgpu (where the head is expanded on the device).
+fn frozen_head_case(device: &Device, head: &sealong_shaders::frozen::Frozen, chunk: usize) {
+    use sealong_shaders::loss as fused;
+    let (t, h, v) = (37, head.0.cols(), head.0.rows());
+    let hidden = random2([t, h], 41, device).mul_scalar(2.0);
+    let labels: Vec<u32> = (0..t as u64).map(|i| ((i * 7_919 + 13) % v as u64) as u32).collect();
+    let counts = [20usize, 17];
+    let segments = [0..20, 20..37];
+    let dense = Tensor::<2>::from_data(TensorData::new(head.to_f32(), [v, h]), device);
+    let run = |stored: bool| {
+        let x = hidden.clone().require_grad();
+        let sums = if stored {
+            fused::segment_logprob_sums_frozen_head(x.clone(), head, &labels, &segments, chunk)
+        } else {
+            fused::segment_logprob_sums_chunked(x.clone(), dense.clone(), &labels, &segments, chunk)
+        }
+        .expect("sums");
+        let loss = fused::orpo_loss(sums, &counts, 0.1).expect("orpo").loss;
+        let value = values(loss.clone().detach())[0];
+        let grads = loss.backward();
+        (value, values(x.grad(&grads).expect("d hidden")))
+    };
+    let ((ls, gs), (ld, gd)) = (run(true), run(false));
+    assert!(
+        (ls - ld).abs() <= 1e-5 * ld.abs().max(1.0),
+        "chunk {chunk}: loss {ls} vs {ld}"
+    );
+    let r = rel_diff(&gs, &gd);
+    assert!(r <= 1e-4, "chunk {chunk}: d hidden differs (relative {r})");
+}
+
+#[test]
+fn the_loss_over_a_stored_head_equals_the_loss_over_its_f32_expansion() {
+    let path = ModelPath::detect(&sealong_tests::smollm_path()).expect("detect");
+    let model = Decoder::load(&path, &Device::flex()).expect("load");
+    let head = match &model.lm_head.weight {
+        LinearWeight::Quant(q) => sealong_shaders::frozen::Frozen(q.clone()),
+        LinearWeight::Dense(_) => panic!("the default GGUF's head should stay stored on the CPU"),
+    };
+    for chunk in [8192, 5000] {
+        frozen_head_case(&Device::flex().autodiff(), &head, chunk);
+    }
+    frozen_head_case(&sealong_tests::wgpu_device().autodiff(), &head, 8192);
+}
+
 fn swiglu_case(device: &Device) {
     use sealong_shaders::swiglu::{swiglu, swiglu_reference};
     let shape = [3, 41, 97];
@@ -628,7 +684,7 @@ fn the_fused_swiglu_gradient_matches_finite_differences() {
 fn the_kernels_exp_is_within_2e_7_of_f64_exp() {
     use sealong_shaders::host::exp_f32;
     let mut xs: Vec<f32> = (-87 * 64..=88 * 64).map(|i| i as f32 / 64.0).collect();
-    xs.extend([-86.99, -1e-7, 1e-7, 0.34657359, 87.99, 1.0 / 3.0, -std::f32::consts::PI]);
+    xs.extend([-86.99, -1e-7, 1e-7, 0.346_573_6, 87.99, 1.0 / 3.0, -std::f32::consts::PI]);
     for x in xs {
         let (got, want) = (f64::from(exp_f32(x)), f64::from(x).exp());
         assert!((got - want).abs() <= 2e-7 * want, "exp({x}) = {got}, want {want}");
