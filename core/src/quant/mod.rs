@@ -8,8 +8,17 @@
 //! - Q4_1 (20 bytes): f16 `d`, f16 `m`, 16 bytes; `w[j] = d * (qs[j] & 15) + m`, `w[j + 16] = d * (qs[j] >> 4) + m`.
 //!
 //! All arithmetic is f32 after widening the f16 scales, in the order gguf-py uses (`(d * q) + m`).
+//!
+//! - Q5_0 (22 bytes): f16 `d`, u32 `qh` (the fifth bits), 16 bytes; `w = d * (q - 16)`.
+//! - Q5_1 (24 bytes): f16 `d`, f16 `m`, u32 `qh`, 16 bytes; `w = (d * q) + m`.
+//!
+//! The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K: super-blocks of 256 weights) are in
+//! [`k_quants`]. A [`QuantMatrix`] keeps their super-blocks, and Q5_0/Q5_1 blocks, as stored
+//! ("raw blocks": no f16 scales to widen into a separate array) and products with them go
+//! through the dequantizing GEMM path; the fused dot kernels are Q8_0/Q4_0/Q4_1's.
 
 pub mod int8;
+pub mod k_quants;
 pub mod kernels;
 
 use half::{bf16, f16};
@@ -29,6 +38,14 @@ pub enum WeightFormat {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
 }
 
 impl WeightFormat {
@@ -41,11 +58,20 @@ impl WeightFormat {
             GgmlType::Q8_0 => WeightFormat::Q8_0,
             GgmlType::Q4_0 => WeightFormat::Q4_0,
             GgmlType::Q4_1 => WeightFormat::Q4_1,
+            GgmlType::Q5_0 => WeightFormat::Q5_0,
+            GgmlType::Q5_1 => WeightFormat::Q5_1,
+            GgmlType::Q2K => WeightFormat::Q2K,
+            GgmlType::Q3K => WeightFormat::Q3K,
+            GgmlType::Q4K => WeightFormat::Q4K,
+            GgmlType::Q5K => WeightFormat::Q5K,
+            GgmlType::Q6K => WeightFormat::Q6K,
+            GgmlType::Q8K => WeightFormat::Q8K,
             other => {
                 return Err(Error::Model {
                     path: tensor.to_string(),
                     message: format!(
-                        "quantization type {} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1)",
+                        "quantization type {} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, \
+                         Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)",
                         other.name()
                     ),
                 });
@@ -53,7 +79,8 @@ impl WeightFormat {
         })
     }
 
-    /// Bytes for `n` weights (`n` a multiple of [`BLOCK`] for the block types).
+    /// Bytes for `n` weights (`n` a multiple of [`BLOCK`] for the block types, of
+    /// [`k_quants::QK_K`] for the K-quants).
     pub fn row_bytes(self, n: usize) -> usize {
         match self {
             WeightFormat::F32 => 4 * n,
@@ -61,7 +88,41 @@ impl WeightFormat {
             WeightFormat::Q8_0 => n / BLOCK * 34,
             WeightFormat::Q4_0 => n / BLOCK * 18,
             WeightFormat::Q4_1 => n / BLOCK * 20,
+            raw => n / raw.block_weights() * raw.raw_block_bytes(),
         }
+    }
+
+    /// Weights per block: 1 for f32/f16/bf16, 32 for Q8_0/Q4_0/Q4_1/Q5_0/Q5_1, 256 for the
+    /// K-quants.
+    pub fn block_weights(self) -> usize {
+        match self {
+            WeightFormat::F32 | WeightFormat::F16 | WeightFormat::BF16 => 1,
+            WeightFormat::Q8_0 | WeightFormat::Q4_0 | WeightFormat::Q4_1 | WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
+                BLOCK
+            }
+            _ => k_quants::QK_K,
+        }
+    }
+
+    /// Bytes of one block of the formats kept as raw blocks (0 for the others).
+    fn raw_block_bytes(self) -> usize {
+        match self {
+            WeightFormat::Q5_0 => 22,
+            WeightFormat::Q5_1 => 24,
+            WeightFormat::Q2K => 84,
+            WeightFormat::Q3K => 110,
+            WeightFormat::Q4K => 144,
+            WeightFormat::Q5K => 176,
+            WeightFormat::Q6K => 210,
+            WeightFormat::Q8K => 292,
+            _ => 0,
+        }
+    }
+
+    /// A format whose blocks a [`QuantMatrix`] keeps as stored (the K-quants, Q5_0, Q5_1): rows
+    /// are dequantized for products (no fused dot kernel yet).
+    pub fn is_raw_block(self) -> bool {
+        self.raw_block_bytes() > 0
     }
 
     pub fn is_block(self) -> bool {
@@ -74,11 +135,11 @@ impl WeightFormat {
     }
 
     /// Whether a tensor of this format and `shape` stays in its stored form (a [`QuantMatrix`])
-    /// when a decoder loads it: every 2-D block tensor (a row that is not whole blocks is then
-    /// an error naming it), and 2-D f16/bf16 matrices whose rows are whole blocks (others are
-    /// widened to f32).
+    /// when a decoder loads it: every 2-D block or K-quant tensor (a row that is not whole
+    /// blocks is then an error naming it), and 2-D f16/bf16 matrices whose rows are whole
+    /// blocks (others are widened to f32).
     pub fn stays_stored(self, shape: &[usize]) -> bool {
-        shape.len() == 2 && (self.is_block() || self.is_half() && shape[1].is_multiple_of(BLOCK))
+        shape.len() == 2 && (self.is_block() || self.is_raw_block() || self.is_half() && shape[1].is_multiple_of(BLOCK))
     }
 }
 
@@ -87,8 +148,53 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
+/// The low nibbles and fifth bits of a Q5 block (`qh` the u32 of bits, `qs` 16 bytes): weight
+/// `j`'s 5-bit quant, `j < 16` from low nibbles, `j ≥ 16` from high ones (gguf-py's order).
+#[inline]
+fn q5(qh: u32, qs: &[u8], j: usize) -> u8 {
+    let low = if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 };
+    low | ((((qh >> j) & 1) as u8) << 4)
+}
+
+/// One Q5_0 block (22 bytes) into 32 weights.
+fn dequantize_q5_0(b: &[u8], y: &mut [f32]) {
+    let d = f16_at(b, 0);
+    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
+    for (j, w) in y[..BLOCK].iter_mut().enumerate() {
+        *w = d * f32::from(q5(qh, &b[6..22], j) as i8 - 16);
+    }
+}
+
+/// One Q5_1 block (24 bytes) into 32 weights.
+fn dequantize_q5_1(b: &[u8], y: &mut [f32]) {
+    let (d, m) = (f16_at(b, 0), f16_at(b, 2));
+    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
+    for (j, w) in y[..BLOCK].iter_mut().enumerate() {
+        *w = d * f32::from(q5(qh, &b[8..24], j)) + m;
+    }
+}
+
 /// Dequantizes `bytes` (whole rows of `format`) into `out` (`out.len()` weights).
 pub fn dequantize(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
+    if format.is_raw_block() {
+        let f = match format {
+            WeightFormat::Q5_0 => dequantize_q5_0,
+            WeightFormat::Q5_1 => dequantize_q5_1,
+            WeightFormat::Q2K => k_quants::dequantize_q2_k,
+            WeightFormat::Q3K => k_quants::dequantize_q3_k,
+            WeightFormat::Q4K => k_quants::dequantize_q4_k,
+            WeightFormat::Q5K => k_quants::dequantize_q5_k,
+            WeightFormat::Q6K => k_quants::dequantize_q6_k,
+            _ => k_quants::dequantize_q8_k,
+        };
+        for (o, b) in out
+            .chunks_exact_mut(format.block_weights())
+            .zip(bytes.chunks_exact(format.raw_block_bytes()))
+        {
+            f(b, o);
+        }
+        return;
+    }
     match format {
         WeightFormat::F32 => {
             for (o, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
@@ -134,11 +240,14 @@ pub fn dequantize(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
                 }
             }
         }
+        // The K-quants returned above.
+        _ => {}
     }
 }
 
 /// A 2-D weight `[rows, cols]` (row-major, `cols` the input dimension) in a block format or in
-/// f16/bf16 (then `qs` holds the 16-bit values as stored and there are no scales),
+/// f16/bf16 or a K-quant (then `qs` holds the values or super-blocks as stored and there are no
+/// scales),
 /// repacked for the kernels: the f16 scales widened to f32 in one array (`[d]` per block for
 /// Q8_0/Q4_0, `[d, m]` for Q4_1) and the quants in another (16 bytes a block for Q4, 32 for Q8),
 /// so the inner loops never convert f16. Values are exactly those of the GGUF blocks.
@@ -182,14 +291,18 @@ impl WeightFormat {
 
 impl QuantMatrix {
     /// Repacks GGUF block bytes (`rows * format.row_bytes(cols)` of them), or keeps f16/bf16
-    /// values (GGUF's and safetensors' little-endian 16-bit layout) as they are.
+    /// values (GGUF's and safetensors' little-endian 16-bit layout) and K-quant super-blocks as
+    /// they are.
     pub fn from_gguf_bytes(format: WeightFormat, rows: usize, cols: usize, bytes: &[u8]) -> Result<Self> {
-        if !(format.is_block() || format.is_half()) {
-            return Err(Error::Invalid(format!("{format:?} is not a block or half format")));
-        }
-        if !cols.is_multiple_of(BLOCK) {
+        if !(format.is_block() || format.is_half() || format.is_raw_block()) {
             return Err(Error::Invalid(format!(
-                "{format:?} rows need a multiple of {BLOCK} columns, got {cols}"
+                "{format:?} is not a block, K-quant or half format"
+            )));
+        }
+        let per_block = format.block_weights().max(BLOCK);
+        if !cols.is_multiple_of(per_block) {
+            return Err(Error::Invalid(format!(
+                "{format:?} rows need a multiple of {per_block} columns, got {cols}"
             )));
         }
         let need = rows * format.row_bytes(cols);
@@ -198,6 +311,15 @@ impl QuantMatrix {
                 "{format:?} [{rows}, {cols}] needs {need} bytes, got {}",
                 bytes.len()
             )));
+        }
+        if format.is_raw_block() {
+            return Ok(QuantMatrix {
+                format,
+                rows,
+                cols,
+                scales: Vec::new().into(),
+                qs: bytes.to_vec().into(),
+            });
         }
         let blocks = rows * cols / BLOCK;
         let (ns, qb) = (format.scales_per_block(), format.quant_bytes_per_block());
@@ -223,8 +345,12 @@ impl QuantMatrix {
         self.cols / BLOCK
     }
 
-    /// Row `r`'s scales and quants.
+    /// Row `r`'s scales and quants (a K-quant row: no scales and its super-blocks).
     pub fn row(&self, r: usize) -> (&[f32], &[u8]) {
+        if self.format.is_raw_block() {
+            let rb = self.format.row_bytes(self.cols);
+            return (&[], &self.qs[r * rb..(r + 1) * rb]);
+        }
         let nb = self.blocks_per_row();
         let (ns, qb) = (self.format.scales_per_block(), self.format.quant_bytes_per_block());
         (
@@ -296,6 +422,7 @@ impl QuantMatrix {
 pub fn dequantize_packed(format: WeightFormat, scales: &[f32], qs: &[u8], out: &mut [f32]) {
     match format {
         WeightFormat::F16 | WeightFormat::BF16 => dequantize(format, qs, out),
+        k if k.is_raw_block() => dequantize(format, qs, out),
         WeightFormat::Q8_0 => {
             for ((o, q), &d) in out.chunks_exact_mut(BLOCK).zip(qs.chunks_exact(32)).zip(scales) {
                 for (w, &b) in o.iter_mut().zip(q) {

@@ -684,7 +684,15 @@ fn the_fused_swiglu_gradient_matches_finite_differences() {
 fn the_kernels_exp_is_within_2e_7_of_f64_exp() {
     use sealong_shaders::host::exp_f32;
     let mut xs: Vec<f32> = (-87 * 64..=88 * 64).map(|i| i as f32 / 64.0).collect();
-    xs.extend([-86.99, -1e-7, 1e-7, 0.346_573_6, 87.99, 1.0 / 3.0, -std::f32::consts::PI]);
+    xs.extend([
+        -86.99,
+        -1e-7,
+        1e-7,
+        0.346_573_6,
+        87.99,
+        1.0 / 3.0,
+        -std::f32::consts::PI,
+    ]);
     for x in xs {
         let (got, want) = (f64::from(exp_f32(x)), f64::from(x).exp());
         assert!((got - want).abs() <= 2e-7 * want, "exp({x}) = {got}, want {want}");

@@ -15,6 +15,7 @@ mod mbr_kernel;
 mod openai_backend;
 mod orpo_parity;
 mod provisioning;
+mod quant_golden;
 mod report;
 mod run_cli;
 mod sample_cli;
