@@ -7,10 +7,17 @@ generate_kquants.sh, which runs them):
 
   tiny      WORK            gguf-py writes WORK/tiny-f32.gguf: a random 2-layer llama-architecture
                             model 256 wide (every row whole super-blocks), in f32.
-  quantize  SRC.gguf WORK   llama_cpp.llama_model_quantize (allow_requantize) of the default
+  quantize  SRC.gguf WORK [NAME...]
+                            llama_cpp.llama_model_quantize (allow_requantize) of the default
                             SmolLM2-135M-Instruct Q4_1 GGUF into WORK/<ftype>.gguf for each
                             file type in FTYPES, and of the tiny model into WORK/tiny-<ftype>.gguf
-                            for each of TINY_FTYPES.
+                            for each of TINY_FTYPES; only the SmolLM2 files NAME... when given
+                            (the logits test makes its two files this way, in its cache).
+  logits    WORK OUT        transformers (which dequantizes GGUF with gguf-py) loads the SmolLM2
+                            files of LOGIT_FILES; for the first PROMPTS chat prompts of
+                            tests/golden/smollm_chat.json: the f32 logits at the last prompt
+                            position, and 48 greedy tokens with each step's top-2 margin, into
+                            OUT/kquant_logits.safetensors and OUT/kquant_logits.json.
   extract   WORK OUT        for every tensor type found in those files, ROWS rows of TENSORS
                             tensors of that type: their raw bytes (u8) and gguf-py's f32
                             dequantization, into OUT/kquants.safetensors, with OUT/kquants.json
@@ -41,6 +48,11 @@ FTYPES = {
 # The tiny model's file types (name: llama_ftype).
 TINY_FTYPES = {"Q2_K": 10, "Q4_K_S": 14, "Q5_K_S": 16}
 ROWS = 2      # rows per tensor
+# The SmolLM2 files whose logits transformers records: together they hold Q3_K, Q4_K, Q5_K, Q6_K,
+# Q5_0, Q5_1 and Q8_0 tensors.
+LOGIT_FILES = ["Q4_K_M", "Q3_K_M"]
+PROMPTS = 2
+GREEDY = 48
 TENSORS = 2   # tensors per type (the first and the last of that type in the file)
 
 
@@ -94,14 +106,15 @@ def tiny(work):
     w.close()
 
 
-def quantize(src, work):
+def quantize(src, work, names=()):
     import ctypes
 
     import llama_cpp
 
     work.mkdir(parents=True, exist_ok=True)
-    jobs = [(src, work / f"{n}.gguf", t) for n, t in FTYPES.items()]
-    jobs += [(work / "tiny-f32.gguf", work / f"tiny-{n}.gguf", t) for n, t in TINY_FTYPES.items()]
+    jobs = [(src, work / f"{n}.gguf", t) for n, t in FTYPES.items() if not names or n in names]
+    if not names:
+        jobs += [(work / "tiny-f32.gguf", work / f"tiny-{n}.gguf", t) for n, t in TINY_FTYPES.items()]
     for src_file, dst, ftype in jobs:
         if dst.exists():
             continue
@@ -109,12 +122,58 @@ def quantize(src, work):
         params.ftype = ftype
         params.allow_requantize = True
         params.nthread = 2
-        rc = llama_cpp.llama_model_quantize(str(src_file).encode(), str(dst).encode(), ctypes.byref(params))
+        tmp = dst.with_suffix(".partial")
+        rc = llama_cpp.llama_model_quantize(str(src_file).encode(), str(tmp).encode(), ctypes.byref(params))
         if rc != 0:
             sys.exit(f"llama_model_quantize {dst.name} failed: {rc}")
+        tmp.rename(dst)  # whole files only: a killed run leaves no truncated GGUF behind
         print(f"wrote {dst}", file=sys.stderr)
     meta = {"llama_cpp_python": llama_cpp.__version__, "source": src.name, "source_sha256": sha256(src)}
     (work / "quantize.json").write_text(json.dumps(meta, indent=1))
+
+
+def logits(work, out):
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from importlib import metadata
+
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    torch.set_num_threads(2)
+    chat = json.loads((Path(__file__).parent / "smollm_chat.json").read_text())
+    tensors, record = {}, {"files": {}, "greedy_new_tokens": GREEDY}
+    for name in LOGIT_FILES:
+        path = work / f"{name}.gguf"
+        model = AutoModelForCausalLM.from_pretrained(str(work), gguf_file=path.name, dtype=torch.float32)
+        model.eval()
+        cases = []
+        with torch.inference_mode():
+            for k, prompt in enumerate(chat["prompts"][:PROMPTS]):
+                ids = prompt["ids"]
+                o = model(input_ids=torch.tensor([ids]), use_cache=True, logits_to_keep=1)
+                last, past = o.logits[0, -1].float(), o.past_key_values
+                tensors[f"{name}.{k}.logits_final"] = last.clone().contiguous()
+                greedy, margins = [], []
+                for _ in range(GREEDY):
+                    v = torch.topk(last, 2).values
+                    nxt = int(torch.argmax(last))
+                    greedy.append(nxt)
+                    margins.append(float(v[0] - v[1]))
+                    o = model(input_ids=torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+                    last, past = o.logits[0, -1].float(), o.past_key_values
+                cases.append({"prompt": k, "greedy_ids": greedy, "margins": margins})
+        record["files"][f"{name}.gguf"] = {"sha256": sha256(path), "cases": cases}
+    record["reference"] = (
+        f"transformers {metadata.version('transformers')} GGUF loading (gguf {metadata.version('gguf')}), "
+        f"torch {torch.__version__}, float32, 2 threads; greedy = argmax, EOS does not stop"
+    )
+    save_file(tensors, str(out / "kquant_logits.safetensors"))
+    (out / "kquant_logits.json").write_text(json.dumps(record, indent=1) + "\n")
+    print(f"wrote {out}/kquant_logits.safetensors", file=sys.stderr)
 
 
 def extract(work, out):
@@ -178,8 +237,10 @@ def extract(work, out):
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "tiny":
         tiny(Path(sys.argv[2]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "quantize":
-        quantize(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif len(sys.argv) >= 4 and sys.argv[1] == "quantize":
+        quantize(Path(sys.argv[2]), Path(sys.argv[3]), sys.argv[4:])
+    elif len(sys.argv) == 4 and sys.argv[1] == "logits":
+        logits(Path(sys.argv[2]), Path(sys.argv[3]))
     elif len(sys.argv) == 4 and sys.argv[1] == "extract":
         extract(Path(sys.argv[2]), Path(sys.argv[3]))
     else:

@@ -16,3 +16,4 @@ TORCH_PY=$PY
 peers_venv llamacpp
 "$PY" tests/golden/generate_kquants.py quantize "$SRC" "$WORK"
 "$TORCH_PY" tests/golden/generate_kquants.py extract "$WORK" tests/golden/kquants
+"$TORCH_PY" tests/golden/generate_kquants.py logits "$WORK" tests/golden/kquants

@@ -44,6 +44,23 @@ pub fn minilm_path() -> PathBuf {
         .unwrap_or_else(|e| panic!("the default embedder is not available (run `sealong models fetch`): {e:#}"))
 }
 
+/// The python of the llama-cpp-python[server] venv (`SEALONG_OPENAI_SERVER_PYTHON`, which
+/// scripts/test.sh sets, else the peers' default venv): the remote backend's test server and
+/// llama.cpp's quantizer. Missing is a failure, not a skip.
+pub fn llama_cpp_python() -> PathBuf {
+    const ENV: &str = "SEALONG_OPENAI_SERVER_PYTHON";
+    let p = std::env::var_os(ENV).map(PathBuf::from).unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/peers-venv/llamacpp-server/bin/python")
+    });
+    assert!(
+        p.exists(),
+        "{} does not exist: install it with `bash bench/peers/_venv.sh llamacpp-server -- -c pass` \
+         (scripts/test.sh does) or point {ENV} at a python that has llama-cpp-python[server]",
+        p.display()
+    );
+    p
+}
+
 /// `value[key]` as a string, panicking with the key's name.
 pub fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]

@@ -176,9 +176,16 @@ impl GgmlType {
         })
     }
 
+    /// ggml's own spelling (`Q4_K`, `Q8_0`, `BF16`); unknown ids as `ggml type N`.
     pub fn name(self) -> String {
         match self {
             GgmlType::Other(id) => format!("ggml type {id}"),
+            GgmlType::Q2K => "Q2_K".into(),
+            GgmlType::Q3K => "Q3_K".into(),
+            GgmlType::Q4K => "Q4_K".into(),
+            GgmlType::Q5K => "Q5_K".into(),
+            GgmlType::Q6K => "Q6_K".into(),
+            GgmlType::Q8K => "Q8_K".into(),
             t => format!("{t:?}"),
         }
     }
@@ -414,9 +421,13 @@ impl Gguf {
                 .iter()
                 .try_fold(1u64, |acc, &d| acc.checked_mul(d))
                 .ok_or_else(|| err(format!("shape {ne:?} overflows")))?;
-            let (block_elems, block_bytes) = ggml_type
-                .block()
-                .ok_or_else(|| err(format!("unsupported {}", ggml_type.name())))?;
+            let (block_elems, block_bytes) = ggml_type.block().ok_or_else(|| {
+                err(format!(
+                    "unsupported {} (supported: {})",
+                    ggml_type.name(),
+                    crate::quant::SUPPORTED_TYPES
+                ))
+            })?;
             if ne[0] % block_elems != 0 {
                 return Err(err(format!(
                     "innermost dimension {} is not a multiple of the {} block size {block_elems}",

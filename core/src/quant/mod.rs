@@ -26,6 +26,9 @@ use half::{bf16, f16};
 use crate::error::{Error, Result};
 use crate::loading::gguf::GgmlType;
 
+/// The ggml types a model may be stored in, as the errors list them.
+pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
+
 /// Weights per block for the block-quantized types.
 pub const BLOCK: usize = 32;
 
@@ -70,8 +73,7 @@ impl WeightFormat {
                 return Err(Error::Model {
                     path: tensor.to_string(),
                     message: format!(
-                        "quantization type {} is not supported (supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1, \
-                         Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)",
+                        "quantization type {} is not supported (supported: {SUPPORTED_TYPES})",
                         other.name()
                     ),
                 });

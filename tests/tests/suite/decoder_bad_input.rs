@@ -79,8 +79,17 @@ fn set_tensor_type(bytes: &mut [u8], name: &str, type_id: u32) {
 #[test]
 fn unsupported_quant_type_and_architecture_are_named() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut bytes = std::fs::read(smollm_path()).expect("gguf");
-    // Q4_K (12) has the same block size class as nothing we load.
+    let real = std::fs::read(smollm_path()).expect("gguf");
+    // IQ2_XXS (16): a type we do not dequantize; the error lists those we do.
+    let mut bytes = real.clone();
+    set_tensor_type(&mut bytes, "blk.3.ffn_up.weight", 16);
+    let p = dir.path().join("iq2.gguf");
+    std::fs::write(&p, &bytes).expect("w");
+    let e = load_err(&p);
+    assert!(e.contains("blk.3.ffn_up.weight") && e.contains("Q6_K"), "{e}");
+    // Q4_K (12) on a 576-wide tensor: rows are not whole 256-weight super-blocks (and the bytes
+    // do not match the shape); an error naming the tensor.
+    let mut bytes = real.clone();
     set_tensor_type(&mut bytes, "blk.3.ffn_up.weight", 12);
     let p = dir.path().join("q4k.gguf");
     std::fs::write(&p, &bytes).expect("w");
@@ -189,6 +198,26 @@ proptest! {
         let pos = if pos < 20_000 { 8 + pos % 400 } else { dir_start + (pos - 20_000) };
         bytes[pos..pos + 8].copy_from_slice(&value.to_le_bytes());
         let _ = Gguf::parse(&bytes, "fuzz");
+    }
+
+    /// Arbitrary bytes, row counts and widths in the formats kept as raw blocks (Q5_0, Q5_1 and
+    /// the K-quants): a matrix or an error, never a panic, and a matrix dequantizes.
+    #[test]
+    fn raw_block_matrices_from_arbitrary_bytes_never_panic(
+        ty in 0usize..8, rows in 0usize..4, cols in 0usize..600, delta in 0usize..5, seed in any::<u64>()
+    ) {
+        use sealong::loading::gguf::GgmlType;
+        use sealong::quant::{QuantMatrix, WeightFormat};
+        let types = [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K,
+                     GgmlType::Q5K, GgmlType::Q6K, GgmlType::Q8K];
+        let format = WeightFormat::from_ggml(types[ty], "fuzz").expect("supported");
+        // Exactly the bytes the shape needs, or up to 2 fewer or more.
+        let len = (rows * format.row_bytes(cols) + delta).saturating_sub(2);
+        let mut x = seed;
+        let bytes: Vec<u8> = (0..len).map(|_| { x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (x >> 56) as u8 }).collect();
+        if let Ok(m) = QuantMatrix::from_gguf_bytes(format, rows, cols, &bytes) {
+            prop_assert_eq!(m.to_f32().len(), rows * cols);
+        }
     }
 
     /// A safetensors file with a mutated header: the loader errors, never panics.

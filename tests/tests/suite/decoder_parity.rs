@@ -35,7 +35,7 @@ fn cpu_engine(precision: Precision) -> CpuDecoder {
 }
 
 /// Logits at `positions` from one chunked pass of the CPU engine over `prompt`.
-fn cpu_logits_at(model: &CpuDecoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f32>> {
+pub(crate) fn cpu_logits_at(model: &CpuDecoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache(1);
     let d = model.config.hidden_size;
     let mut out = vec![Vec::new(); positions.len()];
@@ -107,7 +107,7 @@ fn tensor_i64(st: &safetensors::SafeTensors, name: &str) -> Vec<i64> {
 }
 
 /// Logits at `positions` from one chunked pass over `prompt`.
-fn logits_at(model: &Decoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f32>> {
+pub(crate) fn logits_at(model: &Decoder, prompt: &[u32], positions: &[usize]) -> Vec<Vec<f32>> {
     let mut cache = model.new_cache(1);
     let mut out = vec![Vec::new(); positions.len()];
     let mut offset = 0;

@@ -16,22 +16,7 @@ use std::time::{Duration, Instant};
 use sealong_tests::{sealong, smollm_path};
 use serde_json::{Value, json};
 
-const SERVER_PY_ENV: &str = "SEALONG_OPENAI_SERVER_PYTHON";
 const CHILD_ENV: &str = "SEALONG_OPENAI_CHILD_ARGS";
-
-/// The python of the llama-cpp-python[server] venv; missing is a failure, not a skip.
-fn server_python() -> PathBuf {
-    let p = std::env::var_os(SERVER_PY_ENV).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/peers-venv/llamacpp-server/bin/python")
-    });
-    assert!(
-        p.exists(),
-        "{} does not exist: install the test server with `bash bench/peers/_venv.sh llamacpp-server -- -c pass` \
-         (scripts/test.sh does) or point {SERVER_PY_ENV} at a python that has llama-cpp-python[server]",
-        p.display()
-    );
-    p
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -54,7 +39,7 @@ impl Server {
             .append(true)
             .open(log)
             .expect("server log");
-        let child = Command::new(server_python())
+        let child = Command::new(sealong_tests::llama_cpp_python())
             .args([
                 "-m",
                 "llama_cpp.server",

@@ -114,3 +114,124 @@ fn raw_block_matrices_refuse_partial_rows_and_wrong_sizes() {
         assert!(e.to_string().contains("needs"), "{e}");
     }
 }
+
+/// The directory of llama.cpp's requantized SmolLM2 files for the logits test
+/// (`SEALONG_KQUANT_DIR`, else `~/.cache/sealong/kquants`). Missing files are made there once,
+/// with llama.cpp's quantizer from the llama-cpp-python venv the remote-backend tests use
+/// (`generate_kquants.py quantize`, seconds a file), and every file must be the one the goldens
+/// were made from (its sha256 in `kquant_logits.json`).
+fn kquant_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::var_os("SEALONG_KQUANT_DIR")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/sealong/kquants")
+            });
+        let record = sealong_tests::golden_json("kquants/kquant_logits.json");
+        let files = record["files"].as_object().expect("files");
+        let missing: Vec<String> = files
+            .keys()
+            .filter(|f| !dir.join(f).exists())
+            .map(|f| f.trim_end_matches(".gguf").to_string())
+            .collect();
+        if !missing.is_empty() {
+            let status = std::process::Command::new(sealong_tests::llama_cpp_python())
+                .arg(sealong_tests::golden_dir().join("generate_kquants.py"))
+                .arg("quantize")
+                .arg(sealong_tests::smollm_path())
+                .arg(&dir)
+                .args(&missing)
+                .status()
+                .expect("run generate_kquants.py quantize");
+            assert!(
+                status.success(),
+                "llama.cpp's quantizer failed making {missing:?} in {}",
+                dir.display()
+            );
+        }
+        for (f, v) in files {
+            use sha2::{Digest, Sha256};
+            let bytes = std::fs::read(dir.join(f)).expect("read the quantized file");
+            let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(
+                got,
+                sealong_tests::s(v, "sha256"),
+                "{}: not the file the goldens were made from (this machine's llama.cpp wrote other blocks); \
+                 regenerate the goldens with tests/golden/generate_kquants.sh",
+                dir.join(f).display()
+            );
+        }
+        dir
+    })
+}
+
+/// SmolLM2 requantized by llama.cpp to Q4_K_M and Q3_K_M (between them Q3_K, Q4_K, Q5_K, Q6_K,
+/// Q5_0, Q5_1 and Q8_0 tensors) against transformers loading the same files: logits at the last
+/// prompt position within 1e-3 (max |d|, as the Q4_1 parity test), for the CPU engine and the
+/// burn decoder; 48 greedy tokens identical, where a divergence is excused only at a step whose
+/// reference top-2 margin is below 1e-3 (a near-tie that f32 summation order can flip).
+#[test]
+fn k_quant_models_match_transformers_logits_and_greedy_tokens() {
+    use burn::prelude::Device;
+    use sealong::generate::{self, GenerateOptions, SamplingParams};
+    use sealong::loading::ModelPath;
+    use sealong::models::decoder::weights::DecoderWeights;
+    use sealong::models::decoder::{CpuDecoder, Decoder};
+    use sealong::rng;
+
+    const LOGIT_TOL: f32 = 1e-3;
+    let dir = kquant_dir();
+    let chat = sealong_tests::golden_json("smollm_chat.json");
+    let record = sealong_tests::golden_json("kquants/kquant_logits.json");
+    let bytes = std::fs::read(sealong_tests::golden_dir().join("kquants/kquant_logits.safetensors")).expect("golden");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    let n_new = record["greedy_new_tokens"].as_u64().expect("n") as usize;
+    for (file, v) in record["files"].as_object().expect("files") {
+        let path = ModelPath::detect(&dir.join(file)).expect("detect");
+        let (config, mut w) = DecoderWeights::load(&path).expect("weights");
+        let cpu = CpuDecoder::from_weights(config, &mut w).expect("cpu engine");
+        w.finish().expect("every weight used");
+        let burn = Decoder::load(&path, &Device::flex()).expect("burn decoder");
+        let name = file.trim_end_matches(".gguf");
+        for case in v["cases"].as_array().expect("cases") {
+            let k = case["prompt"].as_u64().expect("prompt") as usize;
+            let prompt = sealong_tests::ids(&chat["prompts"][k], "ids");
+            let want: Vec<f32> = st
+                .tensor(&format!("{name}.{k}.logits_final"))
+                .expect("logits")
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let last = [prompt.len() - 1];
+            let got = crate::decoder_parity::cpu_logits_at(&cpu, &prompt, &last);
+            let d = sealong_tests::max_abs_diff(&got[0], &want);
+            assert!(d <= LOGIT_TOL, "{file} prompt {k}: CPU engine max |d| = {d}");
+            eprintln!("{file} prompt {k}: CPU engine max |d| = {d:.2e}");
+            let got = crate::decoder_parity::logits_at(&burn, &prompt, &last);
+            let d = sealong_tests::max_abs_diff(&got[0], &want);
+            assert!(d <= LOGIT_TOL, "{file} prompt {k}: burn decoder max |d| = {d}");
+
+            let opts = GenerateOptions {
+                sampling: SamplingParams::greedy(),
+                max_new_tokens: n_new,
+                stop_ids: vec![],
+            };
+            let mut rngs = vec![rng::for_item(0, "greedy")];
+            let out = generate::generate(&cpu, &prompt, &opts, &mut rngs, |_| {}).expect("generate");
+            let want_ids = sealong_tests::ids(case, "greedy_ids");
+            if let Some(i) = out[0].ids.iter().zip(&want_ids).position(|(a, b)| a != b) {
+                let margin = case["margins"][i].as_f64().expect("margin");
+                assert!(
+                    margin < 1e-3,
+                    "{file} prompt {k}: greedy token {i} is {} where transformers has {} (top-2 margin {margin})",
+                    out[0].ids[i],
+                    want_ids[i]
+                );
+            } else {
+                assert_eq!(out[0].ids.len(), want_ids.len(), "{file} prompt {k}: greedy length");
+            }
+        }
+    }
+}
