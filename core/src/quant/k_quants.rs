@@ -24,27 +24,36 @@ use half::f16;
 /// Weights per K-quant super-block.
 pub const QK_K: usize = 256;
 
-#[inline]
+#[inline(always)]
 fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// Q2_K super-block `b` (84 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
     let (scales, qs) = (&b[..16], &b[16..80]);
     let (d, dmin) = (f16_at(b, 80), f16_at(b, 82));
-    // Weight `i = h·128 + s·32 + l` is bits `2s` of `qs[h·32 + l]`; its scale is `i / 16`.
-    for (i, w) in y[..QK_K].iter_mut().enumerate() {
-        let (h, s, l) = (i / 128, (i / 32) % 4, i % 32);
-        let q = (qs[h * 32 + l] >> (2 * s)) & 3;
-        let sc = scales[i / 16];
-        let dl = d * f32::from(sc & 0xF);
-        let ml = dmin * f32::from(sc >> 4);
-        *w = dl * f32::from(q) - ml;
+    // Weight `h·128 + s·32 + l` is bits `2s` of `qs[h·32 + l]`; its scale is the 16-weight
+    // group's, `h·8 + s·2 + l / 16`.
+    for h in 0..2 {
+        for s in 0..4 {
+            for half in 0..2 {
+                let sc = scales[h * 8 + s * 2 + half];
+                let dl = d * f32::from(sc & 0xF);
+                let ml = dmin * f32::from(sc >> 4);
+                let q = &qs[h * 32 + half * 16..][..16];
+                let o = &mut y[h * 128 + s * 32 + half * 16..][..16];
+                for (w, &q) in o.iter_mut().zip(q) {
+                    *w = dl * f32::from((q >> (2 * s)) & 3) - ml;
+                }
+            }
+        }
     }
 }
 
 /// Q3_K super-block `b` (110 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
     let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
     let d = f16_at(b, 108);
@@ -57,18 +66,27 @@ pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
         let scale = ((low | (high << 4)) as i8).wrapping_sub(32);
         *dl = d * f32::from(scale);
     }
-    // Weight `i = h·128 + s·32 + l`: low bits `2s` of `qs[h·32 + l]`, high bit `h·4 + s` of
+    // Weight `h·128 + s·32 + l`: low bits `2s` of `qs[h·32 + l]`, high bit `h·4 + s` of
     // `hmask[l]` (set: no offset; clear: −4).
-    for (i, w) in y[..QK_K].iter_mut().enumerate() {
-        let (h, s, l) = (i / 128, (i / 32) % 4, i % 32);
-        let low = ((qs[h * 32 + l] >> (2 * s)) & 3) as i8;
-        let high = ((hmask[l] >> (h * 4 + s)) & 1) ^ 1;
-        let q = low - ((high << 2) as i8);
-        *w = dl[i / 16] * f32::from(q);
+    for h in 0..2 {
+        for s in 0..4 {
+            for half in 0..2 {
+                let dlj = dl[h * 8 + s * 2 + half];
+                let q = &qs[h * 32 + half * 16..][..16];
+                let hm = &hmask[half * 16..][..16];
+                let o = &mut y[h * 128 + s * 32 + half * 16..][..16];
+                for ((w, &q), &hm) in o.iter_mut().zip(q).zip(hm) {
+                    let low = ((q >> (2 * s)) & 3) as i8;
+                    let high = ((hm >> (h * 4 + s)) & 1) ^ 1;
+                    *w = dlj * f32::from(low - ((high << 2) as i8));
+                }
+            }
+        }
     }
 }
 
 /// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block (`s`: its 12 scale bytes).
+#[inline(always)]
 fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (d, m, md) = (&s[..4], &s[4..8], &s[8..12]);
     let mut sc = [0u8; 8];
@@ -83,6 +101,7 @@ fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
 }
 
 /// Q4_K super-block `b` (144 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q4_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (sc, mn) = scale_min_k4(&b[4..16]);
@@ -92,14 +111,14 @@ pub fn dequantize_q4_k(b: &[u8], y: &mut [f32]) {
         let (c, s) = (j / 2, j % 2);
         let dl = d * f32::from(sc[j]);
         let ml = dmin * f32::from(mn[j]);
-        for (l, w) in out.iter_mut().enumerate() {
-            let q = (qs[c * 32 + l] >> (4 * s)) & 0x0F;
-            *w = dl * f32::from(q) - ml;
+        for (w, &q) in out.iter_mut().zip(&qs[c * 32..][..32]) {
+            *w = dl * f32::from((q >> (4 * s)) & 0x0F) - ml;
         }
     }
 }
 
 /// Q5_K super-block `b` (176 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q5_k(b: &[u8], y: &mut [f32]) {
     let (d, dmin) = (f16_at(b, 0), f16_at(b, 2));
     let (sc, mn) = scale_min_k4(&b[4..16]);
@@ -109,30 +128,40 @@ pub fn dequantize_q5_k(b: &[u8], y: &mut [f32]) {
         let (c, s) = (j / 2, j % 2);
         let dl = d * f32::from(sc[j]);
         let ml = dmin * f32::from(mn[j]);
-        for (l, w) in out.iter_mut().enumerate() {
-            let q = ((qs[c * 32 + l] >> (4 * s)) & 0x0F) | (((qh[l] >> j) & 1) << 4);
+        for ((w, &q), &h) in out.iter_mut().zip(&qs[c * 32..][..32]).zip(qh) {
+            let q = ((q >> (4 * s)) & 0x0F) | (((h >> j) & 1) << 4);
             *w = dl * f32::from(q) - ml;
         }
     }
 }
 
 /// Q6_K super-block `b` (210 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q6_k(b: &[u8], y: &mut [f32]) {
     let (ql, qh, scales) = (&b[..128], &b[128..192], &b[192..208]);
     let d = f16_at(b, 208);
-    // Weight `i = h·128 + p`: low nibble `p / 64` of `ql[h·64 + p % 64]`, high bits
-    // `2 (p / 32)` of `qh[h·32 + p % 32]`; scale `i / 16`.
-    for (i, w) in y[..QK_K].iter_mut().enumerate() {
-        let (h, p) = (i / 128, i % 128);
-        let low = (ql[h * 64 + p % 64] >> (4 * (p / 64))) & 0x0F;
-        let high = (qh[h * 32 + p % 32] >> (2 * (p / 32))) & 0x03;
-        let q = ((low | (high << 4)) as i8) - 32;
-        let dl = d * f32::from(scales[i / 16] as i8);
-        *w = dl * f32::from(q);
+    // Weight `h·128 + p` (`p = s·32 + half·16 + l`): low nibble `s / 2` of
+    // `ql[h·64 + (s % 2)·32 + half·16 + l]`, high bits `2s` of `qh[h·32 + half·16 + l]`;
+    // scale `h·8 + s·2 + half`.
+    for h in 0..2 {
+        for s in 0..4 {
+            for half in 0..2 {
+                let dl = d * f32::from(scales[h * 8 + s * 2 + half] as i8);
+                let lo = &ql[h * 64 + (s % 2) * 32 + half * 16..][..16];
+                let hi = &qh[h * 32 + half * 16..][..16];
+                let o = &mut y[h * 128 + s * 32 + half * 16..][..16];
+                for ((w, &lo), &hi) in o.iter_mut().zip(lo).zip(hi) {
+                    let low = (lo >> (4 * (s / 2))) & 0x0F;
+                    let high = (hi >> (2 * s)) & 0x03;
+                    *w = dl * f32::from(((low | (high << 4)) as i8) - 32);
+                }
+            }
+        }
     }
 }
 
 /// Q8_K super-block `b` (292 bytes) into `y` (256 weights).
+#[inline(always)]
 pub fn dequantize_q8_k(b: &[u8], y: &mut [f32]) {
     let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
     for (w, &q) in y[..QK_K].iter_mut().zip(&b[4..260]) {

@@ -145,56 +145,80 @@ impl WeightFormat {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// The low nibbles and fifth bits of a Q5 block (`qh` the u32 of bits, `qs` 16 bytes): weight
-/// `j`'s 5-bit quant, `j < 16` from low nibbles, `j ≥ 16` from high ones (gguf-py's order).
-#[inline]
-fn q5(qh: u32, qs: &[u8], j: usize) -> u8 {
-    let low = if j < 16 { qs[j] & 0x0F } else { qs[j - 16] >> 4 };
-    low | ((((qh >> j) & 1) as u8) << 4)
+/// A Q5 block's 5-bit quants (`qh` the u32 of fifth bits, `qs` 16 bytes) into `q`: weight
+/// `j < 16` from the low nibble of `qs[j]`, `j ≥ 16` from the high nibble of `qs[j − 16]`, bit
+/// `j` of `qh` on top (gguf-py's order).
+#[inline(always)]
+fn q5(qh: u32, qs: &[u8], q: &mut [u8; BLOCK]) {
+    let (lo, hi) = q.split_at_mut(16);
+    for (j, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+        *l = (qs[j] & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
+        *h = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+    }
 }
 
 /// One Q5_0 block (22 bytes) into 32 weights.
+#[inline(always)]
 fn dequantize_q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    let qh = u32::from_le_bytes([b[2], b[3], b[4], b[5]]);
-    for (j, w) in y[..BLOCK].iter_mut().enumerate() {
-        *w = d * f32::from(q5(qh, &b[6..22], j) as i8 - 16);
+    let mut q = [0u8; BLOCK];
+    q5(u32::from_le_bytes([b[2], b[3], b[4], b[5]]), &b[6..22], &mut q);
+    for (w, &q) in y[..BLOCK].iter_mut().zip(&q) {
+        *w = d * f32::from(q as i8 - 16);
     }
 }
 
 /// One Q5_1 block (24 bytes) into 32 weights.
+#[inline(always)]
 fn dequantize_q5_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let qh = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
-    for (j, w) in y[..BLOCK].iter_mut().enumerate() {
-        *w = d * f32::from(q5(qh, &b[8..24], j)) + m;
+    let mut q = [0u8; BLOCK];
+    q5(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), &b[8..24], &mut q);
+    for (w, &q) in y[..BLOCK].iter_mut().zip(&q) {
+        *w = d * f32::from(q) + m;
     }
 }
+
+#[inline(always)]
+fn raw_blocks_impl(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
+    let (w, bb) = (format.block_weights(), format.raw_block_bytes());
+    // One loop per format with a direct call, so each block function inlines into the
+    // vectorized copies of `dequantize_raw_blocks` (through a function pointer it would not).
+    macro_rules! blocks {
+        ($f:path) => {
+            for (o, b) in out.chunks_exact_mut(w).zip(bytes.chunks_exact(bb)) {
+                $f(b, o);
+            }
+        };
+    }
+    match format {
+        WeightFormat::Q5_0 => blocks!(dequantize_q5_0),
+        WeightFormat::Q5_1 => blocks!(dequantize_q5_1),
+        WeightFormat::Q2K => blocks!(k_quants::dequantize_q2_k),
+        WeightFormat::Q3K => blocks!(k_quants::dequantize_q3_k),
+        WeightFormat::Q4K => blocks!(k_quants::dequantize_q4_k),
+        WeightFormat::Q5K => blocks!(k_quants::dequantize_q5_k),
+        WeightFormat::Q6K => blocks!(k_quants::dequantize_q6_k),
+        WeightFormat::Q8K => blocks!(k_quants::dequantize_q8_k),
+        _ => {}
+    }
+}
+
+sealong_shaders::multiversion!(
+    /// The raw-block formats' rows (whole blocks of `bytes`) into `out`, in a copy compiled
+    /// for this CPU's vector width (the block loops vectorize; the values are the same).
+    fn dequantize_raw_blocks => raw_blocks_impl(format: WeightFormat, bytes: &[u8], out: &mut [f32])
+);
 
 /// Dequantizes `bytes` (whole rows of `format`) into `out` (`out.len()` weights).
 pub fn dequantize(format: WeightFormat, bytes: &[u8], out: &mut [f32]) {
     if format.is_raw_block() {
-        let f = match format {
-            WeightFormat::Q5_0 => dequantize_q5_0,
-            WeightFormat::Q5_1 => dequantize_q5_1,
-            WeightFormat::Q2K => k_quants::dequantize_q2_k,
-            WeightFormat::Q3K => k_quants::dequantize_q3_k,
-            WeightFormat::Q4K => k_quants::dequantize_q4_k,
-            WeightFormat::Q5K => k_quants::dequantize_q5_k,
-            WeightFormat::Q6K => k_quants::dequantize_q6_k,
-            _ => k_quants::dequantize_q8_k,
-        };
-        for (o, b) in out
-            .chunks_exact_mut(format.block_weights())
-            .zip(bytes.chunks_exact(format.raw_block_bytes()))
-        {
-            f(b, o);
-        }
+        dequantize_raw_blocks(format, bytes, out);
         return;
     }
     match format {
