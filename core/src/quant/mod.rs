@@ -150,15 +150,16 @@ pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// A Q5 block's 5-bit quants (`qh` the u32 of fifth bits, `qs` 16 bytes) into `q`: weight
-/// `j < 16` from the low nibble of `qs[j]`, `j ≥ 16` from the high nibble of `qs[j − 16]`, bit
-/// `j` of `qh` on top (gguf-py's order).
+/// A Q5 block (`qh` the u32 of fifth bits, `qs` 16 bytes): weight `j < 16` is the low nibble of
+/// `qs[j]`, weight `j + 16` its high nibble, each with bit `j` (`j + 16`) of `qh` on top (gguf-py's
+/// order). `f(j, q_j, q_{j+16})` gets both quants of byte `j` as i32 lanes, which vectorizes
+/// (as u8 lanes, LLVM assembled the fifth bits a byte at a time).
 #[inline(always)]
-fn q5(qh: u32, qs: &[u8], q: &mut [u8; BLOCK]) {
-    let (lo, hi) = q.split_at_mut(16);
-    for (j, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
-        *l = (qs[j] & 0x0F) | ((((qh >> j) & 1) as u8) << 4);
-        *h = (qs[j] >> 4) | ((((qh >> (j + 16)) & 1) as u8) << 4);
+fn q5_pairs(qh: u32, qs: &[u8], mut f: impl FnMut(usize, i32, i32)) {
+    for (j, &q) in qs[..16].iter().enumerate() {
+        let lo = i32::from(q & 0x0F) | ((((qh >> j) & 1) as i32) << 4);
+        let hi = i32::from(q >> 4) | ((((qh >> (j + 16)) & 1) as i32) << 4);
+        f(j, lo, hi);
     }
 }
 
@@ -166,22 +167,22 @@ fn q5(qh: u32, qs: &[u8], q: &mut [u8; BLOCK]) {
 #[inline(always)]
 fn dequantize_q5_0(b: &[u8], y: &mut [f32]) {
     let d = f16_at(b, 0);
-    let mut q = [0u8; BLOCK];
-    q5(u32::from_le_bytes([b[2], b[3], b[4], b[5]]), &b[6..22], &mut q);
-    for (w, &q) in y[..BLOCK].iter_mut().zip(&q) {
-        *w = d * f32::from(q as i8 - 16);
-    }
+    let (lo, hi) = y[..BLOCK].split_at_mut(16);
+    q5_pairs(u32::from_le_bytes([b[2], b[3], b[4], b[5]]), &b[6..22], |j, l, h| {
+        lo[j] = d * (l - 16) as f32;
+        hi[j] = d * (h - 16) as f32;
+    });
 }
 
 /// One Q5_1 block (24 bytes) into 32 weights.
 #[inline(always)]
 fn dequantize_q5_1(b: &[u8], y: &mut [f32]) {
     let (d, m) = (f16_at(b, 0), f16_at(b, 2));
-    let mut q = [0u8; BLOCK];
-    q5(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), &b[8..24], &mut q);
-    for (w, &q) in y[..BLOCK].iter_mut().zip(&q) {
-        *w = d * f32::from(q) + m;
-    }
+    let (lo, hi) = y[..BLOCK].split_at_mut(16);
+    q5_pairs(u32::from_le_bytes([b[4], b[5], b[6], b[7]]), &b[8..24], |j, l, h| {
+        lo[j] = d * l as f32 + m;
+        hi[j] = d * h as f32 + m;
+    });
 }
 
 #[inline(always)]
@@ -326,6 +327,9 @@ impl QuantMatrix {
             )));
         }
         let per_block = format.block_weights().max(BLOCK);
+        if cols == 0 {
+            return Err(Error::Invalid(format!("{format:?} [{rows}, {cols}] has no columns")));
+        }
         if !cols.is_multiple_of(per_block) {
             return Err(Error::Invalid(format!(
                 "{format:?} rows need a multiple of {per_block} columns, got {cols}"
@@ -394,7 +398,7 @@ impl QuantMatrix {
     /// The whole matrix as f32, row-major.
     pub fn to_f32(&self) -> Vec<f32> {
         let mut out = vec![0.0; self.rows * self.cols];
-        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+        for (r, row) in out.chunks_exact_mut(self.cols.max(1)).enumerate() {
             self.dequantize_row(r, row);
         }
         out
