@@ -98,6 +98,18 @@ pub enum ModelsCommand {
     Fetch(FetchArgs),
     /// Show the default models and what is cached.
     List,
+    /// What a model is, without loading its weights: family, shapes, context and RoPE, the
+    /// storage type of every tensor, the chat template's source, bytes in memory when loaded.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A default model name or a path: a .gguf file or an HF directory.
+    pub model: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

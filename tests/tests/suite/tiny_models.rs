@@ -171,3 +171,77 @@ fn half_precision_safetensors_stay_half_and_match_the_reference() {
         }
     }
 }
+
+/// What a decoder's loaded weights hold, in bytes (the oracle of `models inspect`'s figure).
+fn held_bytes(w: &DecoderWeights, names: &[String]) -> u64 {
+    use sealong::models::decoder::weights::WeightData;
+    names
+        .iter()
+        .filter_map(|n| w.get(n))
+        .map(|t| match &t.data {
+            WeightData::Quant(q) => (q.scales.len() * 4 + q.qs.len()) as u64,
+            WeightData::Dense(v) => (v.len() * 4) as u64,
+        })
+        .sum()
+}
+
+/// `models inspect` on the default GGUF and on a bf16 HF directory: the shapes and types the
+/// files hold, the template's source, and bytes in memory equal to what the loader holds.
+#[test]
+fn models_inspect_reports_types_shapes_and_the_memory_the_loader_holds() {
+    use sealong::models::inspect::inspect;
+    let gguf = sealong_tests::smollm_path();
+    let path = ModelPath::detect(&gguf).expect("gguf");
+    let r = inspect(&path).expect("inspect");
+    assert_eq!(
+        (r.container, r.config.num_hidden_layers, r.config.hidden_size),
+        ("gguf", 30, 576)
+    );
+    assert_eq!(r.config.max_position_embeddings, 8192);
+    let count = |ty: &str| r.types.get(ty).map_or(0, |s| s.tensors);
+    assert_eq!(
+        (count("Q4_1"), count("Q8_0"), count("F32")),
+        (210, 1, 61),
+        "{:?}",
+        r.types
+    );
+    assert_eq!(r.tensors.len(), 272);
+    assert_eq!(
+        r.chat_template.as_deref(),
+        Some("GGUF metadata tokenizer.chat_template")
+    );
+    assert_eq!(r.stored_bytes, r.tensors.iter().map(|t| t.stored_bytes).sum::<u64>());
+    // The loader renames tensors to HF names; compare the totals.
+    let (_, w) = DecoderWeights::load(&path).expect("weights");
+    let names: Vec<String> = w_names(&w);
+    assert_eq!(r.loaded_bytes, held_bytes(&w, &names), "GGUF: bytes in memory");
+    sealong_tests::sealong(&["models", "inspect", gguf.to_str().expect("utf8"), "--json"]).expect("cli");
+
+    let spec = TinySpec::qwen2().in_whole_blocks();
+    let dir = tempfile::tempdir().expect("tmp");
+    tiny::write_hf_dir_as(
+        dir.path(),
+        &spec,
+        &tiny::random_weights(&spec, 5),
+        safetensors::Dtype::BF16,
+    );
+    let path = ModelPath::detect(dir.path()).expect("hf dir");
+    let r = inspect(&path).expect("inspect");
+    assert_eq!((r.container, r.config.model_type.as_str()), ("hf-dir", "qwen2"));
+    assert_eq!(r.types.keys().collect::<Vec<_>>(), ["BF16"]);
+    assert_eq!(r.chat_template, None, "weights alone: no tokenizer, no template");
+    let (_, w) = DecoderWeights::load(&path).expect("weights");
+    let names: Vec<String> = w_names(&w);
+    assert_eq!(r.loaded_bytes, held_bytes(&w, &names), "bf16 HF: bytes in memory");
+    // The 2-D matrices stay bf16: well under the f32 size.
+    assert!(
+        r.loaded_bytes < r.parameters * 3,
+        "{} bytes for {} parameters",
+        r.loaded_bytes,
+        r.parameters
+    );
+}
+
+fn w_names(w: &DecoderWeights) -> Vec<String> {
+    w.names().map(str::to_string).collect()
+}

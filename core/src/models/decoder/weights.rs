@@ -275,6 +275,11 @@ impl DecoderWeights {
         self.tensors.get(name)
     }
 
+    /// The names of the weights loaded and not yet taken (HF names).
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.tensors.keys().map(String::as_str)
+    }
+
     /// Puts `weight` in under its name, replacing one there (how an adapter is merged in
     /// before an engine is built); returns the replaced weight.
     pub fn insert(&mut self, weight: Weight) -> Option<Weight> {
