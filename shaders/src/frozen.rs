@@ -348,7 +348,8 @@ fn empty_rows<B: Backend>(cols: usize, device: &B::Device) -> FloatTensor<B> {
     flex::from_vec::<B>(Vec::new(), [0, cols], device)
 }
 
-fn dense_of<B: Backend>(w: &Frozen, device: &B::Device) -> FloatTensor<B> {
+/// The whole matrix as a dense tensor on `device` (the fallback of devices without a kernel).
+pub(crate) fn dense_of<B: Backend>(w: &Frozen, device: &B::Device) -> FloatTensor<B> {
     B::float_from_data(TensorData::new(w.to_f32(), [w.0.rows(), w.0.cols()]), device)
 }
 

@@ -41,6 +41,16 @@ pub fn read_dense(bytes: &[u8], label: &str, skip: impl Fn(&str) -> bool) -> Res
         .collect())
 }
 
+/// The format of a safetensors dtype this crate reads (F32, F16, BF16), else `None`.
+pub fn format_of(dtype: safetensors::Dtype) -> Option<WeightFormat> {
+    match dtype {
+        safetensors::Dtype::F32 => Some(WeightFormat::F32),
+        safetensors::Dtype::F16 => Some(WeightFormat::F16),
+        safetensors::Dtype::BF16 => Some(WeightFormat::BF16),
+        _ => None,
+    }
+}
+
 /// [`read_dense`], except that a half-precision tensor for which `keep(name, shape, format)`
 /// holds keeps its stored bytes (no f32 copy is made of it).
 pub fn read_tensors(
@@ -60,16 +70,14 @@ pub fn read_tensors(
         }
         let shape = view.shape().to_vec();
         let n: usize = shape.iter().product();
-        let format = match view.dtype() {
-            safetensors::Dtype::F32 => WeightFormat::F32,
-            safetensors::Dtype::F16 => WeightFormat::F16,
-            safetensors::Dtype::BF16 => WeightFormat::BF16,
-            other => {
-                return Err(Error::Safetensors {
-                    path: label.to_string(),
-                    message: format!("tensor {name:?} has dtype {other:?} (F32, F16 and BF16 are supported)"),
-                });
-            }
+        let Some(format) = format_of(view.dtype()) else {
+            return Err(Error::Safetensors {
+                path: label.to_string(),
+                message: format!(
+                    "tensor {name:?} has dtype {:?} (F32, F16 and BF16 are supported)",
+                    view.dtype()
+                ),
+            });
         };
         let values = if format.is_half() && keep(&name, &shape, format) {
             TensorValues::Stored(format, view.data().to_vec())

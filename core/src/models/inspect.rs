@@ -52,7 +52,7 @@ pub struct ModelReport {
 /// Reads `model`'s headers, config and tokenizer files (no weights beyond GGUF's small
 /// `rope_freqs`).
 pub fn inspect(model: &ModelPath) -> Result<ModelReport> {
-    let (container, config, tensors) = match model {
+    let (container, config, tensors, chat_template) = match model {
         ModelPath::Gguf(p) => {
             let file = GgufFile::open(p)?;
             let g = &file.header;
@@ -81,7 +81,10 @@ pub fn inspect(model: &ModelPath) -> Result<ModelReport> {
             }
             let mut config = DecoderConfig::from_gguf(g, &p.display().to_string(), rope_freqs)?;
             config.tie_word_embeddings = g.tensor("output.weight").is_none();
-            ("gguf", config, tensors)
+            // The template from the header already parsed (TextAssets::load would map and
+            // parse the file again).
+            let template = TextAssets::from_gguf(g, &p.display().to_string())?.template_source;
+            ("gguf", config, tensors, template)
         }
         ModelPath::HfDir(dir) => {
             let config = DecoderConfig::from_hf_dir(dir)?;
@@ -96,15 +99,11 @@ pub fn inspect(model: &ModelPath) -> Result<ModelReport> {
                 let mut named: Vec<_> = meta.tensors().into_iter().collect();
                 named.sort_by(|a, b| a.0.cmp(&b.0));
                 for (name, info) in named {
-                    let format = match info.dtype {
-                        safetensors::Dtype::F32 => Some(WeightFormat::F32),
-                        safetensors::Dtype::F16 => Some(WeightFormat::F16),
-                        safetensors::Dtype::BF16 => Some(WeightFormat::BF16),
-                        _ => None,
-                    };
+                    let format = crate::loading::safetensors::format_of(info.dtype);
                     let (start, end) = info.data_offsets;
                     tensors.push(TensorReport {
-                        dtype: format.map_or_else(|| format!("{:?}", info.dtype), |f| f.name().to_string()),
+                        // safetensors' own spelling (`F32`, `BF16`), which is ggml's for these.
+                        dtype: format!("{:?}", info.dtype),
                         loaded_bytes: format.map_or(0, |f| f.loaded_bytes(&info.shape)),
                         stored_bytes: end.saturating_sub(start) as u64,
                         shape: info.shape.clone(),
@@ -112,14 +111,15 @@ pub fn inspect(model: &ModelPath) -> Result<ModelReport> {
                     });
                 }
             }
-            ("hf-dir", config, tensors)
+            // Weights alone (no tokenizer.json) have no template; any other failure to read the
+            // tokenizer files is an error.
+            let template = if dir.join("tokenizer.json").is_file() {
+                TextAssets::from_hf_dir(dir)?.template_source
+            } else {
+                None
+            };
+            ("hf-dir", config, tensors, template)
         }
-    };
-    // An HF directory of weights alone (no tokenizer.json) has no template; any other failure
-    // to read the tokenizer files is an error.
-    let chat_template = match model {
-        ModelPath::HfDir(dir) if !dir.join("tokenizer.json").is_file() => None,
-        _ => TextAssets::load(model)?.template_source,
     };
     let mut types: BTreeMap<String, TypeSummary> = BTreeMap::new();
     for t in &tensors {

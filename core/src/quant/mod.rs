@@ -136,26 +136,6 @@ impl WeightFormat {
         matches!(self, WeightFormat::F16 | WeightFormat::BF16)
     }
 
-    /// ggml's spelling (`Q4_K`, `Q8_0`, `BF16`).
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightFormat::F32 => "F32",
-            WeightFormat::F16 => "F16",
-            WeightFormat::BF16 => "BF16",
-            WeightFormat::Q8_0 => "Q8_0",
-            WeightFormat::Q4_0 => "Q4_0",
-            WeightFormat::Q4_1 => "Q4_1",
-            WeightFormat::Q5_0 => "Q5_0",
-            WeightFormat::Q5_1 => "Q5_1",
-            WeightFormat::Q2K => "Q2_K",
-            WeightFormat::Q3K => "Q3_K",
-            WeightFormat::Q4K => "Q4_K",
-            WeightFormat::Q5K => "Q5_K",
-            WeightFormat::Q6K => "Q6_K",
-            WeightFormat::Q8K => "Q8_K",
-        }
-    }
-
     /// Bytes a tensor of this format and `shape` takes once a decoder has loaded it on the
     /// CPU: a [`QuantMatrix`] where it [stays stored](Self::stays_stored) (Q8_0/Q4_0/Q4_1 with
     /// their scales widened to f32, the others as stored), else f32 values.

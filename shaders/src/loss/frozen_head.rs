@@ -20,12 +20,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::{Autodiff, AutodiffBackend, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::TensorData;
 use rayon::prelude::*;
 
 use super::chunked::{chunked_backward, chunked_forward, chunks};
 use crate::flex;
-use crate::frozen::{Frozen, FrozenMatrix, dequantize_rows};
+use crate::frozen::{Frozen, FrozenMatrix, dense_of, dequantize_rows};
 use crate::host::{Operand, exp_f32, gemm, lane_max};
 use crate::multiversion;
 
@@ -59,8 +58,9 @@ multiversion!(
     fn scaled_probs => scaled_probs_impl(z: &mut [f32], lse: f32, g: f32)
 );
 
-/// The shapes of a call: `T` rows of `hidden` (`[T, H]`) against a `[V, H]` head.
-fn dims(hidden: &[f32], t: usize, w: &dyn FrozenMatrix, labels: &[u32]) -> (usize, usize) {
+/// The head's width `H`, after checking `hidden` is `[T, H]` and the labels are `T` rows of the
+/// `[V, H]` head.
+fn checked_width(hidden: &[f32], t: usize, w: &dyn FrozenMatrix, labels: &[u32]) -> usize {
     let (v, h) = (w.rows(), w.cols());
     assert_eq!(hidden.len(), t * h, "frozen-head loss: hidden is not [{t}, {h}]");
     assert_eq!(
@@ -73,21 +73,21 @@ fn dims(hidden: &[f32], t: usize, w: &dyn FrozenMatrix, labels: &[u32]) -> (usiz
         labels.iter().all(|&l| (l as usize) < v),
         "frozen-head loss: a label outside the vocabulary of {v} (checked by the caller)"
     );
-    (v, h)
+    h
 }
 
-/// `(logp, lse)` (`[T]` each) of `hidden` `[T, H]` against the frozen head `w` `[V, H]`.
-pub fn host_forward(
+/// For each vocabulary chunk of `chunk` rows of `w` (`c` rows, the last one shorter): the rows
+/// dequantized (`[c, H]`) and the logits `z = hidden · W_cᵀ` (`[T, c]`), given to
+/// `f(c, rows, z)`. The two buffers are allocated once and reused.
+fn for_each_chunk(
     hidden: &[f32],
     t: usize,
     w: &dyn FrozenMatrix,
-    labels: &[u32],
     chunk: usize,
-) -> (Vec<f32>, Vec<f32>) {
-    let (v, h) = dims(hidden, t, w, labels);
+    mut f: impl FnMut(usize, &[f32], &mut [f32]),
+) {
+    let (v, h) = (w.rows(), w.cols());
     let chunk = chunk.clamp(1, v.max(1));
-    let mut m = vec![f32::NEG_INFINITY; t];
-    let mut s = vec![0.0f32; t];
     let mut rows = vec![0.0f32; chunk * h];
     let mut z = vec![0.0f32; t * chunk];
     for (c0, c1) in chunks(v, chunk) {
@@ -104,6 +104,22 @@ pub fn host_forward(
             1.0,
             true,
         );
+        f(c, rows, z);
+    }
+}
+
+/// `(logp, lse)` (`[T]` each) of `hidden` `[T, H]` against the frozen head `w` `[V, H]`.
+pub fn host_forward(
+    hidden: &[f32],
+    t: usize,
+    w: &dyn FrozenMatrix,
+    labels: &[u32],
+    chunk: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let h = checked_width(hidden, t, w, labels);
+    let mut m = vec![f32::NEG_INFINITY; t];
+    let mut s = vec![0.0f32; t];
+    for_each_chunk(hidden, t, w, chunk, |c, _, z| {
         z.par_chunks(c)
             .zip(m.par_iter_mut().zip(s.par_iter_mut()))
             .for_each(|(zr, (m, s))| {
@@ -117,7 +133,7 @@ pub fn host_forward(
                 *s = *s * rescale + exp_sum(zr, m_new);
                 *m = m_new;
             });
-    }
+    });
     let lse: Vec<f32> = m.iter().zip(&s).map(|(&m, &s)| m + s.ln()).collect();
     let logp = hidden
         .par_chunks(h.max(1))
@@ -143,12 +159,11 @@ pub fn host_backward(
     grad: &[f32],
     chunk: usize,
 ) -> Vec<f32> {
-    let (v, h) = dims(hidden, t, w, labels);
+    let h = checked_width(hidden, t, w, labels);
     assert!(
         lse.len() == t && grad.len() == t,
         "frozen-head loss backward: lse or grad is not [{t}]"
     );
-    let chunk = chunk.clamp(1, v.max(1));
     // The label terms: g_t · W[label_t].
     let mut dh = vec![0.0f32; t * h];
     dh.par_chunks_mut(h.max(1))
@@ -157,22 +172,7 @@ pub fn host_backward(
             w.dequantize_row(label as usize, row);
             row.iter_mut().for_each(|x| *x *= g);
         });
-    let mut rows = vec![0.0f32; chunk * h];
-    let mut z = vec![0.0f32; t * chunk];
-    for (c0, c1) in chunks(v, chunk) {
-        let c = c1 - c0;
-        let (rows, z) = (&mut rows[..c * h], &mut z[..t * c]);
-        dequantize_rows(w, c0, rows);
-        gemm(
-            (t, c, h),
-            z,
-            c,
-            false,
-            Operand::rows(hidden, h),
-            Operand::transposed(rows, h),
-            1.0,
-            true,
-        );
+    for_each_chunk(hidden, t, w, chunk, |c, rows, z| {
         z.par_chunks_mut(c)
             .zip(lse.par_iter().zip(grad.par_iter()))
             .for_each(|(zr, (&lse, &g))| scaled_probs(zr, lse, g));
@@ -187,7 +187,7 @@ pub fn host_backward(
             -1.0,
             true,
         );
-    }
+    });
     dh
 }
 
@@ -219,10 +219,6 @@ pub trait FrozenHeadLossOps: Backend {
             .0
             .expect("the hidden gradient was asked for")
     }
-}
-
-fn dense_of<B: Backend>(w: &Frozen, device: &B::Device) -> FloatTensor<B> {
-    B::float_from_data(TensorData::new(w.to_f32(), [w.0.rows(), w.0.cols()]), device)
 }
 
 /// A CPU-backend int tensor's values as token ids.
