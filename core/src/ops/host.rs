@@ -21,7 +21,15 @@ const DOT_KERNEL_MAX_ROWS: usize = 16;
 #[derive(Debug, Clone)]
 pub enum HostMatrix {
     Quant(Arc<QuantMatrix>),
-    Dense { data: Arc<[f32]>, rows: usize, cols: usize },
+    Dense {
+        data: Arc<[f32]>,
+        rows: usize,
+        cols: usize,
+    },
+    /// Matrices of one width stacked along the rows, each kept in its own format: a fused
+    /// projection whose parts a GGUF stores in different types (Q4_K_M keeps q and k in Q4_K and
+    /// v in Q6_K), so none of them is widened to f32.
+    Parts(Vec<HostMatrix>),
 }
 
 impl HostMatrix {
@@ -29,6 +37,7 @@ impl HostMatrix {
         match self {
             HostMatrix::Quant(q) => q.rows,
             HostMatrix::Dense { rows, .. } => *rows,
+            HostMatrix::Parts(p) => p.iter().map(HostMatrix::rows).sum(),
         }
     }
 
@@ -36,6 +45,7 @@ impl HostMatrix {
         match self {
             HostMatrix::Quant(q) => q.cols,
             HostMatrix::Dense { cols, .. } => *cols,
+            HostMatrix::Parts(p) => p.first().map_or(0, HostMatrix::cols),
         }
     }
 
@@ -43,12 +53,27 @@ impl HostMatrix {
     pub fn matmul(&self, x: &[f32], m: usize, precision: Precision) -> Vec<f32> {
         match self {
             HostMatrix::Quant(q) => match precision {
-                // The int8 kernels read blocks; half-precision rows take the exact path.
-                Precision::Int8 if q.format.is_block() => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
+                // Formats without int8 kernels here (half precision, some K-quants) run exact.
+                Precision::Int8 if int8::supports(q.format) => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
                 _ if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
                 _ => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
             },
             HostMatrix::Dense { data, rows, cols } => gemm_xwt(x, m, data, *rows, *cols),
+            HostMatrix::Parts(parts) => {
+                // Each part's product, placed at its column offset of y.
+                let n = self.rows();
+                let mut y = vec![0.0f32; m * n];
+                let mut c0 = 0;
+                for part in parts {
+                    let np = part.rows();
+                    let yp = part.matmul(x, m, precision);
+                    for (dst, src) in y.chunks_exact_mut(n).zip(yp.chunks_exact(np.max(1))) {
+                        dst[c0..c0 + np].copy_from_slice(src);
+                    }
+                    c0 += np;
+                }
+                y
+            }
         }
     }
 
@@ -57,6 +82,15 @@ impl HostMatrix {
         match self {
             HostMatrix::Quant(q) => q.dequantize_row(r, out),
             HostMatrix::Dense { data, cols, .. } => out.copy_from_slice(&data[r * cols..(r + 1) * cols]),
+            HostMatrix::Parts(parts) => {
+                let mut r = r;
+                for part in parts {
+                    if r < part.rows() {
+                        return part.row_f32(r, out);
+                    }
+                    r -= part.rows();
+                }
+            }
         }
     }
 }

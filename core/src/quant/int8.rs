@@ -61,12 +61,51 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
     }
 }
 
-/// `y = x W^T` with quantized activations: `[x.rows, w.rows]`.
+/// Whether [`matmul`] computes with `format` on this CPU: the Q8_0/Q4_0/Q4_1 blocks
+/// everywhere, and Q4_K, Q6_K, Q5_0 and Q5_1 (the bulk of published K-quant GGUFs) where AVX-512
+/// VNNI is (elsewhere those take the exact path, as the other K-quants do).
+pub fn supports(format: WeightFormat) -> bool {
+    format.is_block() || has_vnni() && raw_supported(format)
+}
+
+fn raw_supported(format: WeightFormat) -> bool {
+    matches!(
+        format,
+        WeightFormat::Q4K | WeightFormat::Q6K | WeightFormat::Q5_0 | WeightFormat::Q5_1
+    )
+}
+
+/// `y = x W^T` with quantized activations: `[x.rows, w.rows]` (`w.format` one that
+/// [`supports`] accepts).
 pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
     let (m, n, k) = (x.rows, w.rows, w.cols);
     assert_eq!(x.cols, k, "activation width must match the weight");
+    assert!(supports(w.format), "int8 products do not cover {:?} here", w.format);
     let nb = k / BLOCK;
     let vnni = has_vnni();
+    #[cfg(target_arch = "x86_64")]
+    if w.format.is_raw_block() {
+        let mut yt = vec![0.0f32; n * m];
+        let rows_per_task = n.div_ceil(rayon::current_num_threads().max(1) * 4).max(8);
+        yt.par_chunks_mut(rows_per_task * m)
+            .enumerate()
+            .for_each(|(task, out)| {
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                    let qs = w.row(task * rows_per_task + dr).1;
+                    for (i, o) in out_r.iter_mut().enumerate() {
+                        let (a, ad, dsum) = (
+                            &x.q[i * k..(i + 1) * k],
+                            &x.d[i * nb..(i + 1) * nb],
+                            &x.dsum[i * nb..(i + 1) * nb],
+                        );
+                        // SAFETY: `supports` checked VNNI; the row holds whole blocks of `k` weights and
+                        // the activation row `k` values and `k / 32` scales.
+                        *o = unsafe { x86::dot_raw_vnni(w.format, qs, a, ad, dsum) };
+                    }
+                }
+            });
+        return transpose(yt, m, n);
+    }
     let threads = rayon::current_num_threads().max(1);
     let rows_per_task = n.div_ceil(threads * 4).max(8);
     let mut yt = vec![0.0f32; n * m];
@@ -109,6 +148,11 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                 }
             }
         });
+    transpose(yt, m, n)
+}
+
+/// `yt[r * m + i]` to `y[i * n + r]`.
+fn transpose(yt: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
     if m == 1 {
         return yt;
     }
@@ -321,6 +365,124 @@ mod x86 {
         }
         hsum_ps(_mm256_add_ps(acc[0], acc[1])) + corr
     }
+
+    /// One raw-block row (Q4_K, Q6_K, Q5_0, Q5_1) against one activation row: each 32 weights'
+    /// unsigned quants meet one activation block in `vpdpbusd`; the i32 lanes are scaled as
+    /// vectors (Q6_K's two 16-weight scales as the two halves of one scale vector) and the
+    /// offsets and mins go through the activation sums (`dsum = dx * sum(a)`; Q6_K's per 16
+    /// weights from a second `vpdpbusd` with ones).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot_raw_vnni(format: WeightFormat, qs: &[u8], a: &[i8], ad: &[f32], dsum: &[f32]) -> f32 {
+        use crate::quant::raw_dots::x86::f16_at;
+        let zero = _mm256_setzero_si256();
+        let m15 = _mm256_set1_epi8(15);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        // Four partial sums of the offsets and mins, so consecutive blocks do not wait on each other.
+        let mut corr = [0.0f32; 4];
+        // SAFETY (whole function): the caller passes whole blocks and an activation row as long
+        // as the row (`a`: 32 values per block of 32 weights, `ad`/`dsum`: one per block).
+        unsafe {
+            let act = |blk: usize| _mm256_loadu_si256(a.as_ptr().add(blk * BLOCK) as *const __m256i);
+            let dp = |w: __m256i, blk: usize| _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, w, act(blk)));
+            match format {
+                WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
+                    let q5_1 = format == WeightFormat::Q5_1;
+                    let bb = if q5_1 { 24 } else { 22 };
+                    let sixteen = _mm256_set1_epi8(16);
+                    let mask = _mm_set1_epi8(15);
+                    for (b, blk) in qs.chunks_exact(bb).enumerate() {
+                        let d = f16_at(blk, 0);
+                        let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
+                        let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
+                        let bytes = _mm_loadu_si128(blk.as_ptr().add(q) as *const __m128i);
+                        let nib = _mm256_set_m128i(
+                            _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
+                            _mm_and_si128(bytes, mask),
+                        );
+                        let w = _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), sixteen));
+                        let dx = *ad.get_unchecked(b);
+                        acc[b & 3] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), dp(w, b), acc[b & 3]);
+                        let ds = *dsum.get_unchecked(b);
+                        corr[b & 3] += if q5_1 { f16_at(blk, 2) * ds } else { -16.0 * d * ds };
+                    }
+                }
+                WeightFormat::Q4K => {
+                    for (i, blk) in qs.chunks_exact(144).enumerate() {
+                        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                        let (sc, mn) = crate::quant::raw_dots::scale_min_k4(&blk[4..16]);
+                        for c in 0..4 {
+                            let bytes = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
+                            let lo = _mm256_and_si256(bytes, m15);
+                            let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m15);
+                            let (b0, b1) = (i * 8 + 2 * c, i * 8 + 2 * c + 1);
+                            let (s0, s1) = (
+                                d * sc[2 * c] * *ad.get_unchecked(b0),
+                                d * sc[2 * c + 1] * *ad.get_unchecked(b1),
+                            );
+                            let r = (c & 1) * 2;
+                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(s0), dp(lo, b0), acc[r]);
+                            acc[r + 1] = _mm256_fmadd_ps(_mm256_set1_ps(s1), dp(hi, b1), acc[r + 1]);
+                            corr[c] -=
+                                dmin * (mn[2 * c] * *dsum.get_unchecked(b0) + mn[2 * c + 1] * *dsum.get_unchecked(b1));
+                        }
+                    }
+                }
+                WeightFormat::Q6K => {
+                    let m3 = _mm256_set1_epi8(3);
+                    let ones = _mm256_set1_epi8(1);
+                    for (i, blk) in qs.chunks_exact(210).enumerate() {
+                        let d = f16_at(blk, 208);
+                        let scales = &blk[192..208];
+                        for h in 0..2 {
+                            let qla = _mm256_loadu_si256(blk.as_ptr().add(h * 64) as *const __m256i);
+                            let qlb = _mm256_loadu_si256(blk.as_ptr().add(h * 64 + 32) as *const __m256i);
+                            let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + h * 32) as *const __m256i);
+                            let ws = [
+                                _mm256_or_si256(
+                                    _mm256_and_si256(qla, m15),
+                                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(qlb, m15),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(qla, 4), m15),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
+                                ),
+                                _mm256_or_si256(
+                                    _mm256_and_si256(_mm256_srli_epi16(qlb, 4), m15),
+                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
+                                ),
+                            ];
+                            for (s, &w) in ws.iter().enumerate() {
+                                let b = i * 8 + h * 4 + s;
+                                let x = act(b);
+                                // sum(q a) - 32 sum(a), per 4 weights in each i32 lane.
+                                let p = _mm256_sub_epi32(
+                                    _mm256_dpbusd_epi32(zero, w, x),
+                                    _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, ones, x), 5),
+                                );
+                                let g = h * 8 + s * 2;
+                                let dx = d * *ad.get_unchecked(b);
+                                let sv = _mm256_set_m128(
+                                    _mm_set1_ps(dx * f32::from(scales[g + 1] as i8)),
+                                    _mm_set1_ps(dx * f32::from(scales[g] as i8)),
+                                );
+                                acc[s] = _mm256_fmadd_ps(sv, _mm256_cvtepi32_ps(p), acc[s]);
+                            }
+                        }
+                    }
+                }
+                _ => return f32::NAN,
+            }
+        }
+        hsum_ps(_mm256_add_ps(
+            _mm256_add_ps(acc[0], acc[1]),
+            _mm256_add_ps(acc[2], acc[3]),
+        )) + (corr[0] + corr[1])
+            + (corr[2] + corr[3])
+    }
 }
 
 #[cfg(test)]
@@ -328,6 +490,49 @@ mod tests {
     use super::*;
     use half::f16;
     use rand::{RngExt, SeedableRng};
+
+    /// The raw-block formats' VNNI kernels (where this CPU has them) against the f64 product of
+    /// the dequantized weights and the rounded activations (`a * dx`): equal up to f32 rounding
+    /// (1e-5 of the sum of |terms|), and within the activation rounding (1%) of the exact one.
+    #[test]
+    fn int8_raw_block_products_track_the_exact_ones() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for format in [
+            WeightFormat::Q4K,
+            WeightFormat::Q6K,
+            WeightFormat::Q5_0,
+            WeightFormat::Q5_1,
+        ] {
+            if !supports(format) {
+                continue;
+            }
+            let (n, k, m) = (13, 512, 3);
+            let w = crate::quant::raw_dots::tests::random_rows(format, n, k, 4);
+            let dense = w.to_f32();
+            let x: Vec<f32> = (0..m * k).map(|_| r.random_range(-2.0..2.0)).collect();
+            let qx = quantize_acts(&x, m, k);
+            let y = matmul(&qx, &w);
+            for i in 0..m {
+                for j in 0..n {
+                    let got = f64::from(y[i * n + j]);
+                    let rounded = (0..k).map(|t| {
+                        f64::from(qx.q[i * k + t]) * f64::from(qx.d[(i * k + t) / BLOCK]) * f64::from(dense[j * k + t])
+                    });
+                    let (same, scale) = rounded.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
+                    assert!(
+                        (got - same).abs() <= 1e-5 * scale + 1e-6,
+                        "{format:?} row {j}: {got} vs {same}"
+                    );
+                    let terms = (0..k).map(|t| f64::from(x[i * k + t]) * f64::from(dense[j * k + t]));
+                    let (exact, scale) = terms.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
+                    assert!(
+                        (got - exact).abs() <= 0.01 * scale + 1e-6,
+                        "{format:?} row {j}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn int8_products_track_the_exact_ones() {

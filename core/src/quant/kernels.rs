@@ -12,7 +12,7 @@
 
 use rayon::prelude::*;
 
-use super::{BLOCK, QuantMatrix, WeightFormat, dequantize_packed};
+use super::{BLOCK, QuantMatrix, WeightFormat, dequantize_packed, raw_dots};
 
 /// Rows of `x` from which a weight row is dequantized once and reused.
 const DEQUANT_ROWS: usize = 4;
@@ -35,6 +35,11 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
     } else {
         Vec::new()
     };
+    let raw_xsums = if w.format.is_raw_block() && m < DEQUANT_ROWS {
+        raw_dots::xsums(w.format, x)
+    } else {
+        Vec::new()
+    };
     let nb = k / BLOCK;
     // Enough tasks to balance the threads, few enough to keep scheduling cheap.
     let threads = rayon::current_num_threads().max(1);
@@ -46,8 +51,30 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
         .for_each(|(task, out)| {
             let r0 = task * rows_per_task;
             let n_rows = out.len() / m;
-            // Half-precision rows have no dot kernels of their own: they are widened a row at
-            // a time and dotted in f32.
+            // Half rows: widened in registers.
+            if m < DEQUANT_ROWS && w.format.is_half() {
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                    let qs = w.row(r0 + dr).1;
+                    for (i, o) in out_r.iter_mut().enumerate() {
+                        *o = raw_dots::dot_half(isa, w.format, qs, &x[i * k..(i + 1) * k]);
+                    }
+                }
+                return;
+            }
+            // The raw-block formats (K-quants, Q5_0, Q5_1) have fused dots of their own.
+            if m < DEQUANT_ROWS && w.format.is_raw_block() {
+                // x sums per row of x (none for the formats without mins or offsets).
+                let per_row = raw_xsums.len() / m;
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                    let qs = w.row(r0 + dr).1;
+                    for (i, o) in out_r.iter_mut().enumerate() {
+                        let xs = &raw_xsums[i * per_row..(i + 1) * per_row];
+                        *o = raw_dots::dot_raw(isa, w.format, qs, &x[i * k..(i + 1) * k], xs);
+                    }
+                }
+                return;
+            }
+            // More rows: a weight row is widened once and dotted with each.
             if m >= DEQUANT_ROWS || !w.format.is_block() {
                 // Advanced only by the x86-64 kernels above the portable loop.
                 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]

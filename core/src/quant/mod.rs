@@ -14,12 +14,14 @@
 //!
 //! The K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K: super-blocks of 256 weights) are in
 //! [`k_quants`]. A [`QuantMatrix`] keeps their super-blocks, and Q5_0/Q5_1 blocks, as stored
-//! ("raw blocks": no f16 scales to widen into a separate array) and products with them go
-//! through the dequantizing GEMM path; the fused dot kernels are Q8_0/Q4_0/Q4_1's.
+//! ("raw blocks": no f16 scales to widen into a separate array). Decoding (one to three rows of
+//! activations) runs their fused dots ([`raw_dots`]); more rows go through the dequantizing
+//! GEMM path, as for the other formats.
 
 pub mod int8;
 pub mod k_quants;
 pub mod kernels;
+pub mod raw_dots;
 
 use half::{bf16, f16};
 
@@ -121,8 +123,8 @@ impl WeightFormat {
         }
     }
 
-    /// A format whose blocks a [`QuantMatrix`] keeps as stored (the K-quants, Q5_0, Q5_1): rows
-    /// are dequantized for products (no fused dot kernel yet).
+    /// A format whose blocks a [`QuantMatrix`] keeps as stored (the K-quants, Q5_0, Q5_1); their
+    /// dot kernels are in [`raw_dots`].
     pub fn is_raw_block(self) -> bool {
         self.raw_block_bytes() > 0
     }
@@ -356,13 +358,14 @@ impl QuantMatrix {
                 bytes.len()
             )));
         }
-        if format.is_raw_block() {
+        if format.is_raw_block() || format.is_half() {
+            // Kept as stored, copied once (`Arc::from` a slice; no intermediate Vec).
             return Ok(QuantMatrix {
                 format,
                 rows,
                 cols,
                 scales: Vec::new().into(),
-                qs: bytes.to_vec().into(),
+                qs: std::sync::Arc::from(bytes),
             });
         }
         let blocks = rows * cols / BLOCK;

@@ -122,8 +122,8 @@ fn host_matrix(w: &Weight) -> HostMatrix {
     }
 }
 
-/// Stacks weights along their output dimension (same format and width), or dense f32 when
-/// their formats differ.
+/// Stacks weights along their output dimension: one matrix when they share format and width,
+/// else the parts side by side, each in its own format (never widened to f32).
 fn stack(parts: &[Weight]) -> HostMatrix {
     let quants: Option<Vec<&crate::quant::QuantMatrix>> = parts
         .iter()
@@ -137,13 +137,16 @@ fn stack(parts: &[Weight]) -> HostMatrix {
     {
         return HostMatrix::Quant(Arc::new(m));
     }
-    let cols = parts[0].shape[1];
-    let data: Vec<f32> = parts.iter().flat_map(|w| w.to_f32().to_vec()).collect();
-    HostMatrix::Dense {
-        rows: data.len() / cols,
-        data: data.into(),
-        cols,
+    if parts.iter().all(|w| matches!(w.data, WeightData::Dense(_))) {
+        let cols = parts[0].shape[1];
+        let data: Vec<f32> = parts.iter().flat_map(|w| w.to_f32().to_vec()).collect();
+        return HostMatrix::Dense {
+            rows: data.len() / cols,
+            data: data.into(),
+            cols,
+        };
     }
+    HostMatrix::Parts(parts.iter().map(host_matrix).collect())
 }
 
 fn dense(w: &Weight) -> Vec<f32> {
