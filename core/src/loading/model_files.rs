@@ -76,6 +76,34 @@ impl std::ops::Deref for FileBytes {
     }
 }
 
+impl FileBytes {
+    /// Drops this process's resident pages of `part` (a slice of these bytes) once the loader
+    /// has copied it: the whole pages inside it leave the RSS, so loading holds the copies and
+    /// one tensor's mapped pages, not the copies and the whole mapped file. A later read of
+    /// `part` faults the same bytes back in from the file. Does nothing for owned bytes or on
+    /// other platforms, and ignores a refusal (the pages then simply stay resident).
+    pub fn release(&self, part: &[u8]) {
+        #[cfg(all(unix, not(target_family = "wasm")))]
+        if let FileBytes::Mapped(m) = self {
+            const PAGE: usize = 4096;
+            let base = m.as_ptr() as usize;
+            let (start, end) = (part.as_ptr() as usize, part.as_ptr() as usize + part.len());
+            if start < base || end > base + m.len() {
+                return;
+            }
+            // Whole pages only: a page shared with the next tensor stays.
+            let (lo, hi) = ((start - base).next_multiple_of(PAGE), (end - base) / PAGE * PAGE);
+            if hi > lo {
+                // SAFETY: the map is a read-only shared mapping of a file (`Mmap::map`): after
+                // MADV_DONTNEED the pages are read again from the file on the next access, with
+                // the same bytes, so borrowed slices stay valid and unchanged.
+                let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, lo, hi - lo) };
+            }
+        }
+        let _ = part;
+    }
+}
+
 /// Maps `path` read-only.
 pub fn map_file(path: &Path) -> Result<FileBytes> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;

@@ -11,17 +11,18 @@ pub struct DenseTensor {
 }
 
 /// One tensor's values: widened to f32, or its stored bytes where the caller keeps them.
-pub enum TensorValues {
+pub enum TensorValues<'a> {
     F32(Vec<f32>),
-    /// The little-endian bytes as stored, in `format` (f16 or bf16).
-    Stored(WeightFormat, Vec<u8>),
+    /// The little-endian bytes as stored, in `format` (f16 or bf16): a slice of the file's
+    /// bytes, which the caller copies (and may then release, see `FileBytes::release`).
+    Stored(WeightFormat, &'a [u8]),
 }
 
 /// One tensor read from a safetensors file, as f32 or as stored.
-pub struct LoadedTensor {
+pub struct LoadedTensor<'a> {
     pub name: String,
     pub shape: Vec<usize>,
-    pub values: TensorValues,
+    pub values: TensorValues<'a>,
 }
 
 /// Every tensor of a safetensors file (`bytes`) as f32, except those `skip` names (buffers that
@@ -53,12 +54,12 @@ pub fn format_of(dtype: safetensors::Dtype) -> Option<WeightFormat> {
 
 /// [`read_dense`], except that a half-precision tensor for which `keep(name, shape, format)`
 /// holds keeps its stored bytes (no f32 copy is made of it).
-pub fn read_tensors(
-    bytes: &[u8],
+pub fn read_tensors<'a>(
+    bytes: &'a [u8],
     label: &str,
     skip: impl Fn(&str) -> bool,
     keep: impl Fn(&str, &[usize], WeightFormat) -> bool,
-) -> Result<Vec<LoadedTensor>> {
+) -> Result<Vec<LoadedTensor<'a>>> {
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: label.to_string(),
         message: format!("{e} (corrupt or truncated file?)"),
@@ -80,7 +81,7 @@ pub fn read_tensors(
             });
         };
         let values = if format.is_half() && keep(&name, &shape, format) {
-            TensorValues::Stored(format, view.data().to_vec())
+            TensorValues::Stored(format, view.data())
         } else {
             let mut data = vec![0.0; n];
             dequantize(format, view.data(), &mut data);

@@ -183,14 +183,18 @@ impl DecoderWeights {
                 _ => None,
             };
             let data = if format.stays_stored(&shape) {
-                let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], g.tensor_bytes(bytes, t))
+                let stored = g.tensor_bytes(bytes, t);
+                let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], stored)
                     .map_err(|e| err(format!("tensor {:?}: {e}", t.name)))?;
+                // Copied: the mapped pages leave the RSS (loading peaks near the file's size).
+                file.bytes.release(stored);
                 WeightData::Quant(match &perm {
                     Some(p) => m.permute_rows(p),
                     None => m,
                 })
             } else {
                 let v = read_f32(t)?;
+                file.bytes.release(g.tensor_bytes(bytes, t));
                 let cols = if shape.len() == 2 { shape[1] } else { 1 };
                 WeightData::Dense(match &perm {
                     Some(p) => permute_dense_rows(&v, cols, p).into(),
@@ -222,12 +226,15 @@ impl DecoderWeights {
                 let data = match values {
                     TensorValues::F32(v) => WeightData::Dense(v.into()),
                     TensorValues::Stored(format, raw) => {
-                        WeightData::Quant(QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], &raw).map_err(
-                            |e| Error::Safetensors {
+                        let m = QuantMatrix::from_gguf_bytes(format, shape[0], shape[1], raw).map_err(|e| {
+                            Error::Safetensors {
                                 path: label.clone(),
                                 message: format!("tensor {name:?}: {e}"),
-                            },
-                        )?)
+                            }
+                        })?;
+                        // Copied: the mapped pages leave the RSS (loading peaks near the file's size).
+                        bytes.release(raw);
+                        WeightData::Quant(m)
                     }
                 };
                 if tensors.contains_key(&name) {
