@@ -10,6 +10,14 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// Resident memory of this process now (VmRSS), in MiB.
+pub fn rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// Resets the peak-RSS counter to the current RSS (Linux `clear_refs` 5), so that the next
 /// [`peak_rss_mib`] covers only what follows. Does nothing where that is not possible.
 pub fn reset_peak_rss() {

@@ -87,6 +87,10 @@ pub struct BenchDecodeArgs {
     /// Skip the 8 independent generations (the slowest part).
     #[arg(long)]
     pub skip_independent: bool,
+    /// Only load and one-stream decode (no prefill or sample figures): for models too large
+    /// to time the 4k figures in reasonable time (the peer's `DECODE_ONLY=1`).
+    #[arg(long)]
+    pub decode_only: bool,
     /// A peer's JSON line (bench/peers/llamacpp_decode.sh output): print speed ratios.
     #[arg(long)]
     pub peer: Option<PathBuf>,

@@ -46,7 +46,11 @@ pub(crate) fn figure(value: f64, unit: &str, runs: Vec<f64>) -> Value {
 }
 
 fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
+    let t = Instant::now();
     let dec = LoadedDecoder::load(&a.model.model, &a.device)?;
+    let load_s = t.elapsed().as_secs_f64();
+    // VmRSS and VmHWM right after loading: what the weights hold, and the loader's peak.
+    let (rss_load, peak_load) = (sealong::mem::rss_mib(), peak_rss_mib());
     let text = match &a.text {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
         None => default_text()?,
@@ -61,7 +65,16 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
     let mut figures = serde_json::Map::new();
     let runs = a.runs.max(1);
     let say = |name: &str, v: &Value| eprintln!("# {name} = {} {}", v["value"], v["unit"].as_str().unwrap_or(""));
-    for n in [1024usize, 4096] {
+    let f = figure(load_s, "s", vec![(load_s * 1000.0).round() / 1000.0]);
+    say("load_s", &f);
+    figures.insert("load_s".into(), f);
+    figures.insert("rss_after_load_mib".into(), json!({"value": rss_load, "unit": "MiB"}));
+    figures.insert(
+        "peak_rss_during_load_mib".into(),
+        json!({"value": peak_load, "unit": "MiB"}),
+    );
+    let prefill_lengths: &[usize] = if a.decode_only { &[] } else { &[1024, 4096] };
+    for &n in prefill_lengths {
         let p = prompt(n);
         let (t, all) = best(runs, || {
             let t = Instant::now();
@@ -91,39 +104,41 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
     let f = figure(256.0 / t, "tok/s", all);
     say("decode_1x256_tok_s", &f);
     figures.insert("decode_1x256_tok_s".into(), f.clone());
-    let sampled = no_stop(SamplingParams {
-        temperature: 0.7,
-        top_p: 1.0,
-        top_k: 0,
-    });
-    let p4k = prompt(4096);
-    let rngs =
-        |tag: &str| -> Vec<sealong::rng::Rng> { (0..8).map(|i| sealong::rng::for_item(1000 + i, tag)).collect() };
-    let (t, all) = best(runs, || {
-        let t = Instant::now();
-        let mut r = rngs("batched");
-        generate::generate(model, &p4k, &sampled, &mut r, |_| {})?;
-        Ok(t.elapsed().as_secs_f64())
-    })?;
-    let batched = t;
-    let f = figure(t, "s", all);
-    say("samples_8x256_p4096_batched_s", &f);
-    figures.insert("samples_8x256_p4096_batched_s".into(), f);
-    if !a.skip_independent {
-        // 8 independent generations: each prefills the prompt itself (one run; it is long).
-        let t = Instant::now();
-        for (i, mut r) in rngs("independent").into_iter().enumerate() {
-            let _ = i;
-            generate::generate(model, &p4k, &sampled, std::slice::from_mut(&mut r), |_| {})?;
+    if !a.decode_only {
+        let sampled = no_stop(SamplingParams {
+            temperature: 0.7,
+            top_p: 1.0,
+            top_k: 0,
+        });
+        let p4k = prompt(4096);
+        let rngs =
+            |tag: &str| -> Vec<sealong::rng::Rng> { (0..8).map(|i| sealong::rng::for_item(1000 + i, tag)).collect() };
+        let (t, all) = best(runs, || {
+            let t = Instant::now();
+            let mut r = rngs("batched");
+            generate::generate(model, &p4k, &sampled, &mut r, |_| {})?;
+            Ok(t.elapsed().as_secs_f64())
+        })?;
+        let batched = t;
+        let f = figure(t, "s", all);
+        say("samples_8x256_p4096_batched_s", &f);
+        figures.insert("samples_8x256_p4096_batched_s".into(), f);
+        if !a.skip_independent {
+            // 8 independent generations: each prefills the prompt itself (one run; it is long).
+            let t = Instant::now();
+            for (i, mut r) in rngs("independent").into_iter().enumerate() {
+                let _ = i;
+                generate::generate(model, &p4k, &sampled, std::slice::from_mut(&mut r), |_| {})?;
+            }
+            let t = t.elapsed().as_secs_f64();
+            let f = figure(t, "s", vec![(t * 1000.0).round() / 1000.0]);
+            say("samples_8x256_p4096_independent_s", &f);
+            figures.insert("samples_8x256_p4096_independent_s".into(), f);
+            figures.insert(
+                "shared_prefix_speedup".into(),
+                json!({"value": (t / batched * 100.0).round() / 100.0, "unit": "x", "how": "independent_s / batched_s"}),
+            );
         }
-        let t = t.elapsed().as_secs_f64();
-        let f = figure(t, "s", vec![(t * 1000.0).round() / 1000.0]);
-        say("samples_8x256_p4096_independent_s", &f);
-        figures.insert("samples_8x256_p4096_independent_s".into(), f);
-        figures.insert(
-            "shared_prefix_speedup".into(),
-            json!({"value": (t / batched * 100.0).round() / 100.0, "unit": "x", "how": "independent_s / batched_s"}),
-        );
     }
     figures.insert("peak_rss_mib".into(), json!({"value": peak_rss_mib(), "unit": "MiB"}));
     let out = json!({
@@ -156,8 +171,8 @@ pub(crate) fn default_text() -> Result<String> {
     Ok(lines.into_iter().map(|l| l.value.text).collect::<Vec<_>>().join("\n"))
 }
 
-/// Prints ours / peer for every figure both have (tok/s: higher is better; s: lower is better,
-/// so the ratio is peer / ours: above 1 means we are faster either way).
+/// Prints ours / peer for every figure both have (tok/s: higher is better; s
+/// and MiB: lower is better, so the ratio is peer / ours: above 1 means we are better either way).
 pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
     let text = std::fs::read_to_string(peer_path).with_context(|| format!("reading {}", peer_path.display()))?;
     let line = text
@@ -183,7 +198,12 @@ pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
         let (Some(a), Some(b)) = (f["value"].as_f64(), pf[peer_name]["value"].as_f64()) else {
             continue;
         };
-        let ratio = if f["unit"] == "s" { b / a } else { a / b };
+        // Seconds and MiB: lower is better.
+        let ratio = if f["unit"] == "s" || f["unit"] == "MiB" {
+            b / a
+        } else {
+            a / b
+        };
         eprintln!("{name:<38} {a:>12.2} {b:>12.2} {ratio:>8.2}x");
     }
     Ok(())
