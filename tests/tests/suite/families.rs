@@ -63,7 +63,7 @@ impl Golden {
         let v: Vec<f32> = t
             .data()
             .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
             .collect();
         v.chunks_exact(t.shape()[1]).map(<[f32]>::to_vec).collect()
     }
@@ -143,8 +143,8 @@ fn cpu_forked(m: &CpuDecoder, a: &[u32], b: &[u32], prefix: usize) -> (Vec<Vec<f
     let (mut ra, mut rb) = (Vec::new(), Vec::new());
     for i in prefix..b.len() {
         let mut out = m.forward_last(&[vec![a[i]], vec![b[i]]], &mut cache).expect("step");
-        rb.push(out.pop().unwrap());
-        ra.push(out.pop().unwrap());
+        rb.push(out.pop().expect("B's logits"));
+        ra.push(out.pop().expect("A's logits"));
     }
     cache.retain_rows(&[0]);
     for &t in &a[b.len()..] {
@@ -166,8 +166,8 @@ fn cpu_batch_of_two(m: &CpuDecoder, a: &[u32], b: &[u32], start: usize) -> (Vec<
     let (mut ra, mut rb) = (rows[..start].to_vec(), rows[start..].to_vec());
     for i in start..b.len() {
         let mut out = m.forward_last(&[vec![a[i]], vec![b[i]]], &mut cache).expect("step");
-        rb.push(out.pop().unwrap());
-        ra.push(out.pop().unwrap());
+        rb.push(out.pop().expect("B's logits"));
+        ra.push(out.pop().expect("A's logits"));
     }
     cache.retain_rows(&[0]);
     for &t in &a[b.len()..] {
@@ -324,7 +324,7 @@ fn refuses_past_the_window_on_burn(rel: &str, variant: &str) {
     assert!(e.contains("sliding window of 8") && e.contains("CPU engine"), "{e}");
     let mut cache = m.new_cache(1);
     let e = m
-        .forward_all(&[g.a.clone()], &mut cache)
+        .forward_all(std::slice::from_ref(&g.a), &mut cache)
         .expect_err("past the window")
         .to_string();
     assert!(e.contains("40 positions") && e.contains("sliding window"), "{e}");
@@ -338,7 +338,7 @@ fn exported_configs_read_back_the_same() {
         let v = c.to_hf_json().expect("to_hf_json");
         let back = DecoderConfig::from_hf_json(&v, "export").expect("reparse");
         assert_eq!(back, c, "{rel}: {v}");
-        let arch = v["architectures"][0].as_str().unwrap();
+        let arch = v["architectures"][0].as_str().expect("architecture");
         let want = match rel {
             "mistral" => "MistralForCausalLM",
             "qwen2_yarn" | "qwen2_swa" => "Qwen2ForCausalLM",
@@ -394,7 +394,9 @@ fn unknown_family_or_rope_type_names_the_key_and_the_supported_ones() {
     let mut v = config_json();
     v["rope_scaling"] = json!({"type": "yarn", "original_max_position_embeddings": 16});
     let c = DecoderConfig::from_hf_json(&v, "cfg.json").expect("yarn");
-    let RopeScaling::Yarn(y) = c.rope_scaling else { panic!() };
+    let RopeScaling::Yarn(y) = c.rope_scaling else {
+        panic!("{:?}", c.rope_scaling)
+    };
     assert_eq!((y.factor, y.beta_fast, y.beta_slow, y.truncate), (4.0, 32.0, 1.0, true));
     // A window that is not a positive number.
     let mut v = config_json();
@@ -459,9 +461,9 @@ fn yarn_matches_transformers_on_full_size_settings() {
         let c = DecoderConfig::from_hf_json(&case["config"], "yarn case").expect("config");
         let want: Vec<f64> = case["inv_freq"]
             .as_array()
-            .unwrap()
+            .expect("inv_freq")
             .iter()
-            .map(|x| x.as_f64().unwrap())
+            .map(|x| x.as_f64().expect("number"))
             .collect();
         let got = c.rope_inv_freq();
         assert_eq!(got.len(), want.len());
@@ -473,7 +475,7 @@ fn yarn_matches_transformers_on_full_size_settings() {
                 case["config"]["rope_scaling"]
             );
         }
-        let att = case["attention_factor"].as_f64().unwrap();
+        let att = case["attention_factor"].as_f64().expect("attention factor");
         assert!(
             (f64::from(c.rope_attention_scaling()) - att).abs() <= 1e-6,
             "{}: attention factor {} vs {att}",

@@ -214,8 +214,8 @@ impl Decoder {
         {
             return Err(Error::Invalid(format!(
                 "{} positions exceed the {} model's sliding window of {} positions, which the burn decoder \
-                 (GPU and training) does not implement; the CPU engine does (--device cpu), or keep \
-                 sequences within the window",
+                 (GPU inference and all training) does not implement; inference on the CPU engine \
+                 (--device cpu) does, or keep sequences within the window",
                 start + seq_len,
                 self.config.family,
                 w.size
