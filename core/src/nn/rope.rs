@@ -15,7 +15,9 @@ pub struct RopeTables {
 }
 
 impl RopeTables {
-    pub fn new(inv_freq: &[f32], max_positions: usize, device: &Device) -> Self {
+    /// Tables for `inv_freq`, with cos and sin multiplied by `scaling` (transformers'
+    /// `attention_scaling`: YaRN's attention factor, 1 otherwise).
+    pub fn new(inv_freq: &[f32], scaling: f32, max_positions: usize, device: &Device) -> Self {
         let half = inv_freq.len();
         let hd = 2 * half;
         let mut cos = vec![0.0f32; max_positions * hd];
@@ -24,6 +26,7 @@ impl RopeTables {
             for (i, &f) in inv_freq.iter().enumerate() {
                 let angle = p as f32 * f;
                 let (s, c) = angle.sin_cos();
+                let (s, c) = (s * scaling, c * scaling);
                 cos[p * hd + i] = c;
                 cos[p * hd + half + i] = c;
                 sin[p * hd + i] = -s;

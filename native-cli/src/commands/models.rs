@@ -35,10 +35,18 @@ fn inspect(args: InspectArgs) -> Result<()> {
             s.factor, s.low_freq_factor, s.high_freq_factor, s.original_max_position_embeddings
         ),
         RopeScaling::Linear(f) => format!("linear (factor {f})"),
+        RopeScaling::Yarn(s) => format!(
+            "yarn (factor {}, original context {}, beta {} / {}, attention factor {})",
+            s.factor,
+            s.original_max_position_embeddings,
+            s.beta_fast,
+            s.beta_slow,
+            s.attention_scaling()
+        ),
         RopeScaling::Factors(v) => format!("per-frequency divisors ({} values, GGUF rope_freqs)", v.len()),
     };
     println!("path:           {} ({})", r.path, r.container);
-    println!("family:         {}", c.model_type);
+    println!("family:         {}", c.family);
     println!(
         "shape:          {} layers, hidden {}, MLP {}, {} heads over {} kv heads of {}, vocabulary {}",
         c.num_hidden_layers,
@@ -50,6 +58,14 @@ fn inspect(args: InspectArgs) -> Result<()> {
         c.vocab_size
     );
     println!("context:        {} tokens", c.max_position_embeddings);
+    if let Some(w) = &c.sliding_window {
+        let n = w.layers.iter().filter(|&&l| l).count();
+        println!(
+            "sliding window: {} positions in {n} of {} layers",
+            w.size,
+            w.layers.len()
+        );
+    }
     println!("rope:           theta {}, scaling {rope}", c.rope_theta);
     println!(
         "head:           {}; attention biases: {}",

@@ -537,7 +537,7 @@ fn config_json_round_trip() {
     // Llama 3.1's own parameters are recovered exactly from its divisors (as llama.cpp
     // writes them: f32 base / scaled frequency).
     let llama31 = DecoderConfig {
-        model_type: "llama".into(),
+        family: sealong::models::decoder::Family::Llama,
         vocab_size: 128_256,
         hidden_size: 4096,
         intermediate_size: 14_336,
@@ -558,6 +558,7 @@ fn config_json_round_trip() {
         attention_bias: false,
         bos_token_id: Some(128_000),
         eos_token_ids: vec![128_001, 128_008, 128_009],
+        sliding_window: None,
     };
     let plain = DecoderConfig {
         rope_scaling: RopeScaling::None,

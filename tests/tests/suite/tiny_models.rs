@@ -227,7 +227,7 @@ fn models_inspect_reports_types_shapes_and_the_memory_the_loader_holds() {
     );
     let path = ModelPath::detect(dir.path()).expect("hf dir");
     let r = inspect(&path).expect("inspect");
-    assert_eq!((r.container, r.config.model_type.as_str()), ("hf-dir", "qwen2"));
+    assert_eq!((r.container, r.config.family.model_type()), ("hf-dir", "qwen2"));
     assert_eq!(r.types.keys().collect::<Vec<_>>(), ["BF16"]);
     assert_eq!(r.chat_template, None, "weights alone: no tokenizer, no template");
     let (_, w) = DecoderWeights::load(&path).expect("weights");

@@ -1,5 +1,6 @@
-//! The decoder's configuration: one struct mirroring HF `config.json` for the Llama family
-//! (Llama 2/3.x, SmolLM2, Qwen2/2.5), filled either from `config.json` or from GGUF metadata.
+//! The decoder's configuration: one struct mirroring HF `config.json` for the Llama-style
+//! families of [`Family`] (Llama 2/3.x, SmolLM2, Qwen2/2.5, Mistral), filled either from
+//! `config.json` or from GGUF metadata.
 
 use std::path::Path;
 
@@ -8,6 +9,7 @@ use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
 use crate::loading::gguf::{Gguf, GgufValue};
+pub use crate::models::decoder::family::{Family, SlidingWindow};
 
 /// Llama-3 style RoPE frequency scaling (`rope_scaling.rope_type == "llama3"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +18,70 @@ pub struct Llama3RopeScaling {
     pub low_freq_factor: f64,
     pub high_freq_factor: f64,
     pub original_max_position_embeddings: usize,
+}
+
+/// YaRN RoPE scaling (`rope_scaling.rope_type == "yarn"`), as transformers'
+/// `_compute_yarn_parameters`: frequencies blended between interpolated (`/ factor`) and
+/// extrapolated by a linear ramp over the dimensions between the `beta_fast` and `beta_slow`
+/// rotation counts of the original context, and cos/sin multiplied by an attention factor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct YarnRopeScaling {
+    pub factor: f64,
+    pub original_max_position_embeddings: usize,
+    /// Default 32.
+    pub beta_fast: f64,
+    /// Default 1.
+    pub beta_slow: f64,
+    pub mscale: Option<f64>,
+    pub mscale_all_dim: Option<f64>,
+    /// The cos/sin multiplier when given; else derived from `factor` (and `mscale`s).
+    pub attention_factor: Option<f64>,
+    /// Whether the correction range is rounded outwards to whole dimensions (default true).
+    pub truncate: bool,
+}
+
+impl YarnRopeScaling {
+    /// The factor transformers multiplies cos and sin by.
+    pub fn attention_scaling(&self) -> f64 {
+        if let Some(a) = self.attention_factor {
+            return a;
+        }
+        let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+        match (self.mscale, self.mscale_all_dim) {
+            (Some(m), Some(all)) if m != 0.0 && all != 0.0 => get_mscale(self.factor, m) / get_mscale(self.factor, all),
+            _ => get_mscale(self.factor, 1.0),
+        }
+    }
+
+    /// The frequencies from the unscaled ones (`base[i] = theta^(-2i/d)`), in f32 as torch
+    /// computes them.
+    fn inv_freq(&self, theta: f64, d: usize) -> Vec<f32> {
+        let find_dim = |rot: f64| {
+            (d as f64 * (self.original_max_position_embeddings as f64 / (rot * 2.0 * std::f64::consts::PI)).ln())
+                / (2.0 * theta.ln())
+        };
+        let (mut low, mut high) = (find_dim(self.beta_fast), find_dim(self.beta_slow));
+        if self.truncate {
+            low = low.floor();
+            high = high.ceil();
+        }
+        let low = low.max(0.0) as f32;
+        let mut high = high.min(d as f64 - 1.0) as f32;
+        if low == high {
+            high += 0.001;
+        }
+        let factor = self.factor as f32;
+        (0..d / 2)
+            .map(|i| {
+                let pos_freq = (theta as f32).powf((2 * i) as f32 / d as f32);
+                let extrapolation = 1.0 / pos_freq;
+                let interpolation = 1.0 / (factor * pos_freq);
+                let ramp = ((i as f32 - low) / (high - low)).clamp(0.0, 1.0);
+                let extrapolation_factor = 1.0 - ramp;
+                interpolation * (1.0 - extrapolation_factor) + extrapolation * extrapolation_factor
+            })
+            .collect()
+    }
 }
 
 /// How RoPE frequencies are adjusted.
@@ -29,12 +95,18 @@ pub enum RopeScaling {
     Linear(f64),
     /// Per-frequency divisors (GGUF `rope_freqs.weight`, how llama.cpp stores Llama-3 scaling).
     Factors(Vec<f32>),
+    /// YaRN (Qwen2.5's long-context setting).
+    Yarn(YarnRopeScaling),
 }
+
+/// The rope types config.json may name, for error messages.
+const SUPPORTED_ROPE_TYPES: &str = "default, linear, llama3, yarn";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecoderConfig {
-    /// `llama` or `qwen2` (the HF `model_type` / GGUF `general.architecture`).
-    pub model_type: String,
+    /// The family (HF `model_type` / GGUF `general.architecture`); serialized as `model_type`.
+    #[serde(rename = "model_type")]
+    pub family: Family,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -52,6 +124,10 @@ pub struct DecoderConfig {
     pub bos_token_id: Option<u32>,
     /// Every id that ends generation (HF allows a list, e.g. Llama-3's eot and eom).
     pub eos_token_ids: Vec<u32>,
+    /// Sliding-window attention (Mistral; Qwen2 with `use_sliding_window`), `None` for full
+    /// causal attention everywhere.
+    #[serde(default)]
+    pub sliding_window: Option<SlidingWindow>,
 }
 
 impl DecoderConfig {
@@ -63,10 +139,14 @@ impl DecoderConfig {
                 message: m,
             })
         };
-        if !matches!(self.model_type.as_str(), "llama" | "qwen2" | "mistral") {
+        if let Some(w) = &self.sliding_window
+            && (w.size == 0 || w.layers.len() != self.num_hidden_layers)
+        {
             return err(format!(
-                "architecture {:?} is not supported (llama, qwen2 and mistral-style decoders are)",
-                self.model_type
+                "sliding window of {} positions over {} layer flags for {} layers",
+                w.size,
+                w.layers.len(),
+                self.num_hidden_layers
             ));
         }
         if self.num_attention_heads == 0
@@ -121,11 +201,12 @@ impl DecoderConfig {
                 .map(|x| x as usize)
                 .ok_or_else(|| missing(k))
         };
-        let model_type = v
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| missing("model_type"))?
-            .to_string();
+        let family = Family::from_hf_model_type(
+            v.get("model_type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| missing("model_type"))?,
+            source,
+        )?;
         let hidden_size = u("hidden_size")?;
         let num_attention_heads = u("num_attention_heads")?;
         let num_key_value_heads = u("num_key_value_heads").unwrap_or(num_attention_heads);
@@ -134,25 +215,31 @@ impl DecoderConfig {
             .and_then(Value::as_u64)
             .map(|x| x as usize)
             .unwrap_or(hidden_size / num_attention_heads.max(1));
-        let rope_params = v.get("rope_scaling").or_else(|| v.get("rope_parameters"));
+        let (rope_key, rope_params) = match v.get("rope_scaling").filter(|r| !r.is_null()) {
+            Some(r) => ("rope_scaling", Some(r)),
+            None => ("rope_parameters", v.get("rope_parameters")),
+        };
         let rope_theta = v
             .get("rope_theta")
             .and_then(Value::as_f64)
             .or_else(|| rope_params.and_then(|r| r.get("rope_theta")).and_then(Value::as_f64))
             .unwrap_or(10_000.0);
+        let max_position_embeddings = u("max_position_embeddings").unwrap_or(4096);
         let rope_scaling = match rope_params.filter(|r| !r.is_null()) {
             None => RopeScaling::None,
             Some(r) => {
-                let ty = r
-                    .get("rope_type")
-                    .or_else(|| r.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
+                let type_key = if r.get("rope_type").is_some() {
+                    "rope_type"
+                } else {
+                    "type"
+                };
+                let ty = r.get(type_key).and_then(Value::as_str).unwrap_or("default");
                 let f = |k: &str| {
                     r.get(k)
                         .and_then(Value::as_f64)
-                        .ok_or_else(|| missing(&format!("rope_scaling.{k}")))
+                        .ok_or_else(|| missing(&format!("{rope_key}.{k}")))
                 };
+                let opt = |k: &str| r.get(k).and_then(Value::as_f64);
                 match ty {
                     "default" => RopeScaling::None,
                     "linear" => RopeScaling::Linear(f("factor")?),
@@ -162,37 +249,63 @@ impl DecoderConfig {
                         high_freq_factor: f("high_freq_factor")?,
                         original_max_position_embeddings: f("original_max_position_embeddings")? as usize,
                     }),
+                    "yarn" => {
+                        // transformers' standardize_rope_params: a top-level
+                        // original_max_position_embeddings wins, then the rope dict's, then the
+                        // context; a missing factor is their ratio.
+                        let original = v
+                            .get("original_max_position_embeddings")
+                            .and_then(Value::as_u64)
+                            .or_else(|| r.get("original_max_position_embeddings").and_then(Value::as_u64))
+                            .map_or(max_position_embeddings, |x| x as usize);
+                        if original == 0 {
+                            return Err(missing(&format!("{rope_key}.original_max_position_embeddings")));
+                        }
+                        RopeScaling::Yarn(YarnRopeScaling {
+                            factor: opt("factor").unwrap_or(max_position_embeddings as f64 / original as f64),
+                            original_max_position_embeddings: original,
+                            beta_fast: opt("beta_fast").filter(|&b| b != 0.0).unwrap_or(32.0),
+                            beta_slow: opt("beta_slow").filter(|&b| b != 0.0).unwrap_or(1.0),
+                            mscale: opt("mscale"),
+                            mscale_all_dim: opt("mscale_all_dim"),
+                            attention_factor: opt("attention_factor"),
+                            truncate: r.get("truncate").and_then(Value::as_bool).unwrap_or(true),
+                        })
+                    }
                     other => {
                         return Err(Error::Model {
                             path: source.to_string(),
                             message: format!(
-                                "rope scaling type {other:?} is not supported (default, linear, llama3 are)"
+                                "config.json \"{rope_key}.{type_key}\" {other:?} is not supported (supported rope types: {SUPPORTED_ROPE_TYPES})"
                             ),
                         });
                     }
                 }
             }
         };
+        let num_hidden_layers = u("num_hidden_layers")?;
+        let sliding_window = family.sliding_window_from_hf(v, num_hidden_layers, source)?;
         let cfg = DecoderConfig {
             attention_bias: v
                 .get("attention_bias")
                 .and_then(Value::as_bool)
-                .unwrap_or(model_type == "qwen2"),
-            model_type,
+                .unwrap_or(family.default_attention_bias()),
+            family,
             vocab_size: u("vocab_size")?,
             hidden_size,
             intermediate_size: u("intermediate_size")?,
-            num_hidden_layers: u("num_hidden_layers")?,
+            num_hidden_layers,
             num_attention_heads,
             num_key_value_heads,
             head_dim,
             rms_norm_eps: v.get("rms_norm_eps").and_then(Value::as_f64).unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
-            max_position_embeddings: u("max_position_embeddings").unwrap_or(4096),
+            max_position_embeddings,
             tie_word_embeddings: v.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(false),
             bos_token_id: ids(v.get("bos_token_id")).first().copied(),
             eos_token_ids: ids(v.get("eos_token_id")),
+            sliding_window,
         };
         cfg.validate(source)?;
         Ok(cfg)
@@ -205,6 +318,7 @@ impl DecoderConfig {
             path: source.to_string(),
             message: "GGUF has no general.architecture".into(),
         })?;
+        let family = Family::from_gguf_architecture(arch, source)?;
         let key = |k: &str| format!("{arch}.{k}");
         let missing = |k: &str| Error::Model {
             path: source.to_string(),
@@ -236,10 +350,25 @@ impl DecoderConfig {
             (Some(factors), _) => RopeScaling::Factors(factors),
             (None, Some("linear")) => RopeScaling::Linear(f("rope.scaling.factor").unwrap_or(1.0)),
             (None, None | Some("none")) => RopeScaling::None,
+            // What llama.cpp's converter writes for `rope_scaling.type == "yarn"`; its YaRN
+            // defaults are transformers' (beta 32 / 1, attention factor 1 + 0.1 ln(factor)).
+            (None, Some("yarn")) => RopeScaling::Yarn(YarnRopeScaling {
+                factor: f("rope.scaling.factor").ok_or_else(|| missing(&key("rope.scaling.factor")))?,
+                original_max_position_embeddings: u("rope.scaling.original_context_length")?,
+                beta_fast: f("rope.scaling.yarn_beta_fast").unwrap_or(32.0),
+                beta_slow: f("rope.scaling.yarn_beta_slow").unwrap_or(1.0),
+                mscale: None,
+                mscale_all_dim: None,
+                attention_factor: None,
+                truncate: true,
+            }),
             (None, Some(other)) => {
                 return Err(Error::Model {
                     path: source.to_string(),
-                    message: format!("rope scaling type {other:?} is not supported"),
+                    message: format!(
+                        "GGUF {} {other:?} is not supported (supported: none, linear, yarn, or llama3 as rope_freqs.weight)",
+                        key("rope.scaling.type")
+                    ),
                 });
             }
         };
@@ -256,13 +385,9 @@ impl DecoderConfig {
                 eos_token_ids.push(i);
             }
         }
-        let model_type = match arch {
-            "llama" | "qwen2" => arch.to_string(),
-            other => other.to_string(),
-        };
         let cfg = DecoderConfig {
-            attention_bias: model_type == "qwen2",
-            model_type,
+            attention_bias: family.default_attention_bias(),
+            family,
             vocab_size,
             hidden_size,
             intermediate_size: u("feed_forward_length")?,
@@ -278,14 +403,17 @@ impl DecoderConfig {
             tie_word_embeddings: false,
             bos_token_id: id("tokenizer.ggml.bos_token_id"),
             eos_token_ids,
+            // llama.cpp runs its `llama` and `qwen2` architectures with full attention.
+            sliding_window: None,
         };
         cfg.validate(source)?;
         Ok(cfg)
     }
 
-    /// The HF `config.json` of this configuration, as transformers and vLLM read it for a
-    /// `LlamaForCausalLM` (or `Qwen2ForCausalLM` when q/k/v have biases: HF Llama's
-    /// `attention_bias` would also give `o_proj` a bias, which this decoder does not have).
+    /// The HF `config.json` of this configuration, as transformers and vLLM read it: the class
+    /// of [`Family::export_as`] (`LlamaForCausalLM`, `Qwen2ForCausalLM` when q/k/v have biases:
+    /// HF Llama's `attention_bias` would also give `o_proj` a bias, which this decoder does not
+    /// have; `MistralForCausalLM` for Mistral), with the sliding window where there is one.
     /// `torch_dtype` says `float32`; an exporter writing another dtype overwrites it.
     ///
     /// GGUF files keep Llama-3 RoPE scaling only as per-frequency divisors
@@ -293,18 +421,40 @@ impl DecoderConfig {
     /// `llama3` parameters that reproduce them (see [`llama3_from_factors`]), or as `linear`
     /// when every divisor is the same. Divisors no such parameters reproduce are an error.
     pub fn to_hf_json(&self) -> Result<Value> {
-        let qwen = self.attention_bias;
-        let (architecture, model_type) = if qwen {
-            ("Qwen2ForCausalLM", "qwen2")
-        } else {
-            // Mistral-style configs differ from Llama only in options this decoder does not
-            // implement (sliding windows), so what it computes is a Llama.
-            ("LlamaForCausalLM", "llama")
-        };
+        let window = self.sliding_window.as_ref();
+        let target = self.family.export_as(self.attention_bias, window).ok_or_else(|| {
+            Error::Invalid(format!(
+                "a {} model without q/k/v biases whose sliding window covers only some layers has no HF \
+                 config.json class (Qwen2 always has the biases, Mistral windows every layer)",
+                self.family
+            ))
+        })?;
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::None => Value::Null,
             RopeScaling::Linear(factor) => json!({"rope_type": "linear", "factor": factor}),
             RopeScaling::Llama3(s) => llama3_json(s),
+            RopeScaling::Yarn(s) => {
+                let mut j = json!({
+                    "rope_type": "yarn",
+                    "factor": s.factor,
+                    "original_max_position_embeddings": s.original_max_position_embeddings,
+                    "beta_fast": s.beta_fast,
+                    "beta_slow": s.beta_slow,
+                });
+                for (k, x) in [
+                    ("mscale", s.mscale),
+                    ("mscale_all_dim", s.mscale_all_dim),
+                    ("attention_factor", s.attention_factor),
+                ] {
+                    if let Some(x) = x {
+                        j[k] = json!(x);
+                    }
+                }
+                if !s.truncate {
+                    j["truncate"] = json!(false);
+                }
+                j
+            }
             RopeScaling::Factors(div) => match llama3_from_factors(self, div) {
                 Some(FittedRope::None) => Value::Null,
                 Some(FittedRope::Linear(factor)) => json!({"rope_type": "linear", "factor": factor}),
@@ -324,8 +474,8 @@ impl DecoderConfig {
             many => json!(many),
         };
         let mut v = json!({
-            "architectures": [architecture],
-            "model_type": model_type,
+            "architectures": [target.hf_architecture()],
+            "model_type": target.model_type(),
             "vocab_size": self.vocab_size,
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -347,12 +497,26 @@ impl DecoderConfig {
             "use_cache": true,
             "torch_dtype": "float32",
         });
-        if !qwen {
-            v["mlp_bias"] = json!(false);
-            v["pretraining_tp"] = json!(1);
-        } else {
-            // Qwen2's config defaults to a sliding window that transformers would warn about.
-            v["use_sliding_window"] = json!(false);
+        match target {
+            Family::Llama => {
+                v["mlp_bias"] = json!(false);
+                v["pretraining_tp"] = json!(1);
+            }
+            Family::Qwen2 => match window {
+                // Qwen2's config defaults to a sliding window that transformers would warn about.
+                None => v["use_sliding_window"] = json!(false),
+                Some(w) => {
+                    v["use_sliding_window"] = json!(true);
+                    v["sliding_window"] = json!(w.size);
+                    v["max_window_layers"] = json!(w.layers.iter().position(|&l| l).unwrap_or(w.layers.len()));
+                    v["layer_types"] = w
+                        .layers
+                        .iter()
+                        .map(|&l| if l { "sliding_attention" } else { "full_attention" })
+                        .collect();
+                }
+            },
+            Family::Mistral => v["sliding_window"] = json!(window.map(|w| w.size)),
         }
         Ok(v)
     }
@@ -362,15 +526,35 @@ impl DecoderConfig {
         self.num_attention_heads / self.num_key_value_heads
     }
 
+    /// The sliding window of layer `layer`, if it has one.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        self.sliding_window
+            .as_ref()
+            .filter(|w| w.layers.get(layer).copied().unwrap_or(false))
+            .map(|w| w.size)
+    }
+
+    /// What RoPE's cos and sin are multiplied by (transformers' `attention_scaling`): YaRN's
+    /// attention factor, else 1.
+    pub fn rope_attention_scaling(&self) -> f32 {
+        match &self.rope_scaling {
+            RopeScaling::Yarn(s) => s.attention_scaling() as f32,
+            _ => 1.0,
+        }
+    }
+
     /// RoPE inverse frequencies (`1 / theta^(2i/d)`), adjusted by the scaling (HF's
-    /// `_compute_llama3_parameters` for Llama-3).
+    /// `_compute_llama3_parameters` for Llama-3, `_compute_yarn_parameters` for YaRN).
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;
+        if let RopeScaling::Yarn(s) = &self.rope_scaling {
+            return s.inv_freq(self.rope_theta, d);
+        }
         let base: Vec<f64> = (0..d / 2)
             .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64))
             .collect();
         let scaled: Vec<f64> = match &self.rope_scaling {
-            RopeScaling::None => base,
+            RopeScaling::None | RopeScaling::Yarn(_) => base,
             RopeScaling::Linear(factor) => base.iter().map(|f| f / factor).collect(),
             RopeScaling::Factors(div) => base.iter().zip(div).map(|(f, &q)| f / f64::from(q)).collect(),
             RopeScaling::Llama3(s) => {

@@ -202,6 +202,7 @@ impl CpuDecoder {
         };
         let norm = dense(&weights.take("model.norm.weight", &[d])?);
         let inv_freq = c.rope_inv_freq();
+        let scaling = c.rope_attention_scaling();
         let half = inv_freq.len();
         let max = c.max_position_embeddings;
         let mut rope_cos = vec![0.0f32; max * hd];
@@ -209,6 +210,7 @@ impl CpuDecoder {
         for pos in 0..max {
             for (i, &f) in inv_freq.iter().enumerate() {
                 let (s, co) = (pos as f32 * f).sin_cos();
+                let (s, co) = (s * scaling, co * scaling);
                 rope_cos[pos * hd + i] = co;
                 rope_cos[pos * hd + half + i] = co;
                 rope_sin[pos * hd + i] = -s;
@@ -291,7 +293,7 @@ impl CpuDecoder {
                 }
             }
             cache.write(li, &qkv, batch, s, own_start, h, kvh, hd);
-            let attn = self.attention(&qkv, cache, li, batch, s, own_start);
+            let attn = self.attention(&qkv, cache, li, batch, s, own_start, c.layer_window(li));
             let o = layer.o.matmul(&attn, rows, self.precision);
             x.iter_mut().zip(&o).for_each(|(x, o)| *x += o);
             let xn = host::rms_norm_rows(&x, d, &layer.post_norm, eps);
@@ -365,11 +367,13 @@ impl CpuDecoder {
     }
 
     /// Attention of the new positions (q in `qkv`) over the cache of layer `li`; returns
-    /// `[batch * s, heads * hd]`.
+    /// `[batch * s, heads * hd]`. With a sliding `window`, the query at position `p` sees only
+    /// the keys at positions `j` with `p - j < window`.
     ///
     /// Per key/value head, the query rows of all its heads and streams are gathered into one
     /// matrix, so the shared prefix is multiplied once for every stream (`[rows, hd] x [hd,
     /// prefix]`), and each stream's own positions follow with a causal mask.
+    #[allow(clippy::too_many_arguments)]
     fn attention(
         &self,
         qkv: &[f32],
@@ -378,10 +382,11 @@ impl CpuDecoder {
         batch: usize,
         s: usize,
         own_start: usize,
+        window: Option<usize>,
     ) -> Vec<f32> {
         // Decoding (one new position per stream): split-K over the shared prefix. Prefill: GEMM.
         if s == 1 {
-            return self.attention_decode(qkv, cache, li, batch, own_start);
+            return self.attention_decode(qkv, cache, li, batch, own_start, window);
         }
         let c = &self.config;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
@@ -439,6 +444,17 @@ impl CpuDecoder {
                         }
                     }
                 }
+                if let Some(w) = window {
+                    // Query i is at position p = prefix_len + own_start + i; column c (prefix
+                    // and own positions in order) is position c. Keep c > p - w.
+                    for r in 0..r_all {
+                        let p = prefix_len + own_start + r % s;
+                        let lo = (p + 1).saturating_sub(w);
+                        scores[r * cols..r * cols + lo]
+                            .iter_mut()
+                            .for_each(|v| *v = f32::NEG_INFINITY);
+                    }
+                }
                 host::softmax_rows(&mut scores, cols);
                 let mut out = vec![0.0f32; r_all * hd];
                 if let Some(p) = &lc.prefix {
@@ -488,7 +504,17 @@ impl CpuDecoder {
 
 impl CpuDecoder {
     /// Attention of one new position per stream (see `ops::decode_attention`).
-    fn attention_decode(&self, qkv: &[f32], cache: &CpuKvCache, li: usize, batch: usize, own_start: usize) -> Vec<f32> {
+    /// With a sliding `window`, only the last `window` positions (the new one included) are
+    /// read: the prefix and own keys are cut to them.
+    fn attention_decode(
+        &self,
+        qkv: &[f32],
+        cache: &CpuKvCache,
+        li: usize,
+        batch: usize,
+        own_start: usize,
+        window: Option<usize>,
+    ) -> Vec<f32> {
         let c = &self.config;
         let (h, kvh, hd) = (c.num_attention_heads, c.num_key_value_heads, c.head_dim);
         let g = h / kvh;
@@ -497,6 +523,9 @@ impl CpuDecoder {
         let lc = &cache.layers[li];
         let pl = cache.prefix_len;
         let total = own_start + 1;
+        // First position read: everything, or the window ending at this one (`pl + own_start`).
+        let lo = window.map_or(0, |w| (pl + total).saturating_sub(w));
+        let (pre_lo, own_lo) = (lo.min(pl), lo.saturating_sub(pl));
         let q: Vec<Vec<f32>> = (0..kvh)
             .map(|kv| {
                 let mut q = vec![0.0f32; batch * g * hd];
@@ -515,9 +544,10 @@ impl CpuDecoder {
         let heads: Vec<HeadKv> = (0..kvh)
             .map(|kv| {
                 let (prefix_kt, prefix_v, prefix_ld): (&[f32], &[f32], usize) = match &lc.prefix {
+                    // Transposed keys from column `pre_lo` on: the same stride, fewer columns.
                     Some(p) => (
-                        &p.kt[kv * hd * p.ld..(kv + 1) * hd * p.ld],
-                        &p.v[kv * pl * hd..(kv + 1) * pl * hd],
+                        &p.kt[kv * hd * p.ld + pre_lo..(kv + 1) * hd * p.ld],
+                        &p.v[(kv * pl + pre_lo) * hd..(kv + 1) * pl * hd],
                         p.ld,
                     ),
                     None => (&[], &[], 0),
@@ -526,8 +556,8 @@ impl CpuDecoder {
                     prefix_kt,
                     prefix_v,
                     prefix_ld,
-                    own_k: (0..batch).map(|b| lc.own_k(b, kv, total)).collect(),
-                    own_v: (0..batch).map(|b| lc.own_v(b, kv, total)).collect(),
+                    own_k: (0..batch).map(|b| &lc.own_k(b, kv, total)[own_lo * hd..]).collect(),
+                    own_v: (0..batch).map(|b| &lc.own_v(b, kv, total)[own_lo * hd..]).collect(),
                 }
             })
             .collect();

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod cpu;
+pub mod family;
 pub mod model;
 pub mod weights;
 
@@ -10,6 +11,7 @@ use burn::prelude::*;
 
 pub use config::DecoderConfig;
 pub use cpu::CpuDecoder;
+pub use family::{Family, SlidingWindow};
 pub use model::Decoder;
 
 use crate::error::{Error, Result};

@@ -142,7 +142,12 @@ impl Decoder {
             None => Linear::new(embed_table.clone(), None),
         };
         let norm = tensor_from_weight(&weights.take("model.norm.weight", &[d])?, device);
-        let rope = RopeTables::new(&c.rope_inv_freq(), c.max_position_embeddings, device);
+        let rope = RopeTables::new(
+            &c.rope_inv_freq(),
+            c.rope_attention_scaling(),
+            c.max_position_embeddings,
+            device,
+        );
         Ok(Decoder {
             embed: Embedding { table: embed_table },
             layers,
@@ -200,6 +205,20 @@ impl Decoder {
                 "{} positions exceed the model's maximum context of {} tokens",
                 start + seq_len,
                 self.rope.max_positions
+            )));
+        }
+        // The burn decoder (GPUs, training) attends to every earlier position: refuse a sequence
+        // that reaches past a sliding window rather than compute something else.
+        if let Some(w) = &self.config.sliding_window
+            && start + seq_len > w.size
+        {
+            return Err(Error::Invalid(format!(
+                "{} positions exceed the {} model's sliding window of {} positions, which the burn decoder \
+                 (GPU inference and all training) does not implement; inference on the CPU engine \
+                 (--device cpu) does, or keep sequences within the window",
+                start + seq_len,
+                self.config.family,
+                w.size
             )));
         }
         Ok(())

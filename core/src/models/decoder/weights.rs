@@ -149,7 +149,7 @@ impl DecoderWeights {
         };
         let mut config = DecoderConfig::from_gguf(g, &source, rope_freqs)?;
         config.tie_word_embeddings = g.tensor("output.weight").is_none();
-        let permuted = config.model_type == "llama";
+        let permuted = config.family.gguf_qk_permuted();
         let mut tensors = BTreeMap::new();
         for t in &g.tensors {
             if t.name == "rope_freqs.weight" {
@@ -158,7 +158,7 @@ impl DecoderWeights {
             let name = gguf_to_hf(&t.name).ok_or_else(|| {
                 err(format!(
                     "tensor {:?} is not part of a {} decoder",
-                    t.name, config.model_type
+                    t.name, config.family
                 ))
             })?;
             let shape = t.shape();
