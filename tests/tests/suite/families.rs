@@ -1,5 +1,5 @@
 //! The supported families against transformers on tiny random models it made
-//! (`tests/golden/families/`, see `generate_families.py` and PROVENANCE.md): Llama-3 style
+//! (`tests/golden/family_models/`, see `generate_families.py` and PROVENANCE.md): Llama-3 style
 //! (llama3 RoPE scaling, GQA, untied and tied heads), Qwen2 style (q/k/v biases, tied head,
 //! YaRN; and one with `use_sliding_window` / `max_window_layers`) and Mistral (sliding window
 //! of 8 positions, shorter than the 40-token sequence). Each as f32 and bf16 safetensors, the
@@ -36,7 +36,7 @@ struct Golden {
 
 impl Golden {
     fn load() -> Golden {
-        let dir = golden_dir().join("families");
+        let dir = golden_dir().join("family_models");
         let meta: Value =
             serde_json::from_slice(&std::fs::read(dir.join("families.json")).expect("families.json")).expect("json");
         let ids = |k: &str| -> Vec<u32> {
@@ -81,7 +81,7 @@ fn worst(got: &[Vec<f32>], want: &[Vec<f32>]) -> f32 {
 }
 
 fn path(rel: &str) -> ModelPath {
-    ModelPath::detect(&golden_dir().join("families").join(rel)).expect("model path")
+    ModelPath::detect(&golden_dir().join("family_models").join(rel)).expect("model path")
 }
 
 fn cpu(rel: &str) -> CpuDecoder {
@@ -409,7 +409,7 @@ fn unknown_family_or_rope_type_names_the_key_and_the_supported_ones() {
 /// GGUF: an architecture or rope scaling type we do not run is named with what is supported.
 #[test]
 fn unknown_gguf_architecture_or_rope_type_is_named() {
-    let src = std::fs::read(golden_dir().join("families/qwen2_yarn.gguf")).expect("gguf");
+    let src = std::fs::read(golden_dir().join("family_models/qwen2_yarn.gguf")).expect("gguf");
     let dir = tempfile::tempdir().expect("tmp");
     // Same-length replacements inside the metadata keep the file valid.
     let patch = |from: &[u8], to: &[u8]| -> std::path::PathBuf {
@@ -455,7 +455,7 @@ fn unknown_gguf_architecture_or_rope_type_is_named() {
 #[test]
 fn yarn_matches_transformers_on_full_size_settings() {
     let cases: Value =
-        serde_json::from_slice(&std::fs::read(golden_dir().join("families/yarn_cases.json")).expect("yarn cases"))
+        serde_json::from_slice(&std::fs::read(golden_dir().join("family_models/yarn_cases.json")).expect("yarn cases"))
             .expect("json");
     for case in cases.as_array().expect("cases") {
         let c = DecoderConfig::from_hf_json(&case["config"], "yarn case").expect("config");
