@@ -697,12 +697,12 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use half::f16;
     use rand::{RngExt, SeedableRng};
 
-    fn random_matrix(format: WeightFormat, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
+    pub(crate) fn random_matrix(format: WeightFormat, rows: usize, cols: usize, seed: u64) -> QuantMatrix {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
         let mut data = Vec::new();
         for _ in 0..rows * cols / BLOCK {

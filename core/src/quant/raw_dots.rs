@@ -730,6 +730,20 @@ mod speed {
             } else {
                 (576, 1536)
             };
+            if format == Q5_0 {
+                // The reference: Q8_0 of the same shape through its own (repacked) dot kernel.
+                let (n, k) = (1536, 576);
+                let q8 = crate::quant::kernels::tests::random_matrix(Q8_0, n, k, 5);
+                let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let mut best = f64::MAX;
+                for _ in 0..20 {
+                    let t = std::time::Instant::now();
+                    let y = kernels::matmul_xwt(&x, 1, &q8);
+                    best = best.min(t.elapsed().as_secs_f64());
+                    assert!(y[0].is_finite());
+                }
+                println!("Q8_0 (matmul_xwt, all threads): {:.1} ns/row", best * 1e9 / n as f64);
+            }
             let w = super::tests::random_rows(format, n, k, 5);
             let x: Vec<f32> = (0..k).map(|i| (i as f32 * 0.37).sin()).collect();
             let xs = xsums(format, &x);
