@@ -8,6 +8,7 @@ mod decoder_bad_input;
 mod decoder_parity;
 mod encoder_parity;
 mod export;
+mod family_tokenizers;
 mod long_context;
 mod loss_kernel;
 mod mbr_golden;
