@@ -26,6 +26,7 @@ mod subem_golden;
 mod synth;
 mod text_parity;
 mod tiny_models;
+mod tokenize_cli;
 mod train;
 mod train_cli;
 mod web_e2e;
