@@ -185,8 +185,10 @@ impl TextAssets {
         })
     }
 
-    /// From an HF directory: tokenizer.json, tokenizer_config.json (special tokens and
-    /// `chat_template`), or a `chat_template.jinja` / `chat_template.json` beside them.
+    /// From an HF directory (or one holding only the tokenizer files): tokenizer.json,
+    /// tokenizer_config.json (special tokens and `chat_template`), special_tokens_map.json (its
+    /// special tokens win, as in transformers), or a `chat_template.jinja` / `chat_template.json`
+    /// beside them. config.json and weights are not read.
     pub fn from_hf_dir(dir: &Path) -> Result<Self> {
         let tok_path = dir.join("tokenizer.json");
         if !tok_path.is_file() {
@@ -202,12 +204,20 @@ impl TextAssets {
         } else {
             Value::Null
         };
+        // transformers lets special_tokens_map.json override tokenizer_config.json's entries.
+        let map_path = dir.join("special_tokens_map.json");
+        let map: Value = if map_path.is_file() {
+            read_json(&map_path)?
+        } else {
+            Value::Null
+        };
         let special = |key: &str| -> Option<String> {
-            match config.get(key)? {
+            let token = |v: &Value| match v {
                 Value::String(s) => Some(s.clone()),
                 Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
                 _ => None,
-            }
+            };
+            map.get(key).and_then(token).or_else(|| config.get(key).and_then(token))
         };
         tokenizer.set_special_tokens(special("bos_token"), special("eos_token"), special("pad_token"));
         tokenizer.add_bos = config.get("add_bos_token").and_then(Value::as_bool).unwrap_or(false);

@@ -10,6 +10,7 @@ use minijinja::{Environment, ErrorKind, syntax::SyntaxConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::text::pystr;
 
 /// One chat turn. `content` is plain text (SEALONG never sends multimodal content).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +73,8 @@ impl ChatTemplate {
             .build()
             .map_err(|e| Error::Template(e.to_string()))?;
         env.set_syntax(syntax);
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_unknown_method_callback(py_method);
+        env.add_filter("trim", py_trim);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
         env.add_filter("tojson", tojson);
@@ -112,6 +114,48 @@ impl ChatTemplate {
             Error::Template(msg)
         })
     }
+}
+
+/// Python's `str` methods (minijinja-contrib's pycompat), with `strip`, `lstrip`, `rstrip` and
+/// `split` without arguments using Python's whitespace (which includes U+001C..U+001F), as
+/// jinja2 runs them.
+fn py_method(
+    state: &mut minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> std::result::Result<Value, minijinja::Error> {
+    if let Some(s) = value.as_str() {
+        let no_args = args.is_empty() || (args.len() == 1 && args[0].is_none());
+        match method {
+            "strip" if no_args => return Ok(Value::from(pystr::strip(s))),
+            "lstrip" if no_args => return Ok(Value::from(s.trim_start_matches(pystr::is_space))),
+            "rstrip" if no_args => return Ok(Value::from(s.trim_end_matches(pystr::is_space))),
+            "split" if args.is_empty() => {
+                return Ok(Value::from(
+                    pystr::split_whitespace(s).map(Value::from).collect::<Vec<_>>(),
+                ));
+            }
+            _ => {}
+        }
+    }
+    minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)
+}
+
+/// jinja2's `trim` filter: the value as a string, then Python's `str.strip(chars)`.
+fn py_trim(value: &Value, chars: Option<String>) -> Value {
+    let owned;
+    let s = match value.as_str() {
+        Some(s) => s,
+        None => {
+            owned = value.to_string();
+            &owned
+        }
+    };
+    Value::from(match chars {
+        Some(chars) => s.trim_matches(|c| chars.contains(c)),
+        None => pystr::strip(s),
+    })
 }
 
 fn raise_exception(message: String) -> std::result::Result<Value, minijinja::Error> {
@@ -334,6 +378,21 @@ mod tests {
             out,
             "{\"role\": \"user\", \"content\": \"  hé \\\"x\\\"\\n \"}|hé \"x\"|<s>"
         );
+    }
+
+    #[test]
+    fn strip_and_trim_use_python_whitespace() {
+        let t = ChatTemplate::new(
+            "{{ messages[0].content | trim }}|{{ messages[0].content.strip() }}|{{ messages[0].content.rstrip() }}|\
+             {{ messages[0].content.split() | join(',') }}|{{ 'xxaxx' | trim('x') }}",
+            "",
+            "",
+        )
+        .expect("compile");
+        let out = t
+            .render(&[Message::user("\u{1f} a\u{1c}b\u{a0}")], false)
+            .expect("render");
+        assert_eq!(out, "a\u{1c}b|a\u{1c}b|\u{1f} a\u{1c}b|a,b|a");
     }
 
     #[test]

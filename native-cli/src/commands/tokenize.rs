@@ -1,42 +1,129 @@
-//! `sealong tokenize`: token ids of a text or of a rendered chat prompt (a debugging tool).
+//! `sealong tokenize`: token ids of a text, of a chat prompt for one user message, or of a whole
+//! conversation rendered with the model's chat template (a debugging tool). `--model` may be a
+//! directory holding only the tokenizer files.
 
-use anyhow::{Context, Result};
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
 use sealong::loading::{ModelPath, TextAssets};
+use sealong::text::Message;
+use serde_json::Value;
 
 use crate::args::TokenizeArgs;
 use crate::provision;
 
 pub fn run(args: TokenizeArgs) -> Result<()> {
+    let stdout = std::io::stdout();
+    run_to(args, &mut stdout.lock())
+}
+
+/// Runs the command, writing its output to `out` (stdout for the binary). A reader that closes
+/// the pipe early (`| head`) ends the output quietly.
+pub fn run_to(args: TokenizeArgs, out: &mut dyn Write) -> Result<()> {
+    let text = output(&args)?;
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("writing the output"),
+    }
+}
+
+/// Everything the command prints.
+fn output(args: &TokenizeArgs) -> Result<String> {
+    // Read the conversation before loading a tokenizer, so a bad file fails fast.
+    let messages = match (&args.chat, &args.messages) {
+        (Some(msg), _) => Some(vec![Message::user(msg.as_str())]),
+        (None, Some(file)) => Some(read_messages(file)?),
+        (None, None) => None,
+    };
+    if messages.is_none() && args.no_generation_prompt {
+        bail!("--no-generation-prompt applies to --chat or --messages, not to --text");
+    }
     let path = provision::resolve_model(&args.model.model)?;
     let assets = TextAssets::load(&ModelPath::detect(&path)?).context("loading the tokenizer")?;
-    let (rendered, text) = match (&args.chat, &args.text) {
-        (Some(msg), _) => {
-            let rendered = assets.render(&[sealong::text::Message::user(msg.as_str())], true)?;
+    let (rendered, text) = match (&messages, &args.text) {
+        (Some(msgs), _) => {
+            let rendered = assets
+                .render(msgs, !args.no_generation_prompt)
+                .context("rendering the chat template")?;
             (Some(rendered.clone()), rendered)
         }
         (None, Some(t)) => (None, t.clone()),
-        (None, None) => anyhow::bail!("pass --text or --chat"),
+        (None, None) => bail!("pass --text, --chat or --messages"),
     };
-    let add_special = args.add_special_tokens && rendered.is_none();
-    let ids = assets.tokenizer.encode(&text, add_special)?;
+    let ids = assets.tokenizer.encode(&text, args.add_special_tokens)?;
+    let mut s = String::new();
     if args.json {
         let tokens: Vec<String> = ids
             .iter()
             .map(|&i| assets.tokenizer.id_to_token(i).unwrap_or_default())
             .collect();
-        let mut out = serde_json::json!({"ids": ids, "tokens": tokens, "n_tokens": ids.len()});
+        let mut out = serde_json::json!({
+            "ids": ids, "tokens": tokens, "n_tokens": ids.len(), "prompt": text,
+        });
         if let Some(r) = rendered {
-            out["rendered"] = serde_json::Value::String(r);
+            out["rendered"] = Value::String(r);
         }
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        s.push_str(&serde_json::to_string_pretty(&out)?);
+        s.push('\n');
     } else {
         if let Some(r) = &rendered {
-            println!("{r}");
-            println!("---");
+            s.push_str(r);
+            s.push_str("\n---\n");
         }
         let list: Vec<String> = ids.iter().map(u32::to_string).collect();
-        println!("{}", list.join(" "));
-        println!("({} tokens)", ids.len());
+        s.push_str(&list.join(" "));
+        s.push_str(&format!("\n({} tokens)\n", ids.len()));
     }
-    Ok(())
+    Ok(s)
+}
+
+/// A `--messages` file: a JSON list of `{"role": string, "content": string}` objects. Errors
+/// name the file and, for a bad entry, its position in the list.
+pub fn read_messages(path: &Path) -> Result<Vec<Message>> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("reading the messages file {shown}"))?;
+    let value: Value = serde_json::from_slice(&bytes).with_context(|| {
+        format!("{shown}: malformed JSON; expected a list of {{\"role\": ..., \"content\": ...}} objects")
+    })?;
+    let Value::Array(list) = value else {
+        bail!(
+            "{shown}: expected a JSON list of {{\"role\": ..., \"content\": ...}} objects, found {}",
+            kind(&value)
+        );
+    };
+    if list.is_empty() {
+        bail!("{shown}: the list of messages is empty");
+    }
+    list.iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let at = format!("{shown}: message {} (index {i})", i + 1);
+            let Value::Object(obj) = m else {
+                bail!("{at} is {}, expected an object with \"role\" and \"content\"", kind(m));
+            };
+            let field = |key: &str| -> Result<String> {
+                match obj.get(key) {
+                    Some(Value::String(s)) => Ok(s.clone()),
+                    Some(other) => bail!("{at}: \"{key}\" is {}, expected a string", kind(other)),
+                    None => bail!("{at} has no \"{key}\""),
+                }
+            };
+            Ok(Message {
+                role: field("role")?,
+                content: field("content")?,
+            })
+        })
+        .collect()
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
 }
