@@ -54,7 +54,11 @@ impl HostMatrix {
         match self {
             HostMatrix::Quant(q) => match precision {
                 // Formats without int8 kernels here (half precision, some K-quants) run exact.
-                Precision::Int8 if int8::supports(q.format) => int8::matmul(&int8::quantize_acts(x, m, q.cols), q),
+                // The stored formats' int8 kernels are row dots: many rows (prefill) take the
+                // dequantizing GEMM instead, which is faster there.
+                Precision::Int8 if int8::supports(q.format) && (q.format.is_block() || m <= DOT_KERNEL_MAX_ROWS) => {
+                    int8::matmul(&int8::quantize_acts(x, m, q.cols), q)
+                }
                 _ if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
                 _ => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
             },

@@ -373,7 +373,7 @@ mod x86 {
     /// weights from a second `vpdpbusd` with ones).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn dot_raw_vnni(format: WeightFormat, qs: &[u8], a: &[i8], ad: &[f32], dsum: &[f32]) -> f32 {
-        use crate::quant::raw_dots::x86::f16_at;
+        use crate::quant::raw_dots::x86::{f16_at, prefetch_ahead};
         let zero = _mm256_setzero_si256();
         let m15 = _mm256_set1_epi8(15);
         let mut acc = [_mm256_setzero_ps(); 4];
@@ -391,6 +391,7 @@ mod x86 {
                     let sixteen = _mm256_set1_epi8(16);
                     let mask = _mm_set1_epi8(15);
                     for (b, blk) in qs.chunks_exact(bb).enumerate() {
+                        prefetch_ahead(blk.as_ptr(), 1);
                         let d = f16_at(blk, 0);
                         let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
                         let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
@@ -408,6 +409,7 @@ mod x86 {
                 }
                 WeightFormat::Q4K => {
                     for (i, blk) in qs.chunks_exact(144).enumerate() {
+                        prefetch_ahead(blk.as_ptr(), 144);
                         let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
                         let (sc, mn) = crate::quant::raw_dots::scale_min_k4(&blk[4..16]);
                         for c in 0..4 {
@@ -431,6 +433,7 @@ mod x86 {
                     let m3 = _mm256_set1_epi8(3);
                     let ones = _mm256_set1_epi8(1);
                     for (i, blk) in qs.chunks_exact(210).enumerate() {
+                        prefetch_ahead(blk.as_ptr(), 210);
                         let d = f16_at(blk, 208);
                         let scales = &blk[192..208];
                         for h in 0..2 {

@@ -604,6 +604,7 @@ mod x86 {
                 for r in 0..4 {
                     let blk = r * nb + b;
                     let p = qs.as_ptr().add(qb * blk);
+                    crate::quant::raw_dots::x86::prefetch_ahead(p, 1);
                     let (lo, hi) = match format {
                         WeightFormat::Q8_0 => (
                             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
