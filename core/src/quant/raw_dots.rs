@@ -450,8 +450,19 @@ pub(crate) mod x86 {
                 let lo = _mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask));
                 let hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
                 // The fifth bits as lane masks: weight j's is bit j of qh.
-                let lo = _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen);
-                let hi = _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen);
+                let (lo, hi) = if q5_1 {
+                    (
+                        _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
+                        _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
+                    )
+                } else {
+                    // Q5_0's -16 in the integers: q - 16 = nibble - 16, plus 16 where the bit is set.
+                    let (lo, hi) = (_mm512_sub_epi32(lo, sixteen), _mm512_sub_epi32(hi, sixteen));
+                    (
+                        _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
+                        _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
+                    )
+                };
                 let xp = x.as_ptr().add(i * 32);
                 let part = _mm512_fmadd_ps(
                     _mm512_loadu_ps(xp.add(16)),
@@ -460,8 +471,9 @@ pub(crate) mod x86 {
                 );
                 acc[i & 3] = _mm512_fmadd_ps(_mm512_set1_ps(d), part, acc[i & 3]);
             }
-            let s = *unsafe { xs.get_unchecked(i) };
-            off[i & 3] += if q5_1 { f16_at(b, 2) * s } else { -16.0 * d * s };
+            if q5_1 {
+                off[i & 3] += f16_at(b, 2) * *unsafe { xs.get_unchecked(i) };
+            }
         }
         reduce(acc) + (off[0] + off[1]) + (off[2] + off[3])
     }
