@@ -28,6 +28,10 @@ pub struct QuantizedActs {
     pub sum: Vec<i32>,
     /// Per row, per block: `dx * sum` (the factor of the format's `sum(a)` correction).
     pub dsum: Vec<f32>,
+    /// Per row, per 4 values: `-16 * (a_4j + a_4j+1 + a_4j+2 + a_4j+3)`, laid out as the i32
+    /// lanes `vpdpbusd` fills: the start value that folds Q5_0's `-16` offset into its integer
+    /// dot product.
+    pub neg16_sum4: Vec<i32>,
 }
 
 /// Quantizes `x` (`[rows, cols]`, `cols` a multiple of 32): `dx = max|x| / 127`,
@@ -51,6 +55,10 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
         sum[b] = s;
     }
     let dsum = d.iter().zip(&sum).map(|(&d, &s)| d * s as f32).collect();
+    let neg16_sum4 = q
+        .chunks_exact(4)
+        .map(|c| -16 * c.iter().map(|&v| i32::from(v)).sum::<i32>())
+        .collect();
     QuantizedActs {
         rows,
         cols,
@@ -58,6 +66,7 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
         d,
         sum,
         dsum,
+        neg16_sum4,
     }
 }
 
@@ -98,9 +107,10 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                             &x.d[i * nb..(i + 1) * nb],
                             &x.dsum[i * nb..(i + 1) * nb],
                         );
+                        let n16 = &x.neg16_sum4[i * k / 4..(i + 1) * k / 4];
                         // SAFETY: `supports` checked VNNI; the row holds whole blocks of `k` weights and
                         // the activation row `k` values and `k / 32` scales.
-                        *o = unsafe { x86::dot_raw_vnni(w.format, qs, a, ad, dsum) };
+                        *o = unsafe { x86::dot_raw_vnni(w.format, qs, a, ad, dsum, n16) };
                     }
                 }
             });
@@ -372,7 +382,14 @@ mod x86 {
     /// offsets and mins go through the activation sums (`dsum = dx * sum(a)`; Q6_K's per 16
     /// weights from a second `vpdpbusd` with ones).
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_raw_vnni(format: WeightFormat, qs: &[u8], a: &[i8], ad: &[f32], dsum: &[f32]) -> f32 {
+    pub unsafe fn dot_raw_vnni(
+        format: WeightFormat,
+        qs: &[u8],
+        a: &[i8],
+        ad: &[f32],
+        dsum: &[f32],
+        neg16_sum4: &[i32],
+    ) -> f32 {
         use crate::quant::raw_dots::x86::{f16_at, prefetch_ahead};
         let zero = _mm256_setzero_si256();
         let m15 = _mm256_set1_epi8(15);
@@ -402,9 +419,15 @@ mod x86 {
                         );
                         let w = _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), sixteen));
                         let dx = *ad.get_unchecked(b);
-                        acc[b & 3] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), dp(w, b), acc[b & 3]);
-                        let ds = *dsum.get_unchecked(b);
-                        corr[b & 3] += if q5_1 { f16_at(blk, 2) * ds } else { -16.0 * d * ds };
+                        let p = if q5_1 {
+                            corr[b & 3] += f16_at(blk, 2) * *dsum.get_unchecked(b);
+                            dp(w, b)
+                        } else {
+                            // Q5_0's -16 starts the integer sum (no scalar correction).
+                            let start = _mm256_loadu_si256(neg16_sum4.as_ptr().add(b * 8) as *const __m256i);
+                            _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, w, act(b)))
+                        };
+                        acc[b & 3] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), p, acc[b & 3]);
                     }
                 }
                 WeightFormat::Q4K => {
