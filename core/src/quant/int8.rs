@@ -99,8 +99,32 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
         yt.par_chunks_mut(rows_per_task * m)
             .enumerate()
             .for_each(|(task, out)| {
-                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
-                    let qs = w.row(task * rows_per_task + dr).1;
+                let r0 = task * rows_per_task;
+                let n_rows = out.len() / m;
+                let rb = w.format.row_bytes(k);
+                let q5 = matches!(w.format, WeightFormat::Q5_0 | WeightFormat::Q5_1);
+                // Q5_0/Q5_1: four rows at a time share each activation block's loads.
+                let mut dr0 = 0;
+                while q5 && dr0 + 4 <= n_rows {
+                    let qs = &w.qs[(r0 + dr0) * rb..(r0 + dr0 + 4) * rb];
+                    for i in 0..m {
+                        let (a, ad, dsum) = (
+                            &x.q[i * k..(i + 1) * k],
+                            &x.d[i * nb..(i + 1) * nb],
+                            &x.dsum[i * nb..(i + 1) * nb],
+                        );
+                        let n16 = &x.neg16_sum4[i * k / 4..(i + 1) * k / 4];
+                        let q5_1 = w.format == WeightFormat::Q5_1;
+                        // SAFETY: VNNI checked by `supports`; four whole rows, one activation row.
+                        let y4 = unsafe { x86::dot4_q5_vnni(q5_1, qs, rb, a, ad, dsum, n16) };
+                        for (j, v) in y4.into_iter().enumerate() {
+                            out[(dr0 + j) * m + i] = v;
+                        }
+                    }
+                    dr0 += 4;
+                }
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate().skip(dr0) {
+                    let qs = w.row(r0 + dr).1;
                     for (i, o) in out_r.iter_mut().enumerate() {
                         let (a, ad, dsum) = (
                             &x.q[i * k..(i + 1) * k],
@@ -374,6 +398,65 @@ mod x86 {
             acc[b & 1] = _mm256_fmadd_ps(_mm256_set1_ps(scale), p, acc[b & 1]);
         }
         hsum_ps(_mm256_add_ps(acc[0], acc[1])) + corr
+    }
+
+    /// Four consecutive Q5_0 / Q5_1 rows (`qs`: their bytes, `rb` a row) against one activation
+    /// row: each block's activations, scale, sums and Q5_0 start value are loaded once for the
+    /// four rows, whose accumulation chains run independently.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    pub unsafe fn dot4_q5_vnni(
+        q5_1: bool,
+        qs: &[u8],
+        rb: usize,
+        a: &[i8],
+        ad: &[f32],
+        dsum: &[f32],
+        neg16_sum4: &[i32],
+    ) -> [f32; 4] {
+        use crate::quant::raw_dots::x86::{f16_at, prefetch_ahead};
+        let bb = if q5_1 { 24 } else { 22 };
+        let (h, qo) = if q5_1 { (4, 8) } else { (2, 6) };
+        let nb = rb / bb;
+        let zero = _mm256_setzero_si256();
+        let sixteen = _mm256_set1_epi8(16);
+        let mask = _mm_set1_epi8(15);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut corr = [0.0f32; 4];
+        // SAFETY: the caller passes four rows of `nb` whole blocks and an activation row of
+        // `nb` blocks (values, scales, sums, lane sums); every read below is within them.
+        unsafe {
+            for b in 0..nb {
+                let x = _mm256_loadu_si256(a.as_ptr().add(b * BLOCK) as *const __m256i);
+                let start = if q5_1 {
+                    zero
+                } else {
+                    _mm256_loadu_si256(neg16_sum4.as_ptr().add(b * 8) as *const __m256i)
+                };
+                let (dx, ds) = (*ad.get_unchecked(b), *dsum.get_unchecked(b));
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let blk = qs.get_unchecked(r * rb + b * bb..r * rb + (b + 1) * bb);
+                    prefetch_ahead(blk.as_ptr(), 1);
+                    let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
+                    let bytes = _mm_loadu_si128(blk.as_ptr().add(qo) as *const __m128i);
+                    let nib = _mm256_set_m128i(
+                        _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
+                        _mm_and_si128(bytes, mask),
+                    );
+                    let w = _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), sixteen));
+                    let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, w, x));
+                    *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * dx), p, *acc_r);
+                    if q5_1 {
+                        corr[r] += f16_at(blk, 2) * ds;
+                    }
+                }
+            }
+        }
+        [
+            hsum_ps(acc[0]) + corr[0],
+            hsum_ps(acc[1]) + corr[1],
+            hsum_ps(acc[2]) + corr[2],
+            hsum_ps(acc[3]) + corr[3],
+        ]
     }
 
     /// One raw-block row (Q4_K, Q6_K, Q5_0, Q5_1) against one activation row: each 32 weights'
