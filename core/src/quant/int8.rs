@@ -400,6 +400,23 @@ mod x86 {
         hsum_ps(_mm256_add_ps(acc[0], acc[1])) + corr
     }
 
+    /// A Q5_0 / Q5_1 block's 32 quants (0..32) as the unsigned bytes `vpdpbusd` multiplies: the
+    /// nibbles with the fifth bits (`qh`, bit j for weight j) on top.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn q5_weights(blk: &[u8], q5_1: bool) -> __m256i {
+        let (h, qo) = if q5_1 { (4, 8) } else { (2, 6) };
+        let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
+        let mask = _mm_set1_epi8(15);
+        // SAFETY: the caller passes a whole block: its 16 quant bytes start at `qo`.
+        let bytes = unsafe { _mm_loadu_si128(blk.as_ptr().add(qo) as *const __m128i) };
+        let nib = _mm256_set_m128i(
+            _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
+            _mm_and_si128(bytes, mask),
+        );
+        _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), _mm256_set1_epi8(16)))
+    }
+
     /// Four consecutive Q5_0 / Q5_1 rows (`qs`: their bytes, `rb` a row) against one activation
     /// row: each block's activations, scale, sums and Q5_0 start value are loaded once for the
     /// four rows, whose accumulation chains run independently.
@@ -415,11 +432,8 @@ mod x86 {
     ) -> [f32; 4] {
         use crate::quant::raw_dots::x86::{f16_at, prefetch_ahead};
         let bb = if q5_1 { 24 } else { 22 };
-        let (h, qo) = if q5_1 { (4, 8) } else { (2, 6) };
         let nb = rb / bb;
         let zero = _mm256_setzero_si256();
-        let sixteen = _mm256_set1_epi8(16);
-        let mask = _mm_set1_epi8(15);
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut corr = [0.0f32; 4];
         // SAFETY: the caller passes four rows of `nb` whole blocks and an activation row of
@@ -436,13 +450,7 @@ mod x86 {
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let blk = qs.get_unchecked(r * rb + b * bb..r * rb + (b + 1) * bb);
                     prefetch_ahead(blk.as_ptr(), 1);
-                    let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
-                    let bytes = _mm_loadu_si128(blk.as_ptr().add(qo) as *const __m128i);
-                    let nib = _mm256_set_m128i(
-                        _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
-                        _mm_and_si128(bytes, mask),
-                    );
-                    let w = _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), sixteen));
+                    let w = q5_weights(blk, q5_1);
                     let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, w, x));
                     *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(f16_at(blk, 0) * dx), p, *acc_r);
                     if q5_1 {
@@ -488,19 +496,10 @@ mod x86 {
                 WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
                     let q5_1 = format == WeightFormat::Q5_1;
                     let bb = if q5_1 { 24 } else { 22 };
-                    let sixteen = _mm256_set1_epi8(16);
-                    let mask = _mm_set1_epi8(15);
                     for (b, blk) in qs.chunks_exact(bb).enumerate() {
                         prefetch_ahead(blk.as_ptr(), 1);
                         let d = f16_at(blk, 0);
-                        let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
-                        let qh = u32::from_le_bytes([blk[h], blk[h + 1], blk[h + 2], blk[h + 3]]);
-                        let bytes = _mm_loadu_si128(blk.as_ptr().add(q) as *const __m128i);
-                        let nib = _mm256_set_m128i(
-                            _mm_and_si128(_mm_srli_epi16(bytes, 4), mask),
-                            _mm_and_si128(bytes, mask),
-                        );
-                        let w = _mm256_or_si256(nib, _mm256_and_si256(_mm256_movm_epi8(qh), sixteen));
+                        let w = q5_weights(blk, q5_1);
                         let dx = *ad.get_unchecked(b);
                         let p = if q5_1 {
                             corr[b & 3] += f16_at(blk, 2) * *dsum.get_unchecked(b);

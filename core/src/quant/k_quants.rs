@@ -52,13 +52,11 @@ pub fn dequantize_q2_k(b: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Q3_K super-block `b` (110 bytes) into `y` (256 weights).
+/// A Q3_K super-block's sixteen scales times `d` (`sc`: its 12 scale bytes). Scale `j`: low
+/// nibble of `sc[j]` (j < 8) or high nibble of `sc[j − 8]`, with bits `2 (j / 4)` of
+/// `sc[8 + j % 4]` on top; minus 32.
 #[inline(always)]
-pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
-    let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
-    let d = f16_at(b, 108);
-    // Scale `j`: low nibble of `sc[j]` (j < 8) or high nibble of `sc[j − 8]`, with bits
-    // `2 (j / 4)` of `sc[8 + j % 4]` on top; minus 32.
+pub(crate) fn q3_k_scales(sc: &[u8], d: f32) -> [f32; 16] {
     let mut dl = [0.0f32; 16];
     for (j, dl) in dl.iter_mut().enumerate() {
         let low = (sc[j % 8] >> (4 * (j / 8))) & 0x0F;
@@ -66,6 +64,15 @@ pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
         let scale = ((low | (high << 4)) as i8).wrapping_sub(32);
         *dl = d * f32::from(scale);
     }
+    dl
+}
+
+/// Q3_K super-block `b` (110 bytes) into `y` (256 weights).
+#[inline(always)]
+pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
+    let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
+    let d = f16_at(b, 108);
+    let dl = q3_k_scales(sc, d);
     // Weight `h·128 + s·32 + l`: low bits `2s` of `qs[h·32 + l]`, high bit `h·4 + s` of
     // `hmask[l]` (set: no offset; clear: −4).
     for h in 0..2 {
@@ -87,7 +94,7 @@ pub fn dequantize_q3_k(b: &[u8], y: &mut [f32]) {
 
 /// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block (`s`: its 12 scale bytes).
 #[inline(always)]
-fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
+pub(crate) fn scale_min_k4(s: &[u8]) -> ([u8; 8], [u8; 8]) {
     let (d, m, md) = (&s[..4], &s[4..8], &s[8..12]);
     let mut sc = [0u8; 8];
     let mut mn = [0u8; 8];

@@ -717,10 +717,8 @@ pub(crate) mod tests {
         QuantMatrix::from_gguf_bytes(format, rows, cols, &data).expect("matrix")
     }
 
-    /// Every instruction set this CPU has, against an f64 product of the dequantized weights.
-    #[test]
-    fn kernels_equal_dequantized_f64_products() {
-        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    /// Every instruction set this CPU has (the kernel tests run each).
+    pub(crate) fn isas() -> Vec<Isa> {
         let mut isas = vec![Isa::Portable];
         #[cfg(target_arch = "x86_64")]
         {
@@ -731,6 +729,14 @@ pub(crate) mod tests {
                 isas.push(Isa::Avx512);
             }
         }
+        isas
+    }
+
+    /// Every instruction set this CPU has, against an f64 product of the dequantized weights.
+    #[test]
+    fn kernels_equal_dequantized_f64_products() {
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let isas = isas();
         for format in [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0] {
             let (n, k) = (37, 96);
             let w = random_matrix(format, n, k, 2);

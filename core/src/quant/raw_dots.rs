@@ -13,7 +13,7 @@
 //! AVX-512 or AVX2+FMA when the CPU has it (the hand-written intrinsics of Q4_K and Q6_K, the
 //! formats of most published GGUFs, are in [`x86`]), and the portable copy elsewhere (wasm).
 
-use super::k_quants::QK_K;
+use super::k_quants::{self, QK_K};
 use super::{BLOCK, WeightFormat, f16_at};
 use sealong_shaders::host::Isa;
 
@@ -38,19 +38,12 @@ pub fn xsums(format: WeightFormat, x: &[f32]) -> Vec<f32> {
 /// Lanes of the accumulator (four 16-lane vectors).
 const LANES: usize = 64;
 
-/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block, as f32.
+/// The eight 6-bit scales and mins of a Q4_K / Q5_K super-block ([`k_quants::scale_min_k4`]),
+/// as f32.
 #[inline(always)]
 pub(crate) fn scale_min_k4(s: &[u8]) -> ([f32; 8], [f32; 8]) {
-    let (d, m, md) = (&s[..4], &s[4..8], &s[8..12]);
-    let mut sc = [0.0f32; 8];
-    let mut mn = [0.0f32; 8];
-    for k in 0..4 {
-        sc[k] = f32::from(d[k] & 0x3F);
-        sc[k + 4] = f32::from((md[k] & 0x0F) | ((d[k] >> 2) & 0x30));
-        mn[k] = f32::from(m[k] & 0x3F);
-        mn[k + 4] = f32::from((md[k] >> 4) | ((m[k] >> 2) & 0x30));
-    }
-    (sc, mn)
+    let (sc, mn) = k_quants::scale_min_k4(s);
+    (sc.map(f32::from), mn.map(f32::from))
 }
 
 /// Adds `dl_lo * x[l] q[l]` (l < 16) and `dl_hi * x[l] q[l]` (l >= 16) for 32 weights into
@@ -142,12 +135,7 @@ fn q6_k(b: &[u8], x: &[f32], acc: &mut [f32; LANES]) {
 fn q3_k(b: &[u8], x: &[f32], acc: &mut [f32; LANES]) {
     let (hmask, qs, sc) = (&b[..32], &b[32..96], &b[96..108]);
     let d = f16_at(b, 108);
-    let mut dl = [0.0f32; 16];
-    for (j, dl) in dl.iter_mut().enumerate() {
-        let low = (sc[j % 8] >> (4 * (j / 8))) & 0x0F;
-        let high = (sc[8 + j % 4] >> (2 * (j / 4))) & 0x03;
-        *dl = d * f32::from(((low | (high << 4)) as i8).wrapping_sub(32));
-    }
+    let dl = k_quants::q3_k_scales(sc, d);
     for h in 0..2 {
         for s in 0..4 {
             let qb = &qs[h * 32..][..32];
@@ -667,7 +655,7 @@ pub(crate) mod tests {
                         "{what} {format:?} k={k}: {got} vs {exact}"
                     );
                 };
-                for isa in isas() {
+                for isa in crate::quant::kernels::tests::isas() {
                     for j in 0..n {
                         check(dot_half(isa, format, w.row(j).1, &x[..k]), 0, j, &format!("{isa:?}"));
                     }
@@ -684,26 +672,12 @@ pub(crate) mod tests {
         }
     }
 
-    fn isas() -> Vec<Isa> {
-        let mut isas = vec![Isa::Portable];
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                isas.push(Isa::Avx2);
-            }
-            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-                isas.push(Isa::Avx512);
-            }
-        }
-        isas
-    }
-
     /// Every raw format on every instruction set this CPU has, against the f64 product of the
     /// gguf-exact dequantized row; tolerance 1e-4 relative (f32 rounding of 512-term sums).
     #[test]
     fn raw_dots_equal_dequantized_f64_products() {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-        let isas = isas();
+        let isas = crate::quant::kernels::tests::isas();
         use WeightFormat::*;
         for format in [Q5_0, Q5_1, Q2K, Q3K, Q4K, Q5K, Q6K, Q8K] {
             let (n, k) = (9, 512);
