@@ -10,8 +10,10 @@
 //! beside it).
 //!
 //! Backends: the CPU backend runs the host kernel on its own buffers (no copy when the input is
-//! contiguous). Other backends (cubecl) expand the weight into a dense tensor on the device and
-//! use their matmul: weights stay in a storage format only on the CPU backend today.
+//! contiguous). On cubecl (wgpu) devices a matrix that lends its storage
+//! ([`FrozenMatrix::stored`]) stays in it there too: the kernels of [`crate::stored`] dequantize
+//! it on the device a block of rows at a time for the backend's matmul, or read it directly for a
+//! few activation rows (decoding). Other matrices are expanded into a dense tensor on the device.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -35,6 +37,11 @@ pub trait FrozenMatrix: Send + Sync + Debug {
     fn cols(&self) -> usize;
     /// Row `r` as f32 into `out` (`out.len() == cols`).
     fn dequantize_row(&self, r: usize, out: &mut [f32]);
+    /// The storage as the device kernels read it ([`crate::stored`]), where the matrix is in a
+    /// layout they know; `None` sends cubecl devices the dense f32 matrix instead.
+    fn stored(&self) -> Option<crate::stored::Stored<'_>> {
+        None
+    }
 }
 
 /// A shared handle on a frozen matrix (what the backend op carries).
@@ -285,14 +292,12 @@ pub fn host_lora_backward(
 pub trait FrozenLinearOps: Backend {
     /// `x Wᵀ`: `x` `[m, cols]` -> `[m, rows]`.
     fn frozen_linear(x: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {
-        let dense = dense_of::<Self>(&w, &x.device());
-        Self::float_matmul(x, Self::float_transpose(dense))
+        dense_xwt::<Self>(x, &w)
     }
 
     /// `dy W`: `dy` `[m, rows]` -> `[m, cols]`.
     fn frozen_linear_backward(dy: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {
-        let dense = dense_of::<Self>(&w, &dy.device());
-        Self::float_matmul(dy, dense)
+        dense_dyw::<Self>(dy, &w)
     }
 
     /// `(y, t)`: `t = xd Aᵀ` `[m, r]`, `y = x Wᵀ + scale · t Bᵀ` `[m, rows]` (a LoRA adapter `a`
@@ -341,6 +346,18 @@ pub trait FrozenLinearOps: Backend {
             (dx, dxd, da, db)
         }
     }
+}
+
+/// `x Wᵀ` through the dense matrix on `x`'s device.
+fn dense_xwt<B: Backend>(x: FloatTensor<B>, w: &Frozen) -> FloatTensor<B> {
+    let dense = dense_of::<B>(w, &x.device());
+    B::float_matmul(x, B::float_transpose(dense))
+}
+
+/// `dy W` through the dense matrix on `dy`'s device.
+fn dense_dyw<B: Backend>(dy: FloatTensor<B>, w: &Frozen) -> FloatTensor<B> {
+    let dense = dense_of::<B>(w, &dy.device());
+    B::float_matmul(dy, dense)
 }
 
 /// An empty `[0, cols]` tensor.
@@ -425,8 +442,66 @@ impl FrozenLinearOps for Flex {
     }
 }
 
+/// On cubecl devices a matrix that lends its storage is read there in it (see the module docs).
 #[cfg(feature = "wgpu")]
-impl FrozenLinearOps for burn::backend::Cube {}
+impl FrozenLinearOps for burn::backend::Cube {
+    fn frozen_linear(x: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {
+        use crate::stored;
+        use burn::backend::ops::FloatTensorOps;
+        let Some(dev) = stored::on_device(&w, &x) else {
+            return dense_xwt::<Self>(x, &w);
+        };
+        let [m, _] = x.shape().dims::<2>();
+        if m <= stored::XWT_MAX_M {
+            return stored::xwt(&x, &dev);
+        }
+        let parts: Vec<_> = stored_row_blocks(&dev)
+            .map(|(r0, n)| {
+                let block = stored::dequantize_rows(&dev, r0, n);
+                Self::float_matmul(x.clone(), Self::float_transpose(block))
+            })
+            .collect();
+        if parts.len() == 1 {
+            parts.into_iter().next().expect("one part")
+        } else {
+            Self::float_cat(parts, 1)
+        }
+    }
+
+    fn frozen_linear_backward(dy: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {
+        use crate::stored;
+        use burn::backend::ops::FloatTensorOps;
+        use burn::tensor::Slice;
+        let Some(dev) = stored::on_device(&w, &dy) else {
+            return dense_dyw::<Self>(dy, &w);
+        };
+        let [m, _] = dy.shape().dims::<2>();
+        let mut dx: Option<FloatTensor<Self>> = None;
+        for (r0, n) in stored_row_blocks(&dev) {
+            let block = stored::dequantize_rows(&dev, r0, n);
+            let part = if n == dev.rows {
+                dy.clone()
+            } else {
+                Self::float_slice(dy.clone(), &[Slice::from(0..m), Slice::from(r0..r0 + n)])
+            };
+            let term = Self::float_matmul(part, block);
+            dx = Some(match dx {
+                Some(acc) => Self::float_add(acc, term),
+                None => term,
+            });
+        }
+        dx.unwrap_or_else(|| dense_dyw::<Self>(dy, &w))
+    }
+}
+
+/// `(first row, rows)` of the blocks of at most [`crate::stored::BLOCK_FLOATS`] floats that a
+/// device product dequantizes at a time.
+#[cfg(feature = "wgpu")]
+pub(crate) fn stored_row_blocks(w: &crate::stored::OnDevice) -> impl Iterator<Item = (usize, usize)> {
+    let per = (crate::stored::BLOCK_FLOATS / w.cols.max(1)).max(1);
+    let rows = w.rows;
+    (0..rows).step_by(per).map(move |r0| (r0, per.min(rows - r0)))
+}
 
 impl<B: Backend + FrozenLinearOps, C: CheckpointStrategy> FrozenLinearOps for Autodiff<B, C> {
     fn frozen_linear(x: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {

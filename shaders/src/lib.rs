@@ -10,6 +10,7 @@ pub mod frozen;
 pub mod host;
 pub mod loss;
 pub mod mbr;
+pub mod stored;
 pub mod swiglu;
 
 pub use loss::{

@@ -1,9 +1,11 @@
 //! Linear layers and embeddings over either dense weights on the device or weights kept in their
-//! storage format (Q8_0/Q4_0/Q4_1) on the host. The second form is how the CPU backend runs
-//! fast: for a few rows of activations (decoding) the weights are read quantized by the kernels
-//! of `quant::kernels` (a quarter to an eighth of the memory traffic of f32); for many rows
-//! (prefill, and training under autodiff) the shaders' frozen product walks the matrix in blocks of
-//! rows, dequantized into a scratch buffer and multiplied by GEMM, forward and backward.
+//! storage format (the ggml blocks, f16/bf16). On the CPU backend, for a few rows of activations
+//! (decoding) the stored weights are read by the kernels of `quant::kernels` and
+//! `quant::raw_dots` (a quarter to an eighth of the memory traffic of f32); for many rows
+//! (prefill, and training under autodiff) the shaders' frozen product walks the matrix in blocks
+//! of rows, dequantized into a scratch buffer and multiplied by GEMM, forward and backward. On
+//! cubecl (wgpu) devices the same product runs on a device copy of the blocks
+//! (`sealong_shaders::stored`).
 
 use std::sync::Arc;
 
@@ -24,19 +26,21 @@ const QUANT_KERNEL_MAX_ROWS: usize = 16;
 pub enum LinearWeight {
     /// On the device (trainable when it is an autodiff leaf).
     Dense(Tensor<2>),
-    /// In its storage format on the host (CPU backend, frozen).
+    /// In its storage format (frozen): on the host, and on a cubecl device a copy of the same
+    /// bytes made on first use.
     Quant(Arc<QuantMatrix>),
 }
 
 impl LinearWeight {
-    /// Places a loaded weight on `device`: storage formats stay quantized on the CPU backend
-    /// (where our kernels run, and under autodiff too: a frozen weight of a LoRA run is expanded
-    /// to f32 only while its product is computed, so training keeps the base in its stored
-    /// format; full fine-tuning expands it into f32 master weights, see
-    /// [`LinearWeight::densify`]) and become f32 tensors elsewhere.
+    /// Places a loaded weight on `device`. Storage formats stay stored on every device: on the
+    /// CPU backend our host kernels read them (under autodiff too: a frozen weight of a LoRA run
+    /// is expanded to f32 only while its product is computed, so training keeps the base in its
+    /// stored format; full fine-tuning expands it into f32 master weights, see
+    /// [`LinearWeight::densify`]); on cubecl (wgpu) devices the blocks are copied there on first
+    /// use and the kernels of `sealong_shaders::stored` read them. f32 weights become tensors.
     pub fn from_weight(w: &Weight, device: &Device) -> Self {
         match &w.data {
-            WeightData::Quant(q) if is_flex(device) => LinearWeight::Quant(Arc::new(q.clone())),
+            WeightData::Quant(q) => LinearWeight::Quant(Arc::new(q.clone())),
             _ => LinearWeight::Dense(tensor_from_weight(w, device)),
         }
     }
@@ -78,12 +82,6 @@ impl LinearWeight {
 /// True for the CPU (flex) backend without autodiff: where host kernels can stand in for ops.
 pub fn is_host_cpu(device: &Device) -> bool {
     *device == Device::flex() && !device.is_autodiff()
-}
-
-/// True for the CPU (flex) backend, with or without autodiff: where weights can stay in their
-/// storage format on the host.
-pub fn is_flex(device: &Device) -> bool {
-    device.clone().inner() == Device::flex()
 }
 
 /// A loaded weight as an f32 tensor of its shape.

@@ -201,6 +201,31 @@ impl sealong_shaders::frozen::FrozenMatrix for QuantMatrix {
         let (scales, qs) = self.row(r);
         dequantize_row(isa(), self.format, scales, qs, &mut out[..self.cols]);
     }
+    fn stored(&self) -> Option<sealong_shaders::stored::Stored<'_>> {
+        use sealong_shaders::stored::Layout;
+        let layout = match self.format {
+            WeightFormat::F32 => return None,
+            WeightFormat::F16 => Layout::F16,
+            WeightFormat::BF16 => Layout::BF16,
+            WeightFormat::Q8_0 => Layout::Q8_0,
+            WeightFormat::Q4_0 => Layout::Q4_0,
+            WeightFormat::Q4_1 => Layout::Q4_1,
+            WeightFormat::Q5_0 => Layout::Q5_0,
+            WeightFormat::Q5_1 => Layout::Q5_1,
+            WeightFormat::Q2K => Layout::Q2K,
+            WeightFormat::Q3K => Layout::Q3K,
+            WeightFormat::Q4K => Layout::Q4K,
+            WeightFormat::Q5K => Layout::Q5K,
+            WeightFormat::Q6K => Layout::Q6K,
+            WeightFormat::Q8K => Layout::Q8K,
+        };
+        Some(sealong_shaders::stored::Stored {
+            layout,
+            scales: &self.scales,
+            qs: &self.qs,
+            copies: &self.device_copies,
+        })
+    }
 }
 
 /// The whole matrix as f32 (row-major), dequantized with the fastest kernel, rows in parallel

@@ -303,6 +303,9 @@ pub struct QuantMatrix {
     pub scales: std::sync::Arc<[f32]>,
     /// `rows * blocks_per_row * quant_bytes_per_block` bytes.
     pub qs: std::sync::Arc<[u8]>,
+    /// The copies of `scales` and `qs` on cubecl (wgpu) devices, made when a product first
+    /// runs there (`sealong_shaders::stored`); shared by clones.
+    pub device_copies: std::sync::Arc<sealong_shaders::stored::DeviceCopies>,
 }
 
 impl std::fmt::Debug for QuantMatrix {
@@ -366,6 +369,7 @@ impl QuantMatrix {
                 cols,
                 scales: Vec::new().into(),
                 qs: std::sync::Arc::from(bytes),
+                device_copies: Default::default(),
             });
         }
         let blocks = rows * cols / BLOCK;
@@ -385,6 +389,7 @@ impl QuantMatrix {
             cols,
             scales: scales.into(),
             qs: qs.into(),
+            device_copies: Default::default(),
         })
     }
 
@@ -443,6 +448,7 @@ impl QuantMatrix {
                 .flat_map(|p| p.qs.iter().copied())
                 .collect::<Vec<_>>()
                 .into(),
+            device_copies: Default::default(),
         })
     }
 
@@ -461,6 +467,7 @@ impl QuantMatrix {
             cols: self.cols,
             scales: scales.into(),
             qs: qs.into(),
+            device_copies: Default::default(),
         }
     }
 }

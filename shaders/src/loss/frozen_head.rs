@@ -271,8 +271,57 @@ impl FrozenHeadLossOps for Flex {
     }
 }
 
+/// On cubecl devices a head that lends its storage is dequantized there, block of rows by block
+/// of rows ([`crate::stored`]), for the dense chunked path: nothing of it crosses from the host
+/// after the first upload, but the f32 head exists on the device for the op's duration.
 #[cfg(feature = "wgpu")]
-impl FrozenHeadLossOps for burn::backend::Cube {}
+impl FrozenHeadLossOps for burn::backend::Cube {
+    fn frozen_head_logprob_lse(
+        hidden: FloatTensor<Self>,
+        head: Frozen,
+        labels: IntTensor<Self>,
+        chunk: usize,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let dense = device_dense(&head, &hidden);
+        chunked_forward::<Self>(hidden, dense, labels, chunk)
+    }
+
+    fn frozen_head_logprob_backward(
+        hidden: FloatTensor<Self>,
+        head: Frozen,
+        labels: IntTensor<Self>,
+        lse: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        chunk: usize,
+    ) -> FloatTensor<Self> {
+        let dense = device_dense(&head, &hidden);
+        chunked_backward::<Self>(hidden, dense, labels, lse, grad, chunk, true, false)
+            .0
+            .expect("the hidden gradient was asked for")
+    }
+}
+
+/// The head as a dense f32 tensor on `like`'s device: dequantized there from its stored
+/// layout, or expanded on the host where it lends none.
+#[cfg(feature = "wgpu")]
+fn device_dense(head: &Frozen, like: &FloatTensor<burn::backend::Cube>) -> FloatTensor<burn::backend::Cube> {
+    use crate::stored;
+    use burn::backend::ops::FloatTensorOps;
+    type C = burn::backend::Cube;
+    match stored::on_device(head, like) {
+        Some(dev) => {
+            let parts: Vec<_> = crate::frozen::stored_row_blocks(&dev)
+                .map(|(r0, n)| stored::dequantize_rows(&dev, r0, n))
+                .collect();
+            if parts.len() == 1 {
+                parts.into_iter().next().expect("one part")
+            } else {
+                <C as FloatTensorOps<C>>::float_cat(parts, 0)
+            }
+        }
+        None => dense_of::<C>(head, &like.device()),
+    }
+}
 
 impl<B: Backend + FrozenHeadLossOps, C: CheckpointStrategy> FrozenHeadLossOps for Autodiff<B, C> {
     fn frozen_head_logprob_lse(

@@ -22,6 +22,7 @@ mod report;
 mod run_cli;
 mod sample_cli;
 mod score_cli;
+mod stored_blocks;
 mod subem_cli;
 mod subem_golden;
 mod synth;

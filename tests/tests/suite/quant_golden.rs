@@ -11,7 +11,7 @@
 use sealong::loading::gguf::GgmlType;
 use sealong::quant::{QuantMatrix, WeightFormat, dequantize};
 
-fn format_of(name: &str) -> WeightFormat {
+pub(crate) fn format_of(name: &str) -> WeightFormat {
     let t = match name {
         "Q4_0" => GgmlType::Q4_0,
         "Q5_0" => GgmlType::Q5_0,
@@ -232,6 +232,48 @@ fn k_quant_models_match_transformers_logits_and_greedy_tokens() {
             } else {
                 assert_eq!(out[0].ids.len(), want_ids.len(), "{file} prompt {k}: greedy length");
             }
+        }
+    }
+}
+
+/// The same files on a cubecl (wgpu) device (lavapipe in CI), where the weights now stay in
+/// their blocks (`sealong_shaders::stored`): the burn decoder's logits at the last prompt
+/// position within 1e-3 of transformers, as on the CPU.
+#[test]
+fn k_quant_models_on_wgpu_match_transformers_logits() {
+    use sealong::loading::ModelPath;
+    use sealong::models::decoder::Decoder;
+    use sealong::nn::linear::LinearWeight;
+
+    const LOGIT_TOL: f32 = 1e-3;
+    let dir = kquant_dir();
+    let device = sealong_tests::wgpu_device();
+    let chat = sealong_tests::golden_json("smollm_chat.json");
+    let record = sealong_tests::golden_json("kquants/kquant_logits.json");
+    let bytes = std::fs::read(sealong_tests::golden_dir().join("kquants/kquant_logits.safetensors")).expect("golden");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+    for (file, v) in record["files"].as_object().expect("files") {
+        let path = ModelPath::detect(&dir.join(file)).expect("detect");
+        let model = Decoder::load(&path, &device).expect("decoder on wgpu");
+        assert!(
+            matches!(model.layers[0].down_proj.weight, LinearWeight::Quant(_)),
+            "{file}: the weights should stay stored on the device"
+        );
+        let name = file.trim_end_matches(".gguf");
+        for case in v["cases"].as_array().expect("cases") {
+            let k = case["prompt"].as_u64().expect("prompt") as usize;
+            let prompt = sealong_tests::ids(&chat["prompts"][k], "ids");
+            let want: Vec<f32> = st
+                .tensor(&format!("{name}.{k}.logits_final"))
+                .expect("logits")
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let got = crate::decoder_parity::logits_at(&model, &prompt, &[prompt.len() - 1]);
+            let d = sealong_tests::max_abs_diff(&got[0], &want);
+            eprintln!("{file} prompt {k}: wgpu decoder max |d| = {d:.2e}");
+            assert!(d <= LOGIT_TOL, "{file} prompt {k}: wgpu decoder max |d| = {d}");
         }
     }
 }

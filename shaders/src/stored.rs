@@ -1,0 +1,514 @@
+//! Frozen matrices kept in their storage format on cubecl (wgpu) devices: the ggml blocks (and
+//! f16/bf16 rows) go to the device once, as their owner keeps them, and the kernels here read
+//! them there. Nothing is expanded to f32 on the host, and the f32 copy of a whole matrix never
+//! stays on the device.
+//!
+//! Two kernels, each a twin of the host code it stands in for:
+//! - **dequantize** (one unit per weight): rows `r0 .. r0 + n` of the matrix into an f32
+//!   `[n, cols]` tensor. Products with many activation rows (prefill, training's forward and
+//!   backward, the frozen head) dequantize a block of rows at a time (at most
+//!   [`BLOCK_FLOATS`]) and multiply it with the backend's matmul, as the host's `frozen.rs`
+//!   does with its scratch buffer.
+//! - **xwt** (decoding: at most [`XWT_MAX_M`] activation rows): one cube of [`UNITS`] units per
+//!   weight row; each unit walks the row's weights `unit, unit + UNITS, …`, dequantizes each in
+//!   registers and adds its products with every activation row; the cube sums the units'
+//!   partial sums in unit order (the result does not depend on scheduling). A decode step reads
+//!   each weight once, in its stored size.
+//!
+//! The value of a weight is computed as the host dequantizers compute it (core's
+//! `quant::dequantize` and `quant::k_quants`: gguf-py's formulas and operation order); a device
+//! may contract `a·b + c` into one rounding, so the tests allow a few ulps.
+//!
+//! Storage as the kernels read it: `qs` is the owner's byte array as 32-bit little-endian
+//! words (padded with zeros to a whole word), `scales` its f32 scales (the repacked Q8_0 / Q4_0
+//! / Q4_1 keep their f16 scales widened to f32 apart from the quants; the other layouts keep
+//! their scales inside the blocks and have none). `row_bytes` is the bytes of one row in `qs`.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Mutex;
+
+/// The storage layouts the device kernels read (the owner's, see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// f16 values, 2 bytes each.
+    F16,
+    /// bf16 values, 2 bytes each.
+    BF16,
+    /// Q8_0 repacked: 32 i8 quants a block in `qs`, `d` in `scales`.
+    Q8_0,
+    /// Q4_0 repacked: 16 bytes of nibbles a block in `qs`, `d` in `scales`.
+    Q4_0,
+    /// Q4_1 repacked: 16 bytes of nibbles a block in `qs`, `[d, m]` in `scales`.
+    Q4_1,
+    /// The remaining ggml blocks as stored (22, 24, 84, 110, 144, 176, 210 and 292 bytes).
+    Q5_0,
+    Q5_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Q8K,
+}
+
+impl Layout {
+    /// The kernels' compile-time code for the layout.
+    #[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+    fn code(self) -> u32 {
+        self as u32
+    }
+}
+
+/// A frozen matrix's storage, as [`crate::frozen::FrozenMatrix::stored`] lends it.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored<'a> {
+    pub layout: Layout,
+    /// The f32 scales (empty for the layouts that keep them in their blocks).
+    pub scales: &'a [f32],
+    /// The quants or blocks, `rows × row_bytes` bytes.
+    pub qs: &'a [u8],
+    /// Where the device copies of this storage are kept.
+    pub copies: &'a DeviceCopies,
+}
+
+/// The device copies of one matrix's storage, made on first use on each device and kept as
+/// long as the matrix (its owner holds this beside the host bytes).
+#[derive(Default)]
+pub struct DeviceCopies(Mutex<Vec<Box<dyn Any + Send + Sync>>>);
+
+impl fmt::Debug for DeviceCopies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.lock().map_or(0, |v| v.len());
+        write!(f, "DeviceCopies({n})")
+    }
+}
+
+/// Floats of one dequantized block of rows on the device (64 MiB).
+pub const BLOCK_FLOATS: usize = 1 << 24;
+
+/// Activation rows up to which products go through the fused `xwt` kernel.
+pub const XWT_MAX_M: usize = 8;
+
+/// Units per cube of the `xwt` kernel.
+#[cfg_attr(not(feature = "wgpu"), allow(dead_code))]
+const UNITS: usize = 64;
+
+#[cfg(feature = "wgpu")]
+pub(crate) use device::{OnDevice, dequantize_rows, on_device, xwt};
+
+#[cfg(feature = "wgpu")]
+mod device {
+    use burn::backend::wgpu::CubeTensor;
+    use burn::tensor::{DType, Shape};
+    use cubecl::{CubeCount, CubeDim};
+
+    use super::{DeviceCopies, Layout, Stored, UNITS, XWT_MAX_M};
+    use crate::frozen::Frozen;
+    use kernels::{dequantize_kernel, xwt_kernel};
+
+    /// A matrix's storage on one device.
+    #[derive(Clone)]
+    pub(crate) struct OnDevice {
+        pub qs: CubeTensor,
+        pub scales: CubeTensor,
+        pub layout: Layout,
+        pub rows: usize,
+        pub cols: usize,
+        pub row_bytes: usize,
+    }
+
+    /// `w`'s storage on `like`'s device (uploaded on first use), or `None` when `w` lends no
+    /// storage (its product then takes the dense path).
+    pub(crate) fn on_device(w: &Frozen, like: &CubeTensor) -> Option<OnDevice> {
+        let stored: Stored<'_> = w.0.stored()?;
+        let rows = w.0.rows();
+        let cols = w.0.cols();
+        let DeviceCopies(list) = stored.copies;
+        let mut list = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for copy in list.iter() {
+            if let Some(d) = copy.downcast_ref::<OnDevice>()
+                && d.qs.device == like.device
+            {
+                return Some(d.clone());
+            }
+        }
+        let mut words = stored.qs.to_vec();
+        words.resize(stored.qs.len().div_ceil(4).max(1) * 4, 0);
+        let scales: Vec<u8> = if stored.scales.is_empty() {
+            vec![0; 4]
+        } else {
+            stored.scales.iter().flat_map(|s| s.to_le_bytes()).collect()
+        };
+        let upload = |bytes: &[u8], dtype: DType| {
+            CubeTensor::new_contiguous(
+                like.client.clone(),
+                like.device.clone(),
+                Shape::from(vec![bytes.len() / 4]),
+                like.client.create_from_slice(bytes),
+                dtype,
+            )
+        };
+        let copy = OnDevice {
+            qs: upload(&words, DType::U32),
+            scales: upload(&scales, DType::F32),
+            layout: stored.layout,
+            rows,
+            cols,
+            row_bytes: stored.qs.len().checked_div(rows).unwrap_or(0),
+        };
+        list.push(Box::new(copy.clone()));
+        Some(copy)
+    }
+
+    fn empty_f32(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
+        let bytes = shape.iter().product::<usize>().max(1) * DType::F32.size();
+        CubeTensor::new_contiguous(
+            like.client.clone(),
+            like.device.clone(),
+            Shape::from(shape.to_vec()),
+            like.client.empty(bytes),
+            DType::F32,
+        )
+    }
+
+    /// Rows `r0 .. r0 + n` of the matrix as a contiguous f32 `[n, cols]` tensor.
+    pub(crate) fn dequantize_rows(w: &OnDevice, r0: usize, n: usize) -> CubeTensor {
+        let out = empty_f32(&w.qs, &[n, w.cols]);
+        let elems = n * w.cols;
+        if elems == 0 {
+            return out;
+        }
+        let cube_dim = CubeDim::new_1d(256);
+        let count = cubecl::calculate_cube_count_elemwise(&w.qs.client, elems, cube_dim);
+        // SAFETY: unit `i < n · cols` reads the bytes of weight (r0 + i / cols, i % cols), which
+        // lie inside row r0 + i / cols < rows of `qs` (rows · row_bytes bytes, padded to whole
+        // words) and, for the repacked layouts, its block's scales; it writes `out[i]`.
+        unsafe {
+            dequantize_kernel::launch_unchecked(
+                &w.qs.client,
+                count,
+                cube_dim,
+                w.qs.clone().into_tensor_arg(),
+                w.scales.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                r0 as u32,
+                elems as u32,
+                w.cols as u32,
+                w.row_bytes as u32,
+                w.layout.code(),
+            );
+        }
+        out
+    }
+
+    /// `x Wᵀ` for `x` `[m, cols]` (any strides) with `m ≤ XWT_MAX_M`: `[m, rows]`.
+    pub(crate) fn xwt(x: &CubeTensor, w: &OnDevice) -> CubeTensor {
+        let m = x.meta.shape()[0];
+        debug_assert!(m <= XWT_MAX_M);
+        let out = empty_f32(x, &[m, w.rows]);
+        if m == 0 || w.rows == 0 {
+            return out;
+        }
+        const MAX_CUBES_PER_AXIS: usize = 65_535;
+        let cubes_x = w.rows.clamp(1, MAX_CUBES_PER_AXIS);
+        let cubes_y = w.rows.div_ceil(cubes_x);
+        // SAFETY: cube `row < rows` reads row `row` of `qs` (and its scales) at weights
+        // `j < cols`, `x[i, j]` at `i < m`, `j < cols` through x's strides, and writes
+        // `out[i, row]` (contiguous `[m, rows]`); shared indices stay below UNITS · XWT_MAX_M.
+        unsafe {
+            xwt_kernel::launch_unchecked(
+                &x.client,
+                CubeCount::Static(cubes_x as u32, cubes_y as u32, 1),
+                CubeDim::new_1d(UNITS as u32),
+                x.clone().into_tensor_arg(),
+                w.qs.clone().into_tensor_arg(),
+                w.scales.clone().into_tensor_arg(),
+                out.clone().into_tensor_arg(),
+                w.rows as u32,
+                w.row_bytes as u32,
+                w.layout.code(),
+                UNITS,
+                XWT_MAX_M,
+            );
+        }
+        out
+    }
+
+    /// The device code (apart so cubecl's `Tensor` does not meet burn's).
+    mod kernels {
+        use cubecl::prelude::*;
+
+        /// Byte `off` of `qs` (little-endian words).
+        #[cube]
+        fn byte(qs: &Tensor<u32>, off: usize) -> u32 {
+            let shift = ((off % 4) * 8) as u32;
+            (qs[off / 4] >> shift) & 0xFFu32
+        }
+
+        /// The little-endian u16 at byte `off`.
+        #[cube]
+        fn u16_at(qs: &Tensor<u32>, off: usize) -> u32 {
+            byte(qs, off) | (byte(qs, off + 1) << 8u32)
+        }
+
+        /// An i8 as i32.
+        #[cube]
+        fn signed(b: u32) -> i32 {
+            let v = b as i32;
+            let mut out = v;
+            if v > 127i32 {
+                out = v - 256i32;
+            }
+            out
+        }
+
+        /// The f16 at byte `off`, widened exactly (subnormals included).
+        #[cube]
+        #[allow(unused_assignments)]
+        fn f16_at(qs: &Tensor<u32>, off: usize) -> f32 {
+            let h = u16_at(qs, off);
+            let sign = (h & 0x8000u32) << 16u32;
+            let exp = (h >> 10u32) & 0x1Fu32;
+            let mant = h & 0x3FFu32;
+            let mut out = 0.0f32;
+            if exp == 0u32 {
+                // mant · 2⁻²⁴, exact in f32.
+                let mag = f32::cast_from(mant) * 5.960_464_5e-8f32;
+                out = mag;
+                if sign != 0u32 {
+                    out = -mag;
+                }
+            } else if exp == 31u32 {
+                out = f32::reinterpret(sign | 0x7F80_0000u32 | (mant << 13u32));
+            } else {
+                out = f32::reinterpret(sign | ((exp + 112u32) << 23u32) | (mant << 13u32));
+            }
+            out
+        }
+
+        /// Weight (row, col) of the matrix (see the module docs for the layouts; the formulas
+        /// and their order are the host dequantizers').
+        #[cube]
+        #[allow(clippy::too_many_arguments, unused_assignments)]
+        fn weight(
+            qs: &Tensor<u32>,
+            scales: &Tensor<f32>,
+            row: usize,
+            col: usize,
+            cols: usize,
+            row_bytes: usize,
+            #[comptime] layout: u32,
+        ) -> f32 {
+            let mut w = 0.0f32;
+            if comptime![layout == 0] {
+                // F16.
+                w = f16_at(qs, row * row_bytes + col * 2);
+            } else if comptime![layout == 1] {
+                // BF16.
+                w = f32::reinterpret(u16_at(qs, row * row_bytes + col * 2) << 16u32);
+            } else if comptime![layout <= 4] {
+                // Repacked Q8_0 / Q4_0 / Q4_1: block gb of the whole matrix.
+                let gb = row * (cols / 32) + col / 32;
+                let j = col % 32;
+                if comptime![layout == 2] {
+                    let q = signed(byte(qs, gb * 32 + j));
+                    w = scales[gb] * f32::cast_from(q);
+                } else {
+                    let q = byte(qs, gb * 16 + j % 16);
+                    let mut n = q & 15u32;
+                    if j >= 16 {
+                        n = q >> 4u32;
+                    }
+                    if comptime![layout == 3] {
+                        w = scales[gb] * f32::cast_from(n as i32 - 8i32);
+                    } else {
+                        w = scales[2 * gb] * f32::cast_from(n) + scales[2 * gb + 1];
+                    }
+                }
+            } else if comptime![layout <= 6] {
+                // Q5_0 (22 bytes) / Q5_1 (24 bytes).
+                let j = col % 32;
+                let mut bb = 22usize;
+                let mut qh_at = 2usize;
+                if comptime![layout == 6] {
+                    bb = 24;
+                    qh_at = 4;
+                }
+                let base = row * row_bytes + (col / 32) * bb;
+                let d = f16_at(qs, base);
+                let qh = u16_at(qs, base + qh_at) | (u16_at(qs, base + qh_at + 2) << 16u32);
+                let q = byte(qs, base + qh_at + 4 + j % 16);
+                let mut n = q & 15u32;
+                if j >= 16 {
+                    n = q >> 4u32;
+                }
+                n |= ((qh >> (j as u32)) & 1u32) << 4u32;
+                if comptime![layout == 5] {
+                    w = d * f32::cast_from(n as i32 - 16i32);
+                } else {
+                    w = d * f32::cast_from(n) + f16_at(qs, base + 2);
+                }
+            } else {
+                let j = col % 256;
+                let sb = col / 256;
+                if comptime![layout == 7] {
+                    // Q2_K (84 bytes).
+                    let base = row * row_bytes + sb * 84;
+                    let h = j / 128;
+                    let s = (j % 128) / 32;
+                    let l = j % 32;
+                    let sc = byte(qs, base + h * 8 + s * 2 + l / 16);
+                    let d = f16_at(qs, base + 80);
+                    let dmin = f16_at(qs, base + 82);
+                    let q = (byte(qs, base + 16 + h * 32 + l) >> ((2 * s) as u32)) & 3u32;
+                    let dl = d * f32::cast_from(sc & 15u32);
+                    let ml = dmin * f32::cast_from(sc >> 4u32);
+                    w = dl * f32::cast_from(q) - ml;
+                } else if comptime![layout == 8] {
+                    // Q3_K (110 bytes).
+                    let base = row * row_bytes + sb * 110;
+                    let h = j / 128;
+                    let s = (j % 128) / 32;
+                    let l = j % 32;
+                    let idx = h * 8 + s * 2 + l / 16;
+                    let low = (byte(qs, base + 96 + idx % 8) >> ((4 * (idx / 8)) as u32)) & 15u32;
+                    let high = (byte(qs, base + 104 + idx % 4) >> ((2 * (idx / 4)) as u32)) & 3u32;
+                    let scale = (low | (high << 4u32)) as i32 - 32i32;
+                    let dl = f16_at(qs, base + 108) * f32::cast_from(scale);
+                    let q = ((byte(qs, base + 32 + h * 32 + l) >> ((2 * s) as u32)) & 3u32) as i32;
+                    let hb = (((byte(qs, base + l) >> ((h * 4 + s) as u32)) & 1u32) ^ 1u32) as i32;
+                    w = dl * f32::cast_from(q - 4i32 * hb);
+                } else if comptime![layout <= 10] {
+                    // Q4_K (144 bytes) / Q5_K (176 bytes): sub-block j2 = 2c + s.
+                    let mut bb = 144usize;
+                    if comptime![layout == 10] {
+                        bb = 176;
+                    }
+                    let base = row * row_bytes + sb * bb;
+                    let j2 = j / 32;
+                    let c = j2 / 2;
+                    let s = j2 % 2;
+                    let l = j % 32;
+                    let mut sc = 0u32;
+                    let mut mn = 0u32;
+                    if j2 < 4 {
+                        sc = byte(qs, base + 4 + j2) & 63u32;
+                        mn = byte(qs, base + 8 + j2) & 63u32;
+                    } else {
+                        let k = j2 - 4;
+                        let md = byte(qs, base + 12 + k);
+                        sc = (md & 15u32) | ((byte(qs, base + 4 + k) >> 2u32) & 48u32);
+                        mn = (md >> 4u32) | ((byte(qs, base + 8 + k) >> 2u32) & 48u32);
+                    }
+                    let d = f16_at(qs, base);
+                    let dmin = f16_at(qs, base + 2);
+                    let mut q = 0u32;
+                    if comptime![layout == 9] {
+                        q = (byte(qs, base + 16 + c * 32 + l) >> ((4 * s) as u32)) & 15u32;
+                    } else {
+                        q = (byte(qs, base + 48 + c * 32 + l) >> ((4 * s) as u32)) & 15u32;
+                        q |= ((byte(qs, base + 16 + l) >> (j2 as u32)) & 1u32) << 4u32;
+                    }
+                    let dl = d * f32::cast_from(sc);
+                    let ml = dmin * f32::cast_from(mn);
+                    w = dl * f32::cast_from(q) - ml;
+                } else if comptime![layout == 11] {
+                    // Q6_K (210 bytes).
+                    let base = row * row_bytes + sb * 210;
+                    let h = j / 128;
+                    let p = j % 128;
+                    let s = p / 32;
+                    let half = (p % 32) / 16;
+                    let l = p % 16;
+                    let lo = byte(qs, base + h * 64 + (s % 2) * 32 + half * 16 + l);
+                    let hi = byte(qs, base + 128 + h * 32 + half * 16 + l);
+                    let sc = signed(byte(qs, base + 192 + h * 8 + s * 2 + half));
+                    let low = (lo >> ((4 * (s / 2)) as u32)) & 15u32;
+                    let high = (hi >> ((2 * s) as u32)) & 3u32;
+                    let dl = f16_at(qs, base + 208) * f32::cast_from(sc);
+                    w = dl * f32::cast_from((low | (high << 4u32)) as i32 - 32i32);
+                } else {
+                    // Q8_K (292 bytes; d is f32).
+                    let base = row * row_bytes + sb * 292;
+                    let bits = u16_at(qs, base) | (u16_at(qs, base + 2) << 16u32);
+                    w = f32::reinterpret(bits) * f32::cast_from(signed(byte(qs, base + 4 + j)));
+                }
+            }
+            w
+        }
+
+        #[cube(launch_unchecked)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn dequantize_kernel(
+            qs: &Tensor<u32>,
+            scales: &Tensor<f32>,
+            out: &mut Tensor<f32>,
+            r0: u32,
+            elems: u32,
+            cols: u32,
+            row_bytes: u32,
+            #[comptime] layout: u32,
+        ) {
+            let i = ABSOLUTE_POS;
+            if i >= elems as usize {
+                terminate!();
+            }
+            let c = cols as usize;
+            out[i] = weight(qs, scales, r0 as usize + i / c, i % c, c, row_bytes as usize, layout);
+        }
+
+        #[cube(launch_unchecked)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) fn xwt_kernel(
+            x: &Tensor<f32>,
+            qs: &Tensor<u32>,
+            scales: &Tensor<f32>,
+            out: &mut Tensor<f32>,
+            rows: u32,
+            row_bytes: u32,
+            #[comptime] layout: u32,
+            #[comptime] units: usize,
+            #[comptime] max_m: usize,
+        ) {
+            let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
+            if row >= rows as usize {
+                terminate!();
+            }
+            let m = x.shape(0);
+            let cols = x.shape(1);
+            let unit = UNIT_POS_X as usize;
+            let mut acc = Array::<f32>::new(max_m);
+            #[unroll]
+            for i in 0..max_m {
+                acc[i] = 0.0f32;
+            }
+            let steps = cols.div_ceil(units);
+            for k in 0..steps {
+                let j = k * units + unit;
+                if j < cols {
+                    let wv = weight(qs, scales, row, j, cols, row_bytes as usize, layout);
+                    #[unroll]
+                    for i in 0..max_m {
+                        if i < m {
+                            acc[i] += wv * x[i * x.stride(0) + j * x.stride(1)];
+                        }
+                    }
+                }
+            }
+            let mut partial = Shared::<[f32]>::new_slice(units * max_m);
+            #[unroll]
+            for i in 0..max_m {
+                partial[i * units + unit] = acc[i];
+            }
+            sync_cube();
+            if unit < m {
+                let mut sum = 0.0f32;
+                for u in 0..units {
+                    sum += partial[unit * units + u];
+                }
+                out[unit * (rows as usize) + row] = sum;
+            }
+        }
+    }
+}
