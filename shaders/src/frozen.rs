@@ -455,9 +455,10 @@ impl FrozenLinearOps for burn::backend::Cube {
         if m <= stored::XWT_MAX_M {
             return stored::xwt(&x, &dev);
         }
-        let parts: Vec<_> = stored_row_blocks(&dev)
-            .map(|(r0, n)| {
-                let block = stored::dequantize_rows(&dev, r0, n);
+        let parts: Vec<_> = stored::row_blocks(&dev)
+            .into_iter()
+            .map(|(part, r0, n)| {
+                let block = stored::dequantize_rows(&dev, part, r0, n);
                 Self::float_matmul(x.clone(), Self::float_transpose(block))
             })
             .collect();
@@ -477,14 +478,15 @@ impl FrozenLinearOps for burn::backend::Cube {
         };
         let [m, _] = dy.shape().dims::<2>();
         let mut dx: Option<FloatTensor<Self>> = None;
-        for (r0, n) in stored_row_blocks(&dev) {
-            let block = stored::dequantize_rows(&dev, r0, n);
-            let part = if n == dev.rows {
+        for (part, r0, n) in stored::row_blocks(&dev) {
+            let block = stored::dequantize_rows(&dev, part, r0, n);
+            let r0 = dev.parts[part].row0 + r0;
+            let dy_rows = if n == dev.rows {
                 dy.clone()
             } else {
                 Self::float_slice(dy.clone(), &[Slice::from(0..m), Slice::from(r0..r0 + n)])
             };
-            let term = Self::float_matmul(part, block);
+            let term = Self::float_matmul(dy_rows, block);
             dx = Some(match dx {
                 Some(acc) => Self::float_add(acc, term),
                 None => term,
@@ -492,15 +494,6 @@ impl FrozenLinearOps for burn::backend::Cube {
         }
         dx.unwrap_or_else(|| dense_dyw::<Self>(dy, &w))
     }
-}
-
-/// `(first row, rows)` of the blocks of at most [`crate::stored::BLOCK_FLOATS`] floats that a
-/// device product dequantizes at a time.
-#[cfg(feature = "wgpu")]
-pub(crate) fn stored_row_blocks(w: &crate::stored::OnDevice) -> impl Iterator<Item = (usize, usize)> {
-    let per = (crate::stored::BLOCK_FLOATS / w.cols.max(1)).max(1);
-    let rows = w.rows;
-    (0..rows).step_by(per).map(move |r0| (r0, per.min(rows - r0)))
 }
 
 impl<B: Backend + FrozenLinearOps, C: CheckpointStrategy> FrozenLinearOps for Autodiff<B, C> {

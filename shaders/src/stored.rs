@@ -87,6 +87,10 @@ impl fmt::Debug for DeviceCopies {
 /// Floats of one dequantized block of rows on the device (64 MiB).
 pub const BLOCK_FLOATS: usize = 1 << 24;
 
+/// Bytes of one device buffer of a matrix's storage at most (whole rows): a device limits one
+/// buffer binding (128 MiB on lavapipe), and a 128k-vocabulary head is larger.
+pub const PART_BYTES: usize = 64 << 20;
+
 /// Activation rows up to which products go through the fused `xwt` kernel.
 pub const XWT_MAX_M: usize = 8;
 
@@ -95,7 +99,7 @@ pub const XWT_MAX_M: usize = 8;
 const UNITS: usize = 64;
 
 #[cfg(feature = "wgpu")]
-pub(crate) use device::{OnDevice, dequantize_rows, on_device, xwt};
+pub(crate) use device::{OnDevice, dequantize_rows, on_device, row_blocks, xwt};
 
 #[cfg(feature = "wgpu")]
 mod device {
@@ -103,19 +107,29 @@ mod device {
     use burn::tensor::{DType, Shape};
     use cubecl::{CubeCount, CubeDim};
 
-    use super::{DeviceCopies, Layout, Stored, UNITS, XWT_MAX_M};
+    use super::{BLOCK_FLOATS, DeviceCopies, Layout, PART_BYTES, Stored, UNITS, XWT_MAX_M};
     use crate::frozen::Frozen;
     use kernels::{dequantize_kernel, xwt_kernel};
 
-    /// A matrix's storage on one device.
+    /// A matrix's storage on one device, in parts of whole rows of at most [`PART_BYTES`]
+    /// each (a device limits one buffer binding: 128 MiB on lavapipe, and a 128k-vocabulary
+    /// head is larger).
     #[derive(Clone)]
     pub(crate) struct OnDevice {
-        pub qs: CubeTensor,
-        pub scales: CubeTensor,
+        pub parts: Vec<Part>,
         pub layout: Layout,
         pub rows: usize,
         pub cols: usize,
         pub row_bytes: usize,
+    }
+
+    /// Rows `row0 .. row0 + rows` of a matrix on the device: their bytes and scales.
+    #[derive(Clone)]
+    pub(crate) struct Part {
+        pub row0: usize,
+        pub rows: usize,
+        pub qs: CubeTensor,
+        pub scales: CubeTensor,
     }
 
     /// `w`'s storage on `like`'s device (uploaded on first use), or `None` when `w` lends no
@@ -128,34 +142,51 @@ mod device {
         let mut list = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for copy in list.iter() {
             if let Some(d) = copy.downcast_ref::<OnDevice>()
-                && d.qs.device == like.device
+                && d.parts.first().is_some_and(|p| p.qs.device == like.device)
             {
                 return Some(d.clone());
             }
         }
-        let mut words = stored.qs.to_vec();
-        words.resize(stored.qs.len().div_ceil(4).max(1) * 4, 0);
-        let scales: Vec<u8> = if stored.scales.is_empty() {
-            vec![0; 4]
-        } else {
-            stored.scales.iter().flat_map(|s| s.to_le_bytes()).collect()
-        };
+        let row_bytes = stored.qs.len().checked_div(rows).unwrap_or(0);
+        let row_scales = stored.scales.len().checked_div(rows).unwrap_or(0);
         let upload = |bytes: &[u8], dtype: DType| {
+            // Whole 32-bit words, at least one.
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4).max(1) * 4, 0);
             CubeTensor::new_contiguous(
                 like.client.clone(),
                 like.device.clone(),
-                Shape::from(vec![bytes.len() / 4]),
-                like.client.create_from_slice(bytes),
+                Shape::from(vec![padded.len() / 4]),
+                like.client.create_from_slice(&padded),
                 dtype,
             )
         };
+        let per_part = (PART_BYTES / (row_bytes + 4 * row_scales).max(1)).max(1);
+        let parts = (0..rows)
+            .step_by(per_part)
+            .map(|row0| {
+                let n = per_part.min(rows - row0);
+                let scales: Vec<u8> = stored.scales[row0 * row_scales..(row0 + n) * row_scales]
+                    .iter()
+                    .flat_map(|s| s.to_le_bytes())
+                    .collect();
+                Part {
+                    row0,
+                    rows: n,
+                    qs: upload(&stored.qs[row0 * row_bytes..(row0 + n) * row_bytes], DType::U32),
+                    scales: upload(&scales, DType::F32),
+                }
+            })
+            .collect::<Vec<_>>();
+        if parts.is_empty() {
+            return None;
+        }
         let copy = OnDevice {
-            qs: upload(&words, DType::U32),
-            scales: upload(&scales, DType::F32),
+            parts,
             layout: stored.layout,
             rows,
             cols,
-            row_bytes: stored.qs.len().checked_div(rows).unwrap_or(0),
+            row_bytes,
         };
         list.push(Box::new(copy.clone()));
         Some(copy)
@@ -172,25 +203,40 @@ mod device {
         )
     }
 
-    /// Rows `r0 .. r0 + n` of the matrix as a contiguous f32 `[n, cols]` tensor.
-    pub(crate) fn dequantize_rows(w: &OnDevice, r0: usize, n: usize) -> CubeTensor {
-        let out = empty_f32(&w.qs, &[n, w.cols]);
+    /// `(part, first row in the part, rows)` of the blocks of at most [`BLOCK_FLOATS`] floats
+    /// that a device product dequantizes at a time, in row order.
+    pub(crate) fn row_blocks(w: &OnDevice) -> Vec<(usize, usize, usize)> {
+        let per = (BLOCK_FLOATS / w.cols.max(1)).max(1);
+        let mut out = Vec::new();
+        for (pi, part) in w.parts.iter().enumerate() {
+            for r0 in (0..part.rows).step_by(per) {
+                out.push((pi, r0, per.min(part.rows - r0)));
+            }
+        }
+        out
+    }
+
+    /// Rows `r0 .. r0 + n` of part `part` as a contiguous f32 `[n, cols]` tensor.
+    pub(crate) fn dequantize_rows(w: &OnDevice, part: usize, r0: usize, n: usize) -> CubeTensor {
+        let p = &w.parts[part];
+        let out = empty_f32(&p.qs, &[n, w.cols]);
         let elems = n * w.cols;
         if elems == 0 {
             return out;
         }
         let cube_dim = CubeDim::new_1d(256);
-        let count = cubecl::calculate_cube_count_elemwise(&w.qs.client, elems, cube_dim);
-        // SAFETY: unit `i < n · cols` reads the bytes of weight (r0 + i / cols, i % cols), which
-        // lie inside row r0 + i / cols < rows of `qs` (rows · row_bytes bytes, padded to whole
-        // words) and, for the repacked layouts, its block's scales; it writes `out[i]`.
+        let count = cubecl::calculate_cube_count_elemwise(&p.qs.client, elems, cube_dim);
+        // SAFETY: unit `i < n · cols` reads the bytes of the part's weight (r0 + i / cols,
+        // i % cols), inside its row r0 + i / cols < part rows (part rows · row_bytes bytes,
+        // padded to whole words) and, for the repacked layouts, its block's scales; it writes
+        // `out[i]`.
         unsafe {
             dequantize_kernel::launch_unchecked(
-                &w.qs.client,
+                &p.qs.client,
                 count,
                 cube_dim,
-                w.qs.clone().into_tensor_arg(),
-                w.scales.clone().into_tensor_arg(),
+                p.qs.clone().into_tensor_arg(),
+                p.scales.clone().into_tensor_arg(),
                 out.clone().into_tensor_arg(),
                 r0 as u32,
                 elems as u32,
@@ -202,7 +248,8 @@ mod device {
         out
     }
 
-    /// `x Wᵀ` for `x` `[m, cols]` (any strides) with `m ≤ XWT_MAX_M`: `[m, rows]`.
+    /// `x Wᵀ` for `x` `[m, cols]` (any strides) with `m ≤ XWT_MAX_M`: `[m, rows]`, a launch per
+    /// part.
     pub(crate) fn xwt(x: &CubeTensor, w: &OnDevice) -> CubeTensor {
         let m = x.meta.shape()[0];
         debug_assert!(m <= XWT_MAX_M);
@@ -211,26 +258,31 @@ mod device {
             return out;
         }
         const MAX_CUBES_PER_AXIS: usize = 65_535;
-        let cubes_x = w.rows.clamp(1, MAX_CUBES_PER_AXIS);
-        let cubes_y = w.rows.div_ceil(cubes_x);
-        // SAFETY: cube `row < rows` reads row `row` of `qs` (and its scales) at weights
-        // `j < cols`, `x[i, j]` at `i < m`, `j < cols` through x's strides, and writes
-        // `out[i, row]` (contiguous `[m, rows]`); shared indices stay below UNITS · XWT_MAX_M.
-        unsafe {
-            xwt_kernel::launch_unchecked(
-                &x.client,
-                CubeCount::Static(cubes_x as u32, cubes_y as u32, 1),
-                CubeDim::new_1d(UNITS as u32),
-                x.clone().into_tensor_arg(),
-                w.qs.clone().into_tensor_arg(),
-                w.scales.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                w.rows as u32,
-                w.row_bytes as u32,
-                w.layout.code(),
-                UNITS,
-                XWT_MAX_M,
-            );
+        for p in &w.parts {
+            let cubes_x = p.rows.clamp(1, MAX_CUBES_PER_AXIS);
+            let cubes_y = p.rows.div_ceil(cubes_x);
+            // SAFETY: cube `row < part rows` reads the part's row `row` of `qs` (and its
+            // scales) at weights `j < cols`, `x[i, j]` at `i < m`, `j < cols` through x's
+            // strides, and writes `out[i, row0 + row]` (contiguous `[m, rows]`, row0 + row <
+            // rows); shared indices stay below UNITS · XWT_MAX_M.
+            unsafe {
+                xwt_kernel::launch_unchecked(
+                    &x.client,
+                    CubeCount::Static(cubes_x as u32, cubes_y as u32, 1),
+                    CubeDim::new_1d(UNITS as u32),
+                    x.clone().into_tensor_arg(),
+                    p.qs.clone().into_tensor_arg(),
+                    p.scales.clone().into_tensor_arg(),
+                    out.clone().into_tensor_arg(),
+                    p.rows as u32,
+                    p.row0 as u32,
+                    w.rows as u32,
+                    w.row_bytes as u32,
+                    w.layout.code(),
+                    UNITS,
+                    XWT_MAX_M,
+                );
+            }
         }
         out
     }
@@ -466,6 +518,8 @@ mod device {
             scales: &Tensor<f32>,
             out: &mut Tensor<f32>,
             rows: u32,
+            row0: u32,
+            out_rows: u32,
             row_bytes: u32,
             #[comptime] layout: u32,
             #[comptime] units: usize,
@@ -507,7 +561,7 @@ mod device {
                 for u in 0..units {
                     sum += partial[unit * units + u];
                 }
-                out[unit * (rows as usize) + row] = sum;
+                out[unit * (out_rows as usize) + row0 as usize + row] = sum;
             }
         }
     }

@@ -310,8 +310,9 @@ fn device_dense(head: &Frozen, like: &FloatTensor<burn::backend::Cube>) -> Float
     type C = burn::backend::Cube;
     match stored::on_device(head, like) {
         Some(dev) => {
-            let parts: Vec<_> = crate::frozen::stored_row_blocks(&dev)
-                .map(|(r0, n)| stored::dequantize_rows(&dev, r0, n))
+            let parts: Vec<_> = stored::row_blocks(&dev)
+                .into_iter()
+                .map(|(part, r0, n)| stored::dequantize_rows(&dev, part, r0, n))
                 .collect();
             if parts.len() == 1 {
                 parts.into_iter().next().expect("one part")

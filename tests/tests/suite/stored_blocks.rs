@@ -218,35 +218,44 @@ fn device_products_match_f64_sums_for_every_layout() {
     }
 }
 
-/// A matrix of more than one dequantized block of rows (`sealong_shaders::stored::BLOCK_FLOATS`
-/// floats): the products are assembled from several blocks, forward and backward. Checked on
-/// every 97th output row and column (f64 sums of all of a matrix this size take too long).
+/// A matrix of more than one device buffer (`sealong_shaders::stored::PART_BYTES` of stored
+/// bytes) and more than one dequantized block of rows (`BLOCK_FLOATS` floats): the products are
+/// assembled from several parts and blocks, forward (fused kernel and blocks) and backward.
+/// Checked on every 97th output row and column (f64 sums of all of a matrix this size take too
+/// long).
 #[test]
-fn device_products_span_several_row_blocks() {
+fn device_products_span_several_buffers_and_row_blocks() {
+    use sealong_shaders::stored::{BLOCK_FLOATS, PART_BYTES};
     let device = sealong_tests::wgpu_device();
     let cols = 4096;
-    let rows = sealong_shaders::stored::BLOCK_FLOATS / cols + 300;
-    let w = random_matrix(WeightFormat::Q4_0, rows, cols, 77);
+    let rows = PART_BYTES / (2 * cols) + 300;
+    assert!(
+        PART_BYTES / (2 * cols) * cols > BLOCK_FLOATS,
+        "the first part spans two blocks"
+    );
+    let w = random_matrix(WeightFormat::F16, rows, cols, 77);
     let dense = w.to_f32();
     let frozen = Frozen(std::sync::Arc::new(w));
     let mut r = SplitMix(9);
-    let m = 10;
-    let x = r.vec(m * cols, 1.0);
-    let y = values(frozen_linear(tensor(x.clone(), [m, cols], &device), &frozen));
-    for i in 0..m {
-        for row in (0..rows).step_by(97).chain([rows - 1]) {
-            let want = f64_xwt(
-                &x[i * cols..(i + 1) * cols],
-                1,
-                &dense[row * cols..(row + 1) * cols],
-                1,
-                cols,
-            );
-            assert_close(&[y[i * rows + row]], &want, &format!("x Wᵀ [{i}, {row}]"));
+    for m in [1, 10] {
+        let x = r.vec(m * cols, 1.0);
+        let y = values(frozen_linear(tensor(x.clone(), [m, cols], &device), &frozen));
+        for i in 0..m {
+            for row in (0..rows).step_by(97).chain([rows - 1]) {
+                let want = f64_xwt(
+                    &x[i * cols..(i + 1) * cols],
+                    1,
+                    &dense[row * cols..(row + 1) * cols],
+                    1,
+                    cols,
+                );
+                assert_close(&[y[i * rows + row]], &want, &format!("m = {m}: x Wᵀ [{i}, {row}]"));
+            }
         }
     }
+    let m = 10;
     let ad = device.clone().autodiff();
-    let xt = tensor(x, [m, cols], &ad).require_grad();
+    let xt = tensor(r.vec(m * cols, 1.0), [m, cols], &ad).require_grad();
     let g = r.vec(m * rows, 1.0);
     let grads = (frozen_linear(xt.clone(), &frozen) * tensor(g.clone(), [m, rows], &ad))
         .sum()
