@@ -99,7 +99,7 @@ pub const XWT_MAX_M: usize = 8;
 const UNITS: usize = 64;
 
 #[cfg(feature = "wgpu")]
-pub(crate) use device::{OnDevice, dequantize_rows, on_device, row_blocks, xwt};
+pub(crate) use device::{dequantize_rows, on_device, row_blocks, xwt};
 
 #[cfg(feature = "wgpu")]
 mod device {
