@@ -9,11 +9,12 @@
 //!   backward, the frozen head) dequantize a block of rows at a time (at most
 //!   [`BLOCK_FLOATS`]) and multiply it with the backend's matmul, as the host's `frozen.rs`
 //!   does with its scratch buffer.
-//! - **xwt** (decoding: at most [`XWT_MAX_M`] activation rows): one cube of [`UNITS`] units per
-//!   weight row; each unit walks the row's weights `unit, unit + UNITS, …`, dequantizes each in
-//!   registers and adds its products with every activation row; the cube sums the units'
-//!   partial sums in unit order (the result does not depend on scheduling). A decode step reads
-//!   each weight once, in its stored size.
+//! - **xwt** (decoding: at most [`XWT_MAX_M`] activation rows, a kernel compiled per row count):
+//!   one cube of [`UNITS`] units per weight row; each unit walks the row's groups of 16 weights
+//!   `unit, unit + UNITS, …`, decodes a group's scales once, dequantizes its weights in registers
+//!   and adds their products with every activation row; the cube sums the units' partial sums
+//!   in unit order (the result does not depend on scheduling). A decode step reads each weight
+//!   once, in its stored size.
 //!
 //! The value of a weight is computed as the host dequantizers compute it (core's
 //! `quant::dequantize` and `quant::k_quants`: gguf-py's formulas and operation order); a device
@@ -264,7 +265,7 @@ mod device {
             // SAFETY: cube `row < part rows` reads the part's row `row` of `qs` (and its
             // scales) at weights `j < cols`, `x[i, j]` at `i < m`, `j < cols` through x's
             // strides, and writes `out[i, row0 + row]` (contiguous `[m, rows]`, row0 + row <
-            // rows); shared indices stay below UNITS · XWT_MAX_M.
+            // rows); shared indices stay below UNITS · m.
             unsafe {
                 xwt_kernel::launch_unchecked(
                     &x.client,
@@ -280,7 +281,7 @@ mod device {
                     w.row_bytes as u32,
                     w.layout.code(),
                     UNITS,
-                    XWT_MAX_M,
+                    m,
                 );
             }
         }
@@ -339,109 +340,76 @@ mod device {
             out
         }
 
-        /// Weight (row, col) of the matrix (see the module docs for the layouts; the formulas
-        /// and their order are the host dequantizers').
+        /// The affine map of a group of 16 weights: weight `j` of the group is `a · q_j + b`
+        /// with `q_j` from [`quant`]. Every layout's scales are shared by 16 weights at least.
+        #[derive(CubeType)]
+        pub(super) struct Group {
+            a: f32,
+            b: f32,
+        }
+
+        /// The map of group `g` (weights `16g .. 16g + 16`) of row `row`: the host
+        /// dequantizers' `d·q`, `d·q + m` and `(d·sc)·q − dmin·m` as `a · q + b`, the same
+        /// products and sums (`x − y` is `x + (−y)` in IEEE arithmetic; `+ 0` changes nothing).
         #[cube]
         #[allow(clippy::too_many_arguments, unused_assignments)]
-        fn weight(
+        fn group(
             qs: &Tensor<u32>,
             scales: &Tensor<f32>,
             row: usize,
-            col: usize,
+            g: usize,
             cols: usize,
             row_bytes: usize,
             #[comptime] layout: u32,
-        ) -> f32 {
-            let mut w = 0.0f32;
-            if comptime![layout == 0] {
-                // F16.
-                w = f16_at(qs, row * row_bytes + col * 2);
-            } else if comptime![layout == 1] {
-                // BF16.
-                w = f32::reinterpret(u16_at(qs, row * row_bytes + col * 2) << 16u32);
+        ) -> Group {
+            let mut a = 1.0f32;
+            let mut b = 0.0f32;
+            let col = g * 16;
+            if comptime![layout <= 1] {
+                // F16 / BF16: `quant` is the value.
             } else if comptime![layout <= 4] {
                 // Repacked Q8_0 / Q4_0 / Q4_1: block gb of the whole matrix.
                 let gb = row * (cols / 32) + col / 32;
-                let j = col % 32;
-                if comptime![layout == 2] {
-                    let q = signed(byte(qs, gb * 32 + j));
-                    w = scales[gb] * f32::cast_from(q);
+                if comptime![layout == 4] {
+                    a = scales[2 * gb];
+                    b = scales[2 * gb + 1];
                 } else {
-                    let q = byte(qs, gb * 16 + j % 16);
-                    let mut n = q & 15u32;
-                    if j >= 16 {
-                        n = q >> 4u32;
-                    }
-                    if comptime![layout == 3] {
-                        w = scales[gb] * f32::cast_from(n as i32 - 8i32);
-                    } else {
-                        w = scales[2 * gb] * f32::cast_from(n) + scales[2 * gb + 1];
-                    }
+                    a = scales[gb];
                 }
             } else if comptime![layout <= 6] {
                 // Q5_0 (22 bytes) / Q5_1 (24 bytes).
-                let j = col % 32;
-                let mut bb = 22usize;
-                let mut qh_at = 2usize;
-                if comptime![layout == 6] {
-                    bb = 24;
-                    qh_at = 4;
-                }
-                let base = row * row_bytes + (col / 32) * bb;
-                let d = f16_at(qs, base);
-                let qh = u16_at(qs, base + qh_at) | (u16_at(qs, base + qh_at + 2) << 16u32);
-                let q = byte(qs, base + qh_at + 4 + j % 16);
-                let mut n = q & 15u32;
-                if j >= 16 {
-                    n = q >> 4u32;
-                }
-                n |= ((qh >> (j as u32)) & 1u32) << 4u32;
                 if comptime![layout == 5] {
-                    w = d * f32::cast_from(n as i32 - 16i32);
+                    a = f16_at(qs, row * row_bytes + (col / 32) * 22);
                 } else {
-                    w = d * f32::cast_from(n) + f16_at(qs, base + 2);
+                    let base = row * row_bytes + (col / 32) * 24;
+                    a = f16_at(qs, base);
+                    b = f16_at(qs, base + 2);
                 }
             } else {
                 let j = col % 256;
                 let sb = col / 256;
                 if comptime![layout == 7] {
-                    // Q2_K (84 bytes).
+                    // Q2_K (84 bytes): scale group h·8 + s·2 + l/16.
                     let base = row * row_bytes + sb * 84;
-                    let h = j / 128;
-                    let s = (j % 128) / 32;
-                    let l = j % 32;
-                    let sc = byte(qs, base + h * 8 + s * 2 + l / 16);
-                    let d = f16_at(qs, base + 80);
-                    let dmin = f16_at(qs, base + 82);
-                    let q = (byte(qs, base + 16 + h * 32 + l) >> ((2 * s) as u32)) & 3u32;
-                    let dl = d * f32::cast_from(sc & 15u32);
-                    let ml = dmin * f32::cast_from(sc >> 4u32);
-                    w = dl * f32::cast_from(q) - ml;
+                    let sc = byte(qs, base + (j / 128) * 8 + ((j % 128) / 32) * 2 + (j % 32) / 16);
+                    a = f16_at(qs, base + 80) * f32::cast_from(sc & 15u32);
+                    b = -(f16_at(qs, base + 82) * f32::cast_from(sc >> 4u32));
                 } else if comptime![layout == 8] {
                     // Q3_K (110 bytes).
                     let base = row * row_bytes + sb * 110;
-                    let h = j / 128;
-                    let s = (j % 128) / 32;
-                    let l = j % 32;
-                    let idx = h * 8 + s * 2 + l / 16;
+                    let idx = (j / 128) * 8 + ((j % 128) / 32) * 2 + (j % 32) / 16;
                     let low = (byte(qs, base + 96 + idx % 8) >> ((4 * (idx / 8)) as u32)) & 15u32;
                     let high = (byte(qs, base + 104 + idx % 4) >> ((2 * (idx / 4)) as u32)) & 3u32;
                     let scale = (low | (high << 4u32)) as i32 - 32i32;
-                    let dl = f16_at(qs, base + 108) * f32::cast_from(scale);
-                    let q = ((byte(qs, base + 32 + h * 32 + l) >> ((2 * s) as u32)) & 3u32) as i32;
-                    let hb = (((byte(qs, base + l) >> ((h * 4 + s) as u32)) & 1u32) ^ 1u32) as i32;
-                    w = dl * f32::cast_from(q - 4i32 * hb);
+                    a = f16_at(qs, base + 108) * f32::cast_from(scale);
                 } else if comptime![layout <= 10] {
-                    // Q4_K (144 bytes) / Q5_K (176 bytes): sub-block j2 = 2c + s.
+                    // Q4_K (144 bytes) / Q5_K (176 bytes): sub-block j2 of 32.
                     let mut bb = 144usize;
                     if comptime![layout == 10] {
-                        bb = 176;
+                        bb = 176usize;
                     }
                     let base = row * row_bytes + sb * bb;
                     let j2 = j / 32;
-                    let c = j2 / 2;
-                    let s = j2 % 2;
-                    let l = j % 32;
                     let mut sc = 0u32;
                     let mut mn = 0u32;
                     if j2 < 4 {
@@ -453,41 +421,135 @@ mod device {
                         sc = (md & 15u32) | ((byte(qs, base + 4 + k) >> 2u32) & 48u32);
                         mn = (md >> 4u32) | ((byte(qs, base + 8 + k) >> 2u32) & 48u32);
                     }
-                    let d = f16_at(qs, base);
-                    let dmin = f16_at(qs, base + 2);
-                    let mut q = 0u32;
-                    if comptime![layout == 9] {
-                        q = (byte(qs, base + 16 + c * 32 + l) >> ((4 * s) as u32)) & 15u32;
-                    } else {
-                        q = (byte(qs, base + 48 + c * 32 + l) >> ((4 * s) as u32)) & 15u32;
-                        q |= ((byte(qs, base + 16 + l) >> (j2 as u32)) & 1u32) << 4u32;
-                    }
-                    let dl = d * f32::cast_from(sc);
-                    let ml = dmin * f32::cast_from(mn);
-                    w = dl * f32::cast_from(q) - ml;
+                    a = f16_at(qs, base) * f32::cast_from(sc);
+                    b = -(f16_at(qs, base + 2) * f32::cast_from(mn));
                 } else if comptime![layout == 11] {
-                    // Q6_K (210 bytes).
+                    // Q6_K (210 bytes): scale h·8 + s·2 + half.
                     let base = row * row_bytes + sb * 210;
-                    let h = j / 128;
                     let p = j % 128;
-                    let s = p / 32;
-                    let half = (p % 32) / 16;
-                    let l = p % 16;
-                    let lo = byte(qs, base + h * 64 + (s % 2) * 32 + half * 16 + l);
-                    let hi = byte(qs, base + 128 + h * 32 + half * 16 + l);
-                    let sc = signed(byte(qs, base + 192 + h * 8 + s * 2 + half));
-                    let low = (lo >> ((4 * (s / 2)) as u32)) & 15u32;
-                    let high = (hi >> ((2 * s) as u32)) & 3u32;
-                    let dl = f16_at(qs, base + 208) * f32::cast_from(sc);
-                    w = dl * f32::cast_from((low | (high << 4u32)) as i32 - 32i32);
+                    let sc = signed(byte(qs, base + 192 + (j / 128) * 8 + (p / 32) * 2 + (p % 32) / 16));
+                    a = f16_at(qs, base + 208) * f32::cast_from(sc);
                 } else {
                     // Q8_K (292 bytes; d is f32).
                     let base = row * row_bytes + sb * 292;
-                    let bits = u16_at(qs, base) | (u16_at(qs, base + 2) << 16u32);
-                    w = f32::reinterpret(bits) * f32::cast_from(signed(byte(qs, base + 4 + j)));
+                    a = f32::reinterpret(u16_at(qs, base) | (u16_at(qs, base + 2) << 16u32));
                 }
             }
-            w
+            Group { a, b }
+        }
+
+        /// The quant of weight (row, col) with its layout's offset (f16/bf16: the value).
+        #[cube]
+        #[allow(clippy::too_many_arguments, unused_assignments)]
+        fn quant(
+            qs: &Tensor<u32>,
+            row: usize,
+            col: usize,
+            cols: usize,
+            row_bytes: usize,
+            #[comptime] layout: u32,
+        ) -> f32 {
+            let mut q = 0.0f32;
+            if comptime![layout == 0] {
+                q = f16_at(qs, row * row_bytes + col * 2);
+            } else if comptime![layout == 1] {
+                q = f32::reinterpret(u16_at(qs, row * row_bytes + col * 2) << 16u32);
+            } else if comptime![layout <= 4] {
+                let gb = row * (cols / 32) + col / 32;
+                let j = col % 32;
+                if comptime![layout == 2] {
+                    q = f32::cast_from(signed(byte(qs, gb * 32 + j)));
+                } else {
+                    let v = byte(qs, gb * 16 + j % 16);
+                    let mut n = v & 15u32;
+                    if j >= 16 {
+                        n = v >> 4u32;
+                    }
+                    if comptime![layout == 3] {
+                        q = f32::cast_from(n as i32 - 8i32);
+                    } else {
+                        q = f32::cast_from(n);
+                    }
+                }
+            } else if comptime![layout <= 6] {
+                let j = col % 32;
+                let mut bb = 22usize;
+                let mut qh_at = 2usize;
+                if comptime![layout == 6] {
+                    bb = 24usize;
+                    qh_at = 4usize;
+                }
+                let base = row * row_bytes + (col / 32) * bb;
+                let qh = u16_at(qs, base + qh_at) | (u16_at(qs, base + qh_at + 2) << 16u32);
+                let v = byte(qs, base + qh_at + 4 + j % 16);
+                let mut n = v & 15u32;
+                if j >= 16 {
+                    n = v >> 4u32;
+                }
+                n |= ((qh >> (j as u32)) & 1u32) << 4u32;
+                if comptime![layout == 5] {
+                    q = f32::cast_from(n as i32 - 16i32);
+                } else {
+                    q = f32::cast_from(n);
+                }
+            } else {
+                let j = col % 256;
+                let sb = col / 256;
+                let h = j / 128;
+                let s = (j % 128) / 32;
+                let l = j % 32;
+                if comptime![layout == 7] {
+                    let base = row * row_bytes + sb * 84;
+                    q = f32::cast_from((byte(qs, base + 16 + h * 32 + l) >> ((2 * s) as u32)) & 3u32);
+                } else if comptime![layout == 8] {
+                    let base = row * row_bytes + sb * 110;
+                    let low = ((byte(qs, base + 32 + h * 32 + l) >> ((2 * s) as u32)) & 3u32) as i32;
+                    let hb = (((byte(qs, base + l) >> ((h * 4 + s) as u32)) & 1u32) ^ 1u32) as i32;
+                    q = f32::cast_from(low - 4i32 * hb);
+                } else if comptime![layout <= 10] {
+                    let j2 = j / 32;
+                    let c = j2 / 2;
+                    let sh = (4 * (j2 % 2)) as u32;
+                    if comptime![layout == 9] {
+                        let base = row * row_bytes + sb * 144;
+                        q = f32::cast_from((byte(qs, base + 16 + c * 32 + l) >> sh) & 15u32);
+                    } else {
+                        let base = row * row_bytes + sb * 176;
+                        let mut n = (byte(qs, base + 48 + c * 32 + l) >> sh) & 15u32;
+                        n |= ((byte(qs, base + 16 + l) >> (j2 as u32)) & 1u32) << 4u32;
+                        q = f32::cast_from(n);
+                    }
+                } else if comptime![layout == 11] {
+                    let base = row * row_bytes + sb * 210;
+                    let p = j % 128;
+                    let half = (p % 32) / 16;
+                    let l16 = p % 16;
+                    let lo = byte(qs, base + h * 64 + (s % 2) * 32 + half * 16 + l16);
+                    let hi = byte(qs, base + 128 + h * 32 + half * 16 + l16);
+                    let low = (lo >> ((4 * (s / 2)) as u32)) & 15u32;
+                    let high = (hi >> ((2 * s) as u32)) & 3u32;
+                    q = f32::cast_from((low | (high << 4u32)) as i32 - 32i32);
+                } else {
+                    let base = row * row_bytes + sb * 292;
+                    q = f32::cast_from(signed(byte(qs, base + 4 + j)));
+                }
+            }
+            q
+        }
+
+        /// Weight (row, col) of the matrix (see the module docs for the layouts).
+        #[cube]
+        fn weight(
+            qs: &Tensor<u32>,
+            scales: &Tensor<f32>,
+            row: usize,
+            col: usize,
+            cols: usize,
+            row_bytes: usize,
+            #[comptime] layout: u32,
+        ) -> f32 {
+            let p = group(qs, scales, row, col / 16, cols, row_bytes, layout);
+            p.a * quant(qs, row, col, cols, row_bytes, layout) + p.b
         }
 
         #[cube(launch_unchecked)]
@@ -523,36 +585,41 @@ mod device {
             row_bytes: u32,
             #[comptime] layout: u32,
             #[comptime] units: usize,
-            #[comptime] max_m: usize,
+            #[comptime] m: usize,
         ) {
             let row = (CUBE_POS_Y * CUBE_COUNT_X + CUBE_POS_X) as usize;
             if row >= rows as usize {
                 terminate!();
             }
-            let m = x.shape(0);
             let cols = x.shape(1);
             let unit = UNIT_POS_X as usize;
-            let mut acc = Array::<f32>::new(max_m);
+            let mut acc = Array::<f32>::new(m);
             #[unroll]
-            for i in 0..max_m {
+            for i in 0..m {
                 acc[i] = 0.0f32;
             }
-            let steps = cols.div_ceil(units);
+            // Unit `unit` takes the groups of 16 weights `unit, unit + units, …`: the group's
+            // scales once, then its weights.
+            let groups = cols / 16;
+            let steps = groups.div_ceil(units);
             for k in 0..steps {
-                let j = k * units + unit;
-                if j < cols {
-                    let wv = weight(qs, scales, row, j, cols, row_bytes as usize, layout);
+                let g = k * units + unit;
+                if g < groups {
+                    let p = group(qs, scales, row, g, cols, row_bytes as usize, layout);
                     #[unroll]
-                    for i in 0..max_m {
-                        if i < m {
+                    for e in 0..16 {
+                        let j = g * 16 + e;
+                        let wv = p.a * quant(qs, row, j, cols, row_bytes as usize, layout) + p.b;
+                        #[unroll]
+                        for i in 0..m {
                             acc[i] += wv * x[i * x.stride(0) + j * x.stride(1)];
                         }
                     }
                 }
             }
-            let mut partial = Shared::<[f32]>::new_slice(units * max_m);
+            let mut partial = Shared::<[f32]>::new_slice(units * m);
             #[unroll]
-            for i in 0..max_m {
+            for i in 0..m {
                 partial[i * units + unit] = acc[i];
             }
             sync_cube();
