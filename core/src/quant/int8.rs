@@ -35,25 +35,13 @@ pub struct QuantizedActs {
 }
 
 /// Quantizes `x` (`[rows, cols]`, `cols` a multiple of 32): `dx = max|x| / 127`,
-/// `a = round(x / dx)`.
+/// `a = round(x / dx)` (half to even).
 pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
     let nb = cols / BLOCK;
     let mut q = vec![0i8; rows * cols];
     let mut d = vec![0.0f32; rows * nb];
     let mut sum = vec![0i32; rows * nb];
-    for (b, (xb, qb)) in x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK)).enumerate() {
-        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let dx = amax / 127.0;
-        let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
-        let mut s = 0i32;
-        for (o, &v) in qb.iter_mut().zip(xb) {
-            let a = (v * inv).round().clamp(-127.0, 127.0) as i8;
-            *o = a;
-            s += i32::from(a);
-        }
-        d[b] = dx;
-        sum[b] = s;
-    }
+    quantize_blocks(x, &mut q, &mut d, &mut sum);
     let dsum = d.iter().zip(&sum).map(|(&d, &s)| d * s as f32).collect();
     let neg16_sum4 = q
         .chunks_exact(4)
@@ -69,6 +57,32 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
         neg16_sum4,
     }
 }
+
+/// Blocks of 32 activations: per block `dx`, `Σ a` and the quants. Rounds half to even (the
+/// `_mm256_round_ps` llama.cpp's vector code uses), which compiles to vector instructions where
+/// `f32::round` is a libm call per value.
+#[inline(always)]
+fn quantize_blocks_impl(x: &[f32], q: &mut [i8], d: &mut [f32], sum: &mut [i32]) {
+    let blocks = x.chunks_exact(BLOCK).zip(q.chunks_exact_mut(BLOCK));
+    for ((xb, qb), (db, sb)) in blocks.zip(d.iter_mut().zip(sum.iter_mut())) {
+        let amax = xb.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let dx = amax / 127.0;
+        let inv = if dx > 0.0 { 1.0 / dx } else { 0.0 };
+        let mut s = 0i32;
+        for (o, &v) in qb.iter_mut().zip(xb) {
+            let a = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+            *o = a;
+            s += i32::from(a);
+        }
+        *db = dx;
+        *sb = s;
+    }
+}
+
+sealong_shaders::multiversion!(
+    /// [`quantize_blocks_impl`] compiled for this CPU's vector width.
+    fn quantize_blocks => quantize_blocks_impl(x: &[f32], q: &mut [i8], d: &mut [f32], sum: &mut [i32])
+);
 
 /// Whether [`matmul`] computes with `format` on this CPU: the Q8_0/Q4_0/Q4_1 blocks
 /// everywhere, and Q4_K, Q6_K, Q5_0 and Q5_1 (the bulk of published K-quant GGUFs) where AVX-512
@@ -536,7 +550,6 @@ mod x86 {
                 }
                 WeightFormat::Q6K => {
                     let m3 = _mm256_set1_epi8(3);
-                    let ones = _mm256_set1_epi8(1);
                     for (i, blk) in qs.chunks_exact(210).enumerate() {
                         prefetch_ahead(blk.as_ptr(), 210);
                         let d = f16_at(blk, 208);
@@ -565,12 +578,13 @@ mod x86 {
                             ];
                             for (s, &w) in ws.iter().enumerate() {
                                 let b = i * 8 + h * 4 + s;
-                                let x = act(b);
-                                // sum(q a) - 32 sum(a), per 4 weights in each i32 lane.
-                                let p = _mm256_sub_epi32(
-                                    _mm256_dpbusd_epi32(zero, w, x),
-                                    _mm256_slli_epi32(_mm256_dpbusd_epi32(zero, ones, x), 5),
+                                // sum(q a) - 32 sum(a), per 4 weights in each i32 lane: the
+                                // offset's -32 sum(a) (twice Q5_0's -16 sum(a)) starts the sum.
+                                let start = _mm256_slli_epi32(
+                                    _mm256_loadu_si256(neg16_sum4.as_ptr().add(b * 8) as *const __m256i),
+                                    1,
                                 );
+                                let p = _mm256_dpbusd_epi32(start, w, act(b));
                                 let g = h * 8 + s * 2;
                                 let dx = d * *ad.get_unchecked(b);
                                 let sv = _mm256_set_m128(
