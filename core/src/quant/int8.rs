@@ -334,7 +334,12 @@ mod x86 {
                 let dx = *ad.get_unchecked(b);
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let blk = r * nb + b;
-                    let w = weights(format, qs.as_ptr().add(qb * blk));
+                    let p = qs.as_ptr().add(qb * blk);
+                    // Each of the four rows is a stream from memory (a decode step reads every
+                    // weight once); as in the exact kernels, the next cache lines are asked for
+                    // ahead of time.
+                    crate::quant::raw_dots::x86::prefetch_ahead(p, 1);
+                    let w = weights(format, p);
                     let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, w, x));
                     let scale = *scales.get_unchecked(ns * blk) * dx;
                     *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(scale), p, *acc_r);
