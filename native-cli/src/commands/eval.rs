@@ -276,7 +276,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     if args.n > 0 {
                         runs.push((&sampled, &mut rngs));
                     }
-                    let res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)?;
+                    let res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)
+                        .with_context(|| format!("{} (question {})", item.source, item.key))?;
                     let mut texts = res
                         .iter()
                         .map(|run| run.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>());

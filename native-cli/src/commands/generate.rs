@@ -67,7 +67,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let mut rngs = vec![sealong::rng::for_item(args.seed.seed, &q.id)];
         let res = generate::generate(&dec.model, &prompt.ids, &options, &mut rngs, |k| {
             tokens += k;
-        })?;
+        })
+        .with_context(|| format!("{}:{} (id {:?})", input.display(), l.line, q.id))?;
         let s = dec.sample_record(&res[0])?;
         let mut record = json!({
             "_id": q.id, "dataset": q.dataset, "input": q.input, "answers": q.answers,

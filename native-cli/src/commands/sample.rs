@@ -124,7 +124,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         let res = generate::generate(&dec.model, &prompt.ids, &options, &mut rngs, |k| {
             tokens += k;
             bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
-        })?;
+        })
+        .with_context(|| format!("{}:{} (id {:?})", args.input.display(), l.line, q.id))?;
         let samples = res.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>()?;
         let answered = Answered {
             user_message: prompt.user_message,
