@@ -164,6 +164,22 @@ impl DecoderConfig {
         if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
             return err("hidden_size, num_hidden_layers and vocab_size must be positive".into());
         }
+        if let RopeScaling::Factors(div) = &self.rope_scaling {
+            if div.len() != self.head_dim / 2 {
+                return err(format!(
+                    "tensor \"rope_freqs.weight\" has {} values, but head_dim {} needs {} (one divisor per \
+                     rotary frequency)",
+                    div.len(),
+                    self.head_dim,
+                    self.head_dim / 2
+                ));
+            }
+            if let Some((i, v)) = div.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+                return err(format!(
+                    "tensor \"rope_freqs.weight\" value {i} is {v}; divisors must be finite and positive"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -721,4 +737,43 @@ pub fn llama3_from_factors(config: &DecoderConfig, div: &[f32]) -> Option<Fitted
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loading::gguf::tests::GgufBuilder;
+
+    /// Issue 17: `rope_freqs.weight`'s length was never checked against the head dimension.
+    #[test]
+    fn rope_freqs_must_have_one_divisor_per_frequency() {
+        // head_dim 64 / 4 = 16: 8 rotary frequencies.
+        let bytes = GgufBuilder::default()
+            .string("general.architecture", "llama")
+            .u32("llama.embedding_length", 64)
+            .u32("llama.attention.head_count", 4)
+            .u32("llama.feed_forward_length", 32)
+            .u32("llama.block_count", 1)
+            .u32("llama.vocab_size", 10)
+            .build();
+        let g = Gguf::parse(&bytes, "m.gguf").expect("parse");
+        let c = DecoderConfig::from_gguf(&g, "m.gguf", Some(vec![2.0; 8])).expect("8 divisors");
+        assert_eq!(c.rope_inv_freq().len(), 8);
+        for n in [0, 7, 9, 64] {
+            let e = DecoderConfig::from_gguf(&g, "m.gguf", Some(vec![2.0; n]))
+                .expect_err("wrong length")
+                .to_string();
+            assert!(
+                e.starts_with("model m.gguf: tensor \"rope_freqs.weight\" has")
+                    && e.contains(&format!("has {n} values, but head_dim 16 needs 8")),
+                "{n}: {e}"
+            );
+        }
+        let mut bad = vec![2.0; 8];
+        bad[3] = 0.0;
+        let e = DecoderConfig::from_gguf(&g, "m.gguf", Some(bad))
+            .expect_err("zero")
+            .to_string();
+        assert!(e.contains("\"rope_freqs.weight\" value 3 is 0"), "{e}");
+    }
 }
