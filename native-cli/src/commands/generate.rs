@@ -40,9 +40,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             std::fs::write(path, serde_json::to_vec(&dump)?).with_context(|| format!("writing {}", path.display()))?;
         }
         let s = dec.sample_record(&out[0])?;
-        println!("{}", s.text);
+        outln!("{}", s.text)?;
         let new_tokens = out[0].ids.len();
-        eprintln!(
+        errln!(
             "({} prompt tokens, {new_tokens} new tokens, {:?}, {:.1} tok/s)",
             ids.len(),
             s.finish_reason,
@@ -84,6 +84,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    eprintln!("wrote {}", out_path.display());
+    errln!("wrote {}", out_path.display());
     Ok(())
 }
