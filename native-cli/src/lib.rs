@@ -1,5 +1,10 @@
 //! The `sealong` command line: argument parsing, files, progress and model provisioning around
 //! the core library. Only this crate knows clap, the terminal, the process environment and pip.
+//! Output goes through [`output`] (`outln!`, `errln!`), which a closed pipe cannot panic.
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+pub mod output;
 
 pub mod args;
 pub mod commands;

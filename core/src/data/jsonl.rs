@@ -136,8 +136,10 @@ fn drop_partial_last_line(file: &mut File, path: &Path) -> Result<()> {
 }
 
 /// The ids already present in an output file (field `id_field` of each complete line), for
-/// resuming. A missing file means nothing is done yet. Lines that fail to parse are errors,
-/// except an unterminated last line, which an interrupted run can leave.
+/// resuming. A missing file means nothing is done yet. Lines that fail to parse are errors.
+/// An unterminated last line (an interrupted run's) never counts, even when it parses:
+/// [`Appender::open`] removes it, so its record must be redone, and the resumed file ends equal
+/// to an uninterrupted run's.
 pub fn existing_ids(path: &Path, id_field: &str) -> Result<HashSet<String>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -155,20 +157,17 @@ pub fn existing_ids(path: &Path, id_field: &str) -> Result<HashSet<String>> {
             break;
         }
         line += 1;
-        let complete = buf.last() == Some(&b'\n');
-        let raw = buf.strip_suffix(b"\n").unwrap_or(&buf);
+        let Some(raw) = buf.strip_suffix(b"\n") else {
+            // The last line, cut off before its newline: the appender drops it on reopen.
+            break;
+        };
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        match parse_line::<Value>(raw, path, line) {
-            Ok(v) => {
-                let id = id_string(&v, id_field)
-                    .ok_or_else(|| Error::record(path, line, format!("record has no {id_field:?} field")))?;
-                ids.insert(id);
-            }
-            Err(_) if !complete => break,
-            Err(e) => return Err(e),
-        }
+        let v = parse_line::<Value>(raw, path, line)?;
+        let id = id_string(&v, id_field)
+            .ok_or_else(|| Error::record(path, line, format!("record has no {id_field:?} field")))?;
+        ids.insert(id);
     }
     Ok(ids)
 }
@@ -217,5 +216,32 @@ mod tests {
         assert_eq!(text, "{\"id\":\"q1\"}\n{\"id\":7}\n");
         let ids = existing_ids(&path, "id").expect("ids");
         assert!(ids.contains("q1") && ids.contains("7"));
+    }
+
+    /// Issue 17: a last line that parses but lost its newline was counted as done while the
+    /// appender deleted it, so the record was neither kept nor redone.
+    #[test]
+    fn an_unterminated_last_line_that_parses_is_not_done_and_is_redone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.jsonl");
+        std::fs::write(&path, "{\"id\":\"q1\"}\n{\"id\":\"q2\"}").expect("write");
+        let ids = existing_ids(&path, "id").expect("ids");
+        assert_eq!(ids, HashSet::from(["q1".to_string()]), "q2 is not done");
+        // What a stage does next: open, then append every id not done.
+        let mut a = Appender::open(&path).expect("open");
+        for id in ["q1", "q2", "q3"] {
+            if !ids.contains(id) {
+                a.append(&serde_json::json!({ "id": id })).expect("append");
+            }
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text, "{\"id\":\"q1\"}\n{\"id\":\"q2\"}\n{\"id\":\"q3\"}\n");
+        // An unterminated last line without the id field is not an error either.
+        std::fs::write(&path, "{\"id\":\"q1\"}\n{\"other\":1}").expect("write");
+        assert_eq!(existing_ids(&path, "id").expect("ids").len(), 1);
+        // A complete line without the id still is, naming the line.
+        std::fs::write(&path, "{\"id\":\"q1\"}\n{\"other\":1}\n").expect("write");
+        let e = existing_ids(&path, "id").unwrap_err().to_string();
+        assert!(e.contains("x.jsonl:2") && e.contains("no \"id\" field"), "{e}");
     }
 }

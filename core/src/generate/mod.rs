@@ -177,7 +177,13 @@ pub fn decode<M: LanguageModel>(
         let mut next = Vec::with_capacity(active.len());
         let mut keep = Vec::with_capacity(active.len());
         for (row, &s) in active.iter().enumerate() {
-            let tok = sampler::sample(&rows[row], &options.sampling, &mut rngs[s]);
+            let tok = sampler::sample(&rows[row], &options.sampling, &mut rngs[s]).map_err(|e| {
+                Error::Invalid(format!(
+                    "decode step {} (stream {} of {n}): {e}",
+                    outs[s].ids.len() + 1,
+                    s + 1
+                ))
+            })?;
             outs[s].ids.push(tok);
             if options.stop_ids.contains(&tok) {
                 outs[s].finish_reason = FinishReason::Stop;
@@ -197,4 +203,80 @@ pub fn decode<M: LanguageModel>(
         rows = model.forward_last(&next, &mut cache)?;
     }
     Ok(outs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::decoder::DecoderConfig;
+
+    /// A model whose logits favour token 1 until step `nan_from`, then are all NaN.
+    struct Fake {
+        config: DecoderConfig,
+        nan_from: usize,
+    }
+
+    impl LanguageModel for Fake {
+        /// Tokens seen so far.
+        type Cache = usize;
+        fn new_cache(&self, _batch: usize) -> usize {
+            0
+        }
+        fn forward_last(&self, ids: &[Vec<u32>], cache: &mut usize) -> Result<Vec<Vec<f32>>> {
+            *cache += ids[0].len();
+            let row = if *cache >= self.nan_from {
+                vec![f32::NAN; 4]
+            } else {
+                vec![0.0, 1.0, 0.0, 0.0]
+            };
+            Ok(vec![row; ids.len()])
+        }
+        fn fork(&self, cache: &usize, _n: usize) -> Result<usize> {
+            Ok(*cache)
+        }
+        fn retain(&self, _cache: &mut usize, _rows: &[usize]) {}
+        fn config(&self) -> &DecoderConfig {
+            &self.config
+        }
+    }
+
+    /// Issue 17: NaN logits became token 0; now the error names the decode step.
+    #[test]
+    fn nan_logits_stop_generation_with_the_step() {
+        let config = DecoderConfig::from_hf_json(
+            &serde_json::json!({"model_type": "llama", "vocab_size": 4, "hidden_size": 8,
+                "intermediate_size": 8, "num_hidden_layers": 1, "num_attention_heads": 2,
+                "max_position_embeddings": 64}),
+            "fake",
+        )
+        .expect("config");
+        // A 3-token prompt: steps 1-3 choose from finite logits (after 3, 4, 5 tokens); the
+        // logits after the 6th token, which step 4 chooses from, are NaN.
+        let model = Fake { config, nan_from: 6 };
+        let options = GenerateOptions {
+            sampling: SamplingParams::greedy(),
+            max_new_tokens: 10,
+            stop_ids: vec![3],
+        };
+        for n in [1, 2] {
+            let mut rngs: Vec<Rng> = (0..n).map(|i| crate::rng::for_item(0, &i.to_string())).collect();
+            let e = generate(&model, &[0, 1, 2], &options, &mut rngs, |_| {})
+                .expect_err("NaN logits")
+                .to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "decode step 4 (stream 1 of {n}): the model produced non-finite logits (4 NaN"
+                )),
+                "{e}"
+            );
+        }
+        // Finite all the way: ten tokens of 1.
+        let model = Fake {
+            nan_from: usize::MAX,
+            ..model
+        };
+        let mut rngs = [crate::rng::for_item(0, "x")];
+        let out = generate(&model, &[0, 1, 2], &options, &mut rngs, |_| {}).expect("finite");
+        assert_eq!(out[0].ids, vec![1; 10]);
+    }
 }

@@ -65,10 +65,41 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// Chooses the next token from one row of logits.
-pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
+/// Checks that a row of logits can choose a token: no NaN, no `+inf`, and at least one finite
+/// value (`-inf` alone is a masked token). A model whose forward pass overflowed gives rows
+/// like these, and choosing from them would silently produce token 0 (or the first `+inf`).
+pub fn check_logits(logits: &[f32]) -> Result<()> {
+    if logits.is_empty() {
+        return Err(Error::Invalid("the logits row is empty".into()));
+    }
+    let nan = logits.iter().filter(|v| v.is_nan()).count();
+    let pos_inf = logits.iter().filter(|&&v| v == f32::INFINITY).count();
+    if nan > 0 || pos_inf > 0 {
+        let first = logits
+            .iter()
+            .position(|v| v.is_nan() || *v == f32::INFINITY)
+            .unwrap_or(0);
+        return Err(Error::Invalid(format!(
+            "the model produced non-finite logits ({nan} NaN and {pos_inf} +inf of {} values, the first at token id \
+             {first}); the forward pass overflowed or the weights hold NaN",
+            logits.len()
+        )));
+    }
+    if !logits.iter().any(|v| v.is_finite()) {
+        return Err(Error::Invalid(format!(
+            "every one of the {} logits is -inf: no token can be chosen",
+            logits.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Chooses the next token from one row of logits. Rows that cannot choose a token
+/// ([`check_logits`]) are an error, never token 0.
+pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> Result<u32> {
+    check_logits(logits)?;
     if params.is_greedy() {
-        return argmax(logits);
+        return Ok(argmax(logits));
     }
     let inv_t = 1.0 / params.temperature;
     let mut cand: Vec<(u32, f32)> = logits
@@ -78,7 +109,7 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
         .map(|(i, &v)| (i as u32, v * inv_t))
         .collect();
     if cand.is_empty() {
-        return argmax(logits);
+        return Ok(argmax(logits));
     }
     // Sorting by descending logit, ties by id, makes the draw independent of input order.
     let by_value = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
@@ -111,10 +142,10 @@ pub fn sample(logits: &[f32], params: &SamplingParams, rng: &mut Rng) -> u32 {
     for (c, p) in cand.iter().zip(&probs) {
         u -= p;
         if u < 0.0 {
-            return c.0;
+            return Ok(c.0);
         }
     }
-    cand.last().map_or(0, |c| c.0)
+    Ok(cand.last().map_or(0, |c| c.0))
 }
 
 #[cfg(test)]
@@ -124,9 +155,56 @@ mod tests {
 
     #[test]
     fn greedy_takes_the_first_maximum() {
-        assert_eq!(argmax(&[1.0, 3.0, 3.0, f32::NAN]), 1);
+        assert_eq!(argmax(&[1.0, 3.0, 3.0, 2.0]), 1);
         let mut r = rng::for_item(0, "x");
-        assert_eq!(sample(&[0.0, 5.0, 5.0], &SamplingParams::greedy(), &mut r), 1);
+        assert_eq!(
+            sample(&[0.0, 5.0, 5.0], &SamplingParams::greedy(), &mut r).expect("finite"),
+            1
+        );
+    }
+
+    /// Issue 17: NaN or infinite logits made greedy decoding emit token 0 without a word.
+    #[test]
+    fn non_finite_logits_are_an_error_not_token_0() {
+        let sampled = SamplingParams {
+            temperature: 0.7,
+            top_p: 1.0,
+            top_k: 0,
+        };
+        let mut r = rng::for_item(0, "nan");
+        let cases: [(&str, Vec<f32>, &str); 5] = [
+            (
+                "all NaN",
+                vec![f32::NAN; 8],
+                "8 NaN and 0 +inf of 8 values, the first at token id 0",
+            ),
+            (
+                "one NaN",
+                vec![1.0, 2.0, f32::NAN, 0.5],
+                "1 NaN and 0 +inf of 4 values, the first at token id 2",
+            ),
+            (
+                "+inf",
+                vec![0.0, f32::INFINITY, 3.0],
+                "0 NaN and 1 +inf of 3 values, the first at token id 1",
+            ),
+            (
+                "all -inf",
+                vec![f32::NEG_INFINITY; 5],
+                "every one of the 5 logits is -inf",
+            ),
+            ("empty", vec![], "the logits row is empty"),
+        ];
+        for (what, logits, want) in cases {
+            for params in [SamplingParams::greedy(), sampled] {
+                let e = sample(&logits, &params, &mut r).expect_err(what).to_string();
+                assert!(e.contains(want), "{what}: {e}");
+            }
+        }
+        // -inf entries next to finite ones are masked tokens, not an error.
+        let masked = [f32::NEG_INFINITY, -1.0, f32::NEG_INFINITY];
+        assert_eq!(sample(&masked, &SamplingParams::greedy(), &mut r).expect("finite"), 1);
+        assert_eq!(sample(&masked, &sampled, &mut r).expect("finite"), 1);
     }
 
     #[test]
@@ -139,16 +217,22 @@ mod tests {
         };
         let mut r = rng::for_item(7, "s");
         let n = 30_000;
-        let ones = (0..n).filter(|_| sample(&logits, &params, &mut r) == 1).count();
+        let ones = (0..n)
+            .filter(|_| sample(&logits, &params, &mut r).expect("finite") == 1)
+            .count();
         let frac = ones as f64 / n as f64;
         assert!((frac - 2.0 / 3.0).abs() < 0.02, "{frac}");
         let a: Vec<u32> = {
             let mut r = rng::for_item(1, "a");
-            (0..20).map(|_| sample(&logits, &params, &mut r)).collect()
+            (0..20)
+                .map(|_| sample(&logits, &params, &mut r).expect("finite"))
+                .collect()
         };
         let b: Vec<u32> = {
             let mut r = rng::for_item(1, "a");
-            (0..20).map(|_| sample(&logits, &params, &mut r)).collect()
+            (0..20)
+                .map(|_| sample(&logits, &params, &mut r).expect("finite"))
+                .collect()
         };
         assert_eq!(a, b);
     }
@@ -162,13 +246,13 @@ mod tests {
             top_p: 1.0,
             top_k: 1,
         };
-        assert!((0..100).all(|_| sample(&logits, &k1, &mut r) == 0));
+        assert!((0..100).all(|_| sample(&logits, &k1, &mut r).expect("finite") == 0));
         // p(0) = 0.64 < 0.7 <= p(0) + p(1): only ids 0 and 1 remain.
         let p = SamplingParams {
             temperature: 1.0,
             top_p: 0.7,
             top_k: 0,
         };
-        assert!((0..500).all(|_| sample(&logits, &p, &mut r) < 2));
+        assert!((0..500).all(|_| sample(&logits, &p, &mut r).expect("finite") < 2));
     }
 }

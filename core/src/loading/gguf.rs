@@ -17,6 +17,13 @@ const DEFAULT_ALIGNMENT: u64 = 32;
 const MAX_DIMS: u32 = 4;
 /// Arrays nest at most this deep; real files use one level.
 const MAX_ARRAY_DEPTH: usize = 4;
+/// Items reserved up front for an array or the tensor directory; longer ones grow as their items
+/// parse. A count is bounded by the bytes left in the file, but a parsed value is ~32 bytes in
+/// memory against 1 in the file, so reserving a hostile count would ask for 32 times the file.
+const RESERVE_CAP: usize = 4096;
+/// Metadata array values in all (a 256k vocabulary with its scores, types and merges is about
+/// 1.3M); at ~32 bytes each, this bounds what metadata arrays can take to 512 MiB.
+const MAX_ARRAY_VALUES: usize = 1 << 24;
 
 /// A metadata value. Arrays keep their element type so that an empty array is still typed.
 #[derive(Debug, Clone, PartialEq)]
@@ -232,6 +239,9 @@ struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
     path: &'a str,
+    /// Metadata array values parsed so far, and the most allowed.
+    array_values: usize,
+    max_array_values: usize,
 }
 
 impl<'a> Reader<'a> {
@@ -321,7 +331,15 @@ impl<'a> Reader<'a> {
                 let min = min_value_bytes(elem_ty)
                     .ok_or_else(|| self.err(format!("metadata {key:?}: unknown array element type {elem_ty}")))?;
                 let n = self.count(&format!("metadata {key:?} array length"), min)?;
-                let mut items = Vec::with_capacity(n);
+                self.array_values = self.array_values.saturating_add(n);
+                if self.array_values > self.max_array_values {
+                    return Err(self.err(format!(
+                        "metadata {key:?}: an array of {n} values brings the metadata arrays to {} values, more \
+                         than the {} this loader accepts",
+                        self.array_values, self.max_array_values
+                    )));
+                }
+                let mut items = Vec::with_capacity(n.min(RESERVE_CAP));
                 for _ in 0..n {
                     items.push(self.value(elem_ty, key, depth + 1)?);
                 }
@@ -351,7 +369,18 @@ fn min_value_bytes(ty: u32) -> Option<usize> {
 impl Gguf {
     /// Parses the header of a GGUF file held in `bytes`. `path` only labels errors.
     pub fn parse(bytes: &[u8], path: &str) -> Result<Gguf> {
-        let mut r = Reader { bytes, pos: 0, path };
+        Self::parse_limited(bytes, path, MAX_ARRAY_VALUES)
+    }
+
+    /// [`Gguf::parse`] with at most `max_array_values` metadata array values in all.
+    fn parse_limited(bytes: &[u8], path: &str, max_array_values: usize) -> Result<Gguf> {
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            path,
+            array_values: 0,
+            max_array_values,
+        };
         let magic = r.take(4, "magic")?;
         if magic != MAGIC {
             return Err(r.err(format!(
@@ -389,7 +418,7 @@ impl Gguf {
                 _ => return Err(r.err(format!("general.alignment {} is not a power of two", v.summary()))),
             },
         };
-        let mut raw = Vec::with_capacity(n_tensors);
+        let mut raw = Vec::with_capacity(n_tensors.min(RESERVE_CAP));
         for i in 0..n_tensors {
             let name = r.string(&format!("tensor #{i} name"))?;
             let n_dims = r.u32(&name)?;
@@ -407,7 +436,7 @@ impl Gguf {
         let header_end = r.pos as u64;
         let data_start = header_end.div_ceil(alignment) * alignment;
         let file_len = bytes.len() as u64;
-        let mut tensors = Vec::with_capacity(n_tensors);
+        let mut tensors = Vec::with_capacity(raw.len());
         let mut seen = std::collections::HashSet::new();
         for (name, ne, ggml_type, offset) in raw {
             let err = |m: String| Error::Gguf {
@@ -625,6 +654,56 @@ pub(crate) mod tests {
         bytes[16..24].copy_from_slice(&u64::MAX.to_le_bytes());
         let e = Gguf::parse(&bytes, "m").unwrap_err().to_string();
         assert!(e.contains("metadata count"), "{e}");
+    }
+
+    /// Issue 17: an array's count was checked against the bytes left, but each value takes ~32
+    /// bytes in memory; the count is bounded by the element type's size, the reservation is
+    /// capped, and all arrays together have a budget.
+    #[test]
+    fn array_lengths_are_bounded_by_their_element_size_and_a_budget() {
+        fn u8_array(key: &str, n: u64, present: usize) -> Vec<u8> {
+            let mut b = 0u32.to_le_bytes().to_vec();
+            b.extend(n.to_le_bytes());
+            b.extend(std::iter::repeat_n(7u8, present));
+            let mut out = b"GGUF".to_vec();
+            out.extend(3u32.to_le_bytes());
+            out.extend(0u64.to_le_bytes());
+            out.extend(1u64.to_le_bytes());
+            out.extend(enc_str(key));
+            out.extend(9u32.to_le_bytes());
+            out.extend(b);
+            out
+        }
+        // 100 bytes of items: 100 u8 values parse, 101 are more than the file holds.
+        let g = Gguf::parse(&u8_array("k", 100, 100), "m").expect("100 u8 values");
+        assert_eq!(
+            g.get("k").and_then(GgufValue::as_array).map(<[GgufValue]>::len),
+            Some(100)
+        );
+        let e = Gguf::parse(&u8_array("k", 101, 100), "m").unwrap_err().to_string();
+        assert!(
+            e.contains("metadata \"k\" array length is 101, but only 100 bytes remain"),
+            "{e}"
+        );
+        // u32 items need 4 bytes each: 100 bytes hold 25, not 26.
+        let mut u32s = u8_array("k", 26, 100);
+        u32s[4 + 4 + 16 + 8 + 1 + 4..][..4].copy_from_slice(&4u32.to_le_bytes());
+        let e = Gguf::parse(&u32s, "m").unwrap_err().to_string();
+        assert!(e.contains("array length is 26, but only 100 bytes remain"), "{e}");
+        // A count the file can back but the budget cannot: an error naming the key, before
+        // the values are parsed.
+        let e = Gguf::parse_limited(&u8_array("tokenizer.x", 100, 100), "m", 99)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("metadata \"tokenizer.x\": an array of 100 values") && e.contains("more than the 99"),
+            "{e}"
+        );
+        // The budget counts every array: two of 60 pass 120, fail 119.
+        let two = GgufBuilder::default().i32s("a", &[1; 60]).i32s("b", &[2; 60]).build();
+        assert!(Gguf::parse_limited(&two, "m", 120).is_ok());
+        let e = Gguf::parse_limited(&two, "m", 119).unwrap_err().to_string();
+        assert!(e.contains("metadata \"b\"") && e.contains("to 120 values"), "{e}");
     }
 
     fn sample_file() -> Vec<u8> {

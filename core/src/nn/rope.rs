@@ -14,12 +14,20 @@ pub struct RopeTables {
     pub max_positions: usize,
 }
 
+/// The most values one table holds: 64 MiB of f32, 131,072 positions at head dimension 128
+/// (Llama-3.1's context). A model's context length is a header field; tables for a hostile or
+/// merely huge one would be sized by the file, so positions past this stop with an error
+/// naming the limit (the CPU engine computes its rows per forward and has no such limit).
+pub const MAX_TABLE_VALUES: usize = 1 << 24;
+
 impl RopeTables {
     /// Tables for `inv_freq`, with cos and sin multiplied by `scaling` (transformers'
-    /// `attention_scaling`: YaRN's attention factor, 1 otherwise).
+    /// `attention_scaling`: YaRN's attention factor, 1 otherwise), for `max_positions`
+    /// positions or as many as [`MAX_TABLE_VALUES`] allow, whichever is fewer.
     pub fn new(inv_freq: &[f32], scaling: f32, max_positions: usize, device: &Device) -> Self {
         let half = inv_freq.len();
         let hd = 2 * half;
+        let max_positions = max_positions.min(MAX_TABLE_VALUES / hd.max(1));
         let mut cos = vec![0.0f32; max_positions * hd];
         let mut sin = vec![0.0f32; max_positions * hd];
         for p in 0..max_positions {

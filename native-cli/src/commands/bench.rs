@@ -64,7 +64,7 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
     let model = &dec.model;
     let mut figures = serde_json::Map::new();
     let runs = a.runs.max(1);
-    let say = |name: &str, v: &Value| eprintln!("# {name} = {} {}", v["value"], v["unit"].as_str().unwrap_or(""));
+    let say = |name: &str, v: &Value| errln!("# {name} = {} {}", v["value"], v["unit"].as_str().unwrap_or(""));
     let f = figure(load_s, "s", vec![(load_s * 1000.0).round() / 1000.0]);
     say("load_s", &f);
     figures.insert("load_s".into(), f);
@@ -155,7 +155,7 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
     if let Some(peer) = &a.peer {
         print_ratios(&out, peer)?;
     }
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?)?;
     Ok(())
 }
 
@@ -181,7 +181,7 @@ pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
         .find(|l| l.trim_start().starts_with('{'))
         .context("no JSON line in the peer file")?;
     let peer: Value = serde_json::from_str(line).context("parsing the peer JSON")?;
-    eprintln!(
+    errln!(
         "{:<38} {:>12} {:>12} {:>9}",
         "figure",
         "sealong",
@@ -204,7 +204,7 @@ pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
         } else {
             a / b
         };
-        eprintln!("{name:<38} {a:>12.2} {b:>12.2} {ratio:>8.2}x");
+        errln!("{name:<38} {a:>12.2} {b:>12.2} {ratio:>8.2}x");
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use sealong::text::pystr;
 
 /// One line of a figure on stderr, as the peers print theirs.
 fn say(name: &str, v: &Value) {
-    eprintln!(
+    errln!(
         "# {name} = {} {} (load1 {:.2})",
         v["value"],
         v["unit"].as_str().unwrap_or(""),
@@ -100,7 +100,7 @@ fn read_peer(path: &Path) -> Result<Value> {
 fn ratios(rows: &[(String, Value, String)], peer: &Value) -> Value {
     let pf = &peer["figures"];
     let mut out = Map::new();
-    eprintln!(
+    errln!(
         "{:<44} {:>12} {:>12} {:>9}  peer figure ({})",
         "figure",
         "sealong",
@@ -125,7 +125,7 @@ fn ratios(rows: &[(String, Value, String)], peer: &Value) -> Value {
             (None, None) if ua == ub => a / b,
             _ => continue,
         };
-        eprintln!("{label:<44} {a:>12.4} {b:>12.4} {ratio:>8.2}x  {peer_name}");
+        errln!("{label:<44} {a:>12.4} {b:>12.4} {ratio:>8.2}x  {peer_name}");
         out.insert(
             label.clone(),
             json!({
@@ -156,9 +156,10 @@ fn add_peer(out: &mut Value, peer_path: &Path, names: &[&str]) -> Result<()> {
     let r = ratios(&same_names(out, names), &peer);
     let same_text = peer["text_id"].as_str().map(|id| Some(id) == out["text_id"].as_str());
     if same_text == Some(false) {
-        eprintln!(
+        errln!(
             "sealong: warning: the peer ran on another text (text_id {} vs ours {})",
-            peer["text_id"], out["text_id"]
+            peer["text_id"],
+            out["text_id"]
         );
     }
     out["peer"] = json!({
@@ -257,7 +258,7 @@ pub fn embed(a: BenchEmbedArgs) -> Result<()> {
     if let Some(p) = &a.peer {
         add_peer(&mut out, p, &["embed_512x30w_b32_per_s", "embed_single_latency_ms"])?;
     }
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?)?;
     Ok(())
 }
 
@@ -336,7 +337,7 @@ pub fn mbr(a: BenchMbrArgs) -> Result<()> {
                     checks.insert(name, json!({"chosen_equal_to_cpu": agree}));
                 }
                 Err(err) => {
-                    eprintln!("sealong: GPU MBR kernel failed: {err:#}");
+                    errln!("sealong: GPU MBR kernel failed: {err:#}");
                     gpu_note = json!(format!("GPU kernel failed: {err:#}"));
                 }
             }
@@ -402,7 +403,7 @@ pub fn mbr(a: BenchMbrArgs) -> Result<()> {
         });
         out["vs_peer"] = r;
     }
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?)?;
     Ok(())
 }
 
@@ -489,7 +490,7 @@ pub fn rouge(a: BenchRougeArgs) -> Result<()> {
             &["rougeL_mbr_n8_s_per_question", "rougeL_mbr_n32_s_per_question"],
         )?;
     }
-    println!("{}", serde_json::to_string(&out)?);
+    outln!("{}", serde_json::to_string(&out)?)?;
     Ok(())
 }
 

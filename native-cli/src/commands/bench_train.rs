@@ -83,7 +83,7 @@ fn train_lengths(a: &BenchTrainArgs) -> Result<()> {
             );
         }
         let text = String::from_utf8_lossy(&out.stdout);
-        println!("{}", text.lines().last().unwrap_or_default());
+        outln!("{}", text.lines().last().unwrap_or_default())?;
     }
     Ok(())
 }
@@ -181,7 +181,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
             "orpo_peak_rss_steps_mib": {"value": peak_rss_mib(), "unit": "MiB", "note": "peak RSS during the steps"},
         },
     });
-    println!("{ours}");
+    outln!("{ours}")?;
     if let Some(p) = &a.peer {
         crate::commands::bench::print_ratios(&ours, p)?;
     }

@@ -40,7 +40,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     };
     let todo: Vec<_> = records.iter().filter(|r| !done.contains(&r.0)).collect();
     if todo.is_empty() {
-        eprintln!("{}: every record is already embedded", args.out.display());
+        errln!("{}: every record is already embedded", args.out.display());
         return Ok(());
     }
     let device = crate::device::select(args.device.device)?;
@@ -71,7 +71,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         }
         bar.finish();
     }
-    eprintln!("wrote {} ({} dims)", args.out.display(), e.dim());
+    errln!("wrote {} ({} dims)", args.out.display(), e.dim());
     Ok(())
 }
 

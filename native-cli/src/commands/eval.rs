@@ -158,7 +158,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let done = jsonl::existing_ids(&preds, "key")?;
     let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.key)).collect();
     if !done.is_empty() {
-        eprintln!(
+        errln!(
             "resuming {}: {} of {} questions already evaluated",
             preds.display(),
             items.len() - todo.len(),
@@ -207,7 +207,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         };
         match client {
             Some(client) => {
-                eprintln!(
+                errln!(
                     "evaluating through {} (model {:?}, {} requests in flight)",
                     client.config().base_url,
                     client.config().model,
@@ -276,7 +276,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     if args.n > 0 {
                         runs.push((&sampled, &mut rngs));
                     }
-                    let res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)?;
+                    let res = generate::generate_runs(&dec.model, &prompt.ids, &mut runs, |k| tokens += k)
+                        .with_context(|| format!("{} (question {})", item.source, item.key))?;
                     let mut texts = res
                         .iter()
                         .map(|run| run.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>());
@@ -314,8 +315,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let tmp = args.out.join("metrics.json.tmp");
     std::fs::write(&tmp, serde_json::to_string_pretty(&metrics)?)?;
     std::fs::rename(&tmp, &path)?;
-    print_table(&table, args.n);
-    eprintln!("wrote {} and {}", preds.display(), path.display());
+    print_table(&table, args.n)?;
+    errln!("wrote {} and {}", preds.display(), path.display());
     Ok(())
 }
 
@@ -324,9 +325,9 @@ fn fmt(x: Option<f64>) -> String {
 }
 
 /// The table as the paper prints it (SubEM x 100).
-pub fn print_table(t: &tables::Table, n: usize) {
+pub fn print_table(t: &tables::Table, n: usize) -> Result<()> {
     if n > 0 {
-        println!(
+        outln!(
             "{:<16} {:>5} {:>7} {:>7} {:>9} {:>9}",
             "task",
             "n_q",
@@ -334,25 +335,26 @@ pub fn print_table(t: &tables::Table, n: usize) {
             format!("MBR@{n}"),
             format!("random@{n}"),
             format!("oracle@{n}")
-        );
+        )?;
     } else {
-        println!("{:<16} {:>5} {:>7}", "task", "n_q", "greedy");
+        outln!("{:<16} {:>5} {:>7}", "task", "n_q", "greedy")?;
     }
-    let line = |name: &str, q: String, r: &tables::Row| {
+    let line = |name: &str, q: String, r: &tables::Row| -> Result<()> {
         if n > 0 {
-            println!(
+            outln!(
                 "{name:<16} {q:>5} {:>7.1} {:>7} {:>9} {:>9}",
                 r.greedy,
                 fmt(r.mbr),
                 fmt(r.random),
                 fmt(r.oracle)
-            );
+            )?;
         } else {
-            println!("{name:<16} {q:>5} {:>7.1}", r.greedy);
+            outln!("{name:<16} {q:>5} {:>7.1}", r.greedy)?;
         }
+        Ok(())
     };
     for t in &t.tasks {
-        line(&t.task, t.questions.to_string(), &t.row);
+        line(&t.task, t.questions.to_string(), &t.row)?;
     }
-    line("average", String::new(), &t.average);
+    line("average", String::new(), &t.average)
 }

@@ -40,9 +40,9 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             std::fs::write(path, serde_json::to_vec(&dump)?).with_context(|| format!("writing {}", path.display()))?;
         }
         let s = dec.sample_record(&out[0])?;
-        println!("{}", s.text);
+        outln!("{}", s.text)?;
         let new_tokens = out[0].ids.len();
-        eprintln!(
+        errln!(
             "({} prompt tokens, {new_tokens} new tokens, {:?}, {:.1} tok/s)",
             ids.len(),
             s.finish_reason,
@@ -67,7 +67,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let mut rngs = vec![sealong::rng::for_item(args.seed.seed, &q.id)];
         let res = generate::generate(&dec.model, &prompt.ids, &options, &mut rngs, |k| {
             tokens += k;
-        })?;
+        })
+        .with_context(|| format!("{}:{} (id {:?})", input.display(), l.line, q.id))?;
         let s = dec.sample_record(&res[0])?;
         let mut record = json!({
             "_id": q.id, "dataset": q.dataset, "input": q.input, "answers": q.answers,
@@ -83,6 +84,6 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    eprintln!("wrote {}", out_path.display());
+    errln!("wrote {}", out_path.display());
     Ok(())
 }

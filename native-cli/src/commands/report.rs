@@ -26,7 +26,7 @@ const MAX_WARNINGS_PER_FILE: usize = 5;
 pub fn run(args: ReportArgs) -> Result<()> {
     let out = args.out.unwrap_or_else(|| args.dir.join(files::REPORT));
     let path = write_report_to(&args.dir, &out)?;
-    println!("{}", path.display());
+    outln!("{}", path.display())?;
     Ok(())
 }
 

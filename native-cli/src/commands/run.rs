@@ -206,7 +206,7 @@ struct Stages {
 
 impl Stages {
     fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
-        eprintln!("== {name}");
+        errln!("== {name}");
         let t = Instant::now();
         f().with_context(|| format!("stage {name}"))?;
         self.log
@@ -234,7 +234,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             out.display(),
             copy.display()
         ),
-        Ok(_) => eprintln!("continuing the run in {}", out.display()),
+        Ok(_) => errln!("continuing the run in {}", out.display()),
         Err(_) => std::fs::write(&copy, &text).with_context(|| format!("writing {}", copy.display()))?,
     }
     let seed = cfg.seed.to_string();
@@ -405,7 +405,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     let done_mark = train_dir.join("done.json");
     stages.run("train", || {
         if done_mark.exists() {
-            eprintln!("training already finished ({})", done_mark.display());
+            errln!("training already finished ({})", done_mark.display());
             return Ok(());
         }
         let (recipe_table, export) = split_export_keys(&cfg.train)?;
@@ -446,7 +446,7 @@ pub fn run(args: RunArgs) -> Result<()> {
 
     stages.run("report", || {
         let path = crate::commands::report::write_report(&out)?;
-        eprintln!("report: {}", path.display());
+        errln!("report: {}", path.display());
         Ok(())
     })?;
     print_summary(&out)
@@ -492,10 +492,10 @@ fn print_summary(out: &Path) -> Result<()> {
     ) else {
         return Ok(());
     };
-    eprintln!("\nSubEM x 100 (average over tasks)   before -> after");
+    errln!("\nSubEM x 100 (average over tasks)   before -> after");
     for k in ["greedy", "mbr", "random", "oracle"] {
         if let (Some(x), Some(y)) = (b["average"][k].as_f64(), a["average"][k].as_f64()) {
-            eprintln!("  {k:<32} {x:>6.1} -> {y:>6.1}");
+            errln!("  {k:<32} {x:>6.1} -> {y:>6.1}");
         }
     }
     Ok(())

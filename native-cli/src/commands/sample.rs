@@ -43,7 +43,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
     let done = jsonl::existing_ids(&args.out, "id")?;
     let todo: Vec<_> = questions.iter().filter(|l| !done.contains(&l.value.id)).collect();
     if !done.is_empty() {
-        eprintln!(
+        errln!(
             "resuming {}: {} of {} questions already sampled",
             args.out.display(),
             questions.len() - todo.len(),
@@ -70,9 +70,10 @@ pub fn run(args: SampleArgs) -> Result<()> {
     if let Some(client) = client {
         let c = client.config();
         let model = c.model.clone();
-        eprintln!(
+        errln!(
             "sampling from {} (model {model:?}, {} requests in flight)",
-            c.base_url, args.backend.concurrency
+            c.base_url,
+            args.backend.concurrency
         );
         let remote = openai::Sampling {
             temperature: sampling.temperature,
@@ -98,7 +99,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
             Ok(())
         })?;
         bar.finish();
-        eprintln!(
+        errln!(
             "wrote {} ({:.2} questions/s)",
             args.out.display(),
             todo.len() as f64 / start.elapsed().as_secs_f64()
@@ -124,7 +125,8 @@ pub fn run(args: SampleArgs) -> Result<()> {
         let res = generate::generate(&dec.model, &prompt.ids, &options, &mut rngs, |k| {
             tokens += k;
             bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
-        })?;
+        })
+        .with_context(|| format!("{}:{} (id {:?})", args.input.display(), l.line, q.id))?;
         let samples = res.iter().map(|c| dec.sample_record(c)).collect::<Result<Vec<_>>>()?;
         let answered = Answered {
             user_message: prompt.user_message,
@@ -136,7 +138,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    eprintln!(
+    errln!(
         "wrote {} ({:.1} tok/s overall)",
         args.out.display(),
         tokens as f64 / start.elapsed().as_secs_f64()

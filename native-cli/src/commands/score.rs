@@ -90,7 +90,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .filter(|l| !scored_done.contains(&l.value.id) || (args.pairs.is_some() && !pairs_done.contains(&l.value.id)))
         .collect();
     if !scored_done.is_empty() {
-        eprintln!(
+        errln!(
             "resuming {}: {} of {} questions already scored",
             args.out.display(),
             sets.len() - todo.len(),
@@ -142,8 +142,8 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .unwrap_or_else(|| with_suffix(&args.out, ".summary.json"));
     std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")
         .with_context(|| format!("writing {}", summary_path.display()))?;
-    print_summary(&summary);
-    eprintln!("wrote {} and {}", args.out.display(), summary_path.display());
+    print_summary(&summary)?;
+    errln!("wrote {} and {}", args.out.display(), summary_path.display());
     Ok(())
 }
 
@@ -262,13 +262,15 @@ pub fn summarize(path: &Path, seed: u64) -> Result<Value> {
     }))
 }
 
-fn print_summary(s: &Value) {
-    println!(
+fn print_summary(s: &Value) -> Result<()> {
+    outln!(
         "{} questions scored by {} ({} with gold answers)",
-        s["questions"], s["method"], s["questions_with_gold"]
-    );
+        s["questions"],
+        s["method"],
+        s["questions_with_gold"]
+    )?;
     if s["questions_with_gold"].as_u64().unwrap_or(0) > 0 {
-        println!("SubEM x100:");
+        outln!("SubEM x100:")?;
         for (k, label) in [
             ("sub_em_max", "oracle@N (best sample)"),
             ("sub_em_random", "random sample"),
@@ -277,7 +279,8 @@ fn print_summary(s: &Value) {
             ("sub_em_chosen", "chosen"),
             ("sub_em_rejected", "rejected"),
         ] {
-            println!("  {label:<24} {}", s[k]);
+            outln!("  {label:<24} {}", s[k])?;
         }
     }
+    Ok(())
 }

@@ -104,7 +104,7 @@ pub fn run(args: SubemArgs) -> Result<()> {
         Ok(())
     };
     if to_stdout {
-        write(&mut std::io::stdout().lock())?;
+        write(&mut crate::output::Stdout)?;
     } else {
         // Written whole to a temporary file and renamed: the output is never half written.
         let dir = out_path
@@ -130,7 +130,7 @@ pub fn run(args: SubemArgs) -> Result<()> {
     let mut console: Box<dyn Write> = if to_stdout {
         Box::new(&mut report)
     } else {
-        Box::new(std::io::stdout().lock())
+        Box::new(crate::output::Stdout)
     };
     if per.len() > 1 {
         for (ds, (sum, n)) in &per {

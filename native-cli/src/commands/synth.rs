@@ -65,7 +65,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
                 .map(|l| SourceQuestion::from_musique(&l.value))
                 .collect();
             if qs.len() < total {
-                eprintln!("skipping {} unanswerable MuSiQue records", total - qs.len());
+                errln!("skipping {} unanswerable MuSiQue records", total - qs.len());
             }
             qs
         }
@@ -83,7 +83,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         let before = questions.len();
         let kept: Vec<_> = questions.into_iter().filter(|q| !q.supporting.is_empty()).collect();
         if kept.len() < before {
-            eprintln!(
+            errln!(
                 "skipping {} questions without a supporting paragraph",
                 before - kept.len()
             );
@@ -130,7 +130,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
     let done = jsonl::existing_ids(&args.out, "_id")?;
     let todo: Vec<&SourceQuestion> = selected.iter().filter(|q| !done.contains(&q.id)).collect();
     if !done.is_empty() {
-        eprintln!(
+        errln!(
             "resuming {}: {} of {} questions already written",
             args.out.display(),
             selected.len() - todo.len(),
@@ -148,6 +148,6 @@ pub fn run(args: SynthArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    eprintln!("wrote {} ({} questions)", args.out.display(), selected.len());
+    errln!("wrote {} ({} questions)", args.out.display(), selected.len());
     Ok(())
 }

@@ -14,12 +14,11 @@ use crate::args::TokenizeArgs;
 use crate::provision;
 
 pub fn run(args: TokenizeArgs) -> Result<()> {
-    let stdout = std::io::stdout();
-    run_to(args, &mut stdout.lock())
+    run_to(args, &mut crate::output::Stdout)
 }
 
-/// Runs the command, writing its output to `out` (stdout for the binary). A reader that closes
-/// the pipe early (`| head`) ends the output quietly.
+/// Runs the command, writing its output to `out` (stdout for the binary, which ends quietly
+/// when its reader goes away). A writer that reports a closed pipe ends the output quietly too.
 pub fn run_to(args: TokenizeArgs, out: &mut dyn Write) -> Result<()> {
     let text = output(&args)?;
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {

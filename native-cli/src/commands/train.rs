@@ -256,7 +256,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let decoder = Decoder::load(&model, &device).with_context(|| format!("loading {}", model_path.display()))?;
     let context = decoder.rope.max_positions;
     if config.max_length > context {
-        eprintln!(
+        errln!(
             "max length {} exceeds the model's context; using {context}",
             config.max_length
         );
@@ -272,7 +272,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         config.truncate_prompt_middle,
     )?;
     for s in &skipped {
-        eprintln!(
+        errln!(
             "skipping {}:{} (id {:?}): {}",
             args.pairs.display(),
             s.line,
@@ -282,7 +282,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     let truncated = examples.iter().filter(|e| e.truncated).count();
     if truncated > 0 {
-        eprintln!("{truncated} responses cut to fit --max-length {}", config.max_length);
+        errln!("{truncated} responses cut to fit --max-length {}", config.max_length);
     }
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
@@ -295,7 +295,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         }))?,
     )?;
     if trainer.resumed_from() > 0 {
-        eprintln!(
+        errln!(
             "resuming {} at step {} of {}",
             args.out.display(),
             trainer.resumed_from(),
@@ -309,7 +309,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         bar.set_position(m.step as u64);
         bar.set_message(print_metrics(m, method));
         if !console_is_tty() {
-            eprintln!("step {}/{}: {}", m.step, m.total_steps, print_metrics(m, method));
+            errln!("step {}/{}: {}", m.step, m.total_steps, print_metrics(m, method));
         }
     });
     bar.finish();
@@ -319,14 +319,14 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let TrainMode::Lora(l) = &config.mode {
         let dir = args.out.join("adapter");
         save_peft_adapter(&trainer.decoder, l, &base_name, &dir)?;
-        eprintln!("adapter: {}", dir.display());
+        errln!("adapter: {}", dir.display());
     }
     if !args.no_merge {
         let dir = args.out.join("merged");
         save_merged(&trainer.decoder, &assets, &dir, dtype)?;
-        eprintln!("merged model: {}", dir.display());
+        errln!("merged model: {}", dir.display());
     }
-    eprintln!(
+    errln!(
         "trained {} steps ({} this run); metrics: {}",
         outcome.steps_done,
         outcome.steps_done - outcome.resumed_from,

@@ -60,8 +60,8 @@ pub fn default_www() -> PathBuf {
 
 pub fn run(args: ViewArgs) -> Result<()> {
     let server = Server::start(&args)?;
-    println!("sealong view: {} at {}", args.file.display(), server.url());
-    println!("(serving on {}; Ctrl-C stops)", server.addr());
+    outln!("sealong view: {} at {}", args.file.display(), server.url())?;
+    outln!("(serving on {}; Ctrl-C stops)", server.addr())?;
     if args.open {
         open_browser(&server.url());
     }
@@ -450,7 +450,7 @@ fn open_browser(url: &str) {
         std::process::Command::new("xdg-open")
     };
     if let Err(e) = cmd.arg(url).spawn() {
-        eprintln!("sealong view: could not open a browser ({e}); open {url} yourself");
+        errln!("sealong view: could not open a browser ({e}); open {url} yourself");
     }
 }
 

@@ -4,6 +4,7 @@
 //! `cargo test -p sealong-tests --test suite MODULE::`.
 
 mod bad_input;
+mod closed_pipe;
 mod decoder_bad_input;
 mod decoder_parity;
 mod encoder_parity;

@@ -190,6 +190,25 @@ fn a_killed_run_resumes_to_the_same_bytes_and_random_is_seeded() {
     }
 }
 
+/// Issue 17: a last record that was whole but for its newline counted as done on resume, and
+/// the appender then deleted it: the file ended one record short.
+#[test]
+fn a_last_record_without_its_newline_is_redone_on_resume() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (input, groups) = samples_file(dir.path(), "rouge.json");
+    assert_eq!(groups.len(), 3, "the golden has three questions");
+    let full = dir.path().join("full.jsonl");
+    score(&input, &full, "rouge-l", &[]).expect("score");
+    let text = std::fs::read_to_string(&full).expect("read");
+    assert_eq!(text.lines().count(), 3);
+    // Two of the three records kept, the second without its newline.
+    let second_end = text.match_indices('\n').nth(1).expect("two lines").0;
+    let part = dir.path().join("part.jsonl");
+    std::fs::write(&part, &text[..second_end]).expect("write");
+    score(&input, &part, "rouge-l", &[]).expect("resume");
+    assert_eq!(std::fs::read_to_string(&part).expect("read"), text);
+}
+
 #[test]
 fn bad_samples_fail_with_file_and_line_and_write_nothing() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -104,6 +104,79 @@ fn qwen2_with_qkv_bias_and_tied_head() {
     }
 }
 
+/// Issue 17: `max_position_embeddings` (a header field) sized `[max, head_dim]` RoPE tables at
+/// load, so 2^40 asked for 64 TiB. The CPU engine now computes the rows each forward needs and
+/// the burn decoder's tables stop at `nn::rope::MAX_TABLE_VALUES`; both still match the
+/// reference.
+#[test]
+fn a_huge_context_length_allocates_nothing_of_its_size() {
+    let mut spec = qwen_spec();
+    spec.max_positions = 1 << 40;
+    let weights = tiny::random_weights(&spec, 5);
+    let dir = tempfile::tempdir().expect("tmp");
+    tiny::write_hf_dir(dir.path(), &spec, &weights);
+    let ids = prompt();
+    let reference = tiny::reference_logits(&spec, &weights, &ids);
+    let path = ModelPath::detect(dir.path()).expect("hf dir");
+    for (name, got) in [
+        ("cpu", cpu_all_logits(&path, &ids)),
+        ("burn", burn_all_logits(&path, &ids)),
+    ] {
+        let d = max_diff(&got, &reference);
+        assert!(d <= TOL, "{name}: max |logit - reference| = {d}");
+    }
+    let m = Decoder::load(&path, &Device::flex()).expect("burn decoder");
+    assert_eq!(m.config.max_position_embeddings, 1 << 40);
+    assert_eq!(
+        m.rope.max_positions,
+        sealong::nn::rope::MAX_TABLE_VALUES / spec.head_dim,
+        "the tables stop at the limit"
+    );
+}
+
+/// A layer count no file backs: refused when no model could have it (2^50 sized a vector of
+/// per-layer flags, and reserved room for that many layers, before anything checked it), and
+/// otherwise an error naming the first missing layer tensor.
+#[test]
+fn a_huge_layer_count_is_an_error_naming_the_count_or_the_missing_tensor() {
+    let spec = qwen_spec();
+    let weights = tiny::random_weights(&spec, 5);
+    let dir = tempfile::tempdir().expect("tmp");
+    tiny::write_hf_dir(dir.path(), &spec, &weights);
+    let path = ModelPath::detect(dir.path()).expect("hf dir");
+    let mut config = tiny::hf_config(&spec);
+    config["num_hidden_layers"] = serde_json::json!(1u64 << 50);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+    for e in [
+        DecoderWeights::load(&path)
+            .map(|_| ())
+            .expect_err("cpu engine")
+            .to_string(),
+        Decoder::load(&path, &Device::flex())
+            .map(|_| ())
+            .expect_err("burn decoder")
+            .to_string(),
+    ] {
+        assert!(
+            e.contains("config.json") && e.contains("\"num_hidden_layers\" is 1125899906842624, more than the 4096"),
+            "{e}"
+        );
+    }
+    config["num_hidden_layers"] = serde_json::json!(4096);
+    std::fs::write(dir.path().join("config.json"), config.to_string()).expect("config");
+    let (config, mut w) = DecoderWeights::load(&path).expect("weights");
+    let e = CpuDecoder::from_weights(config, &mut w)
+        .map(|_| ())
+        .expect_err("cpu engine")
+        .to_string();
+    assert!(e.contains("model.layers.2."), "{e}");
+    let e = Decoder::load(&path, &Device::flex())
+        .map(|_| ())
+        .expect_err("burn decoder")
+        .to_string();
+    assert!(e.contains("model.layers.2."), "{e}");
+}
+
 #[test]
 fn a_missing_or_extra_or_misshaped_tensor_is_named() {
     let spec = llama_spec();

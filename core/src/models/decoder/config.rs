@@ -164,6 +164,23 @@ impl DecoderConfig {
         if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
             return err("hidden_size, num_hidden_layers and vocab_size must be positive".into());
         }
+        check_layer_count(self.num_hidden_layers, "num_hidden_layers", source)?;
+        if let RopeScaling::Factors(div) = &self.rope_scaling {
+            if div.len() != self.head_dim / 2 {
+                return err(format!(
+                    "tensor \"rope_freqs.weight\" has {} values, but head_dim {} needs {} (one divisor per \
+                     rotary frequency)",
+                    div.len(),
+                    self.head_dim,
+                    self.head_dim / 2
+                ));
+            }
+            if let Some((i, v)) = div.iter().enumerate().find(|(_, v)| !(v.is_finite() && **v > 0.0)) {
+                return err(format!(
+                    "tensor \"rope_freqs.weight\" value {i} is {v}; divisors must be finite and positive"
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -284,6 +301,8 @@ impl DecoderConfig {
             }
         };
         let num_hidden_layers = u("num_hidden_layers")?;
+        // Checked before anything is sized by it (the sliding window's per-layer flags).
+        check_layer_count(num_hidden_layers, "config.json \"num_hidden_layers\"", source)?;
         let sliding_window = family.sliding_window_from_hf(v, num_hidden_layers, source)?;
         let cfg = DecoderConfig {
             attention_bias: v
@@ -580,6 +599,20 @@ impl DecoderConfig {
     }
 }
 
+/// More decoder layers than any model has (the largest have ~130); a header asking for more is
+/// corrupt, and per-layer tables would be sized by it.
+pub const MAX_LAYERS: usize = 4096;
+
+fn check_layer_count(n: usize, key: &str, source: &str) -> Result<()> {
+    if n > MAX_LAYERS {
+        return Err(Error::Model {
+            path: source.to_string(),
+            message: format!("{key} is {n}, more than the {MAX_LAYERS} layers this loader accepts"),
+        });
+    }
+    Ok(())
+}
+
 fn ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
@@ -721,4 +754,76 @@ pub fn llama3_from_factors(config: &DecoderConfig, div: &[f32]) -> Option<Fitted
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loading::gguf::tests::GgufBuilder;
+
+    /// Issue 17: `rope_freqs.weight`'s length was never checked against the head dimension.
+    #[test]
+    fn rope_freqs_must_have_one_divisor_per_frequency() {
+        // head_dim 64 / 4 = 16: 8 rotary frequencies.
+        let bytes = GgufBuilder::default()
+            .string("general.architecture", "llama")
+            .u32("llama.embedding_length", 64)
+            .u32("llama.attention.head_count", 4)
+            .u32("llama.feed_forward_length", 32)
+            .u32("llama.block_count", 1)
+            .u32("llama.vocab_size", 10)
+            .build();
+        let g = Gguf::parse(&bytes, "m.gguf").expect("parse");
+        let c = DecoderConfig::from_gguf(&g, "m.gguf", Some(vec![2.0; 8])).expect("8 divisors");
+        assert_eq!(c.rope_inv_freq().len(), 8);
+        for n in [0, 7, 9, 64] {
+            let e = DecoderConfig::from_gguf(&g, "m.gguf", Some(vec![2.0; n]))
+                .expect_err("wrong length")
+                .to_string();
+            assert!(
+                e.starts_with("model m.gguf: tensor \"rope_freqs.weight\" has")
+                    && e.contains(&format!("has {n} values, but head_dim 16 needs 8")),
+                "{n}: {e}"
+            );
+        }
+        let mut bad = vec![2.0; 8];
+        bad[3] = 0.0;
+        let e = DecoderConfig::from_gguf(&g, "m.gguf", Some(bad))
+            .expect_err("zero")
+            .to_string();
+        assert!(e.contains("\"rope_freqs.weight\" value 3 is 0"), "{e}");
+    }
+
+    /// A Mistral's sliding-window flags are one per layer: a layer count of 2^50 asked for a
+    /// petabyte before anything checked it.
+    #[test]
+    fn a_huge_layer_count_is_refused_before_anything_is_sized_by_it() {
+        let mut v = serde_json::json!({"model_type": "mistral", "vocab_size": 4, "hidden_size": 8,
+            "intermediate_size": 8, "num_hidden_layers": 1u64 << 50, "num_attention_heads": 2,
+            "sliding_window": 16});
+        let e = DecoderConfig::from_hf_json(&v, "dir").expect_err("huge").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "model dir: config.json \"num_hidden_layers\" is {}, more than the 4096 layers this loader accepts",
+                1u64 << 50
+            )
+        );
+        v["num_hidden_layers"] = serde_json::json!(4096);
+        let c = DecoderConfig::from_hf_json(&v, "dir").expect("4096 layers");
+        assert_eq!(c.sliding_window.map(|w| w.layers.len()), Some(4096));
+        let bytes = GgufBuilder::default()
+            .string("general.architecture", "llama")
+            .u32("llama.embedding_length", 64)
+            .u32("llama.attention.head_count", 4)
+            .u32("llama.feed_forward_length", 32)
+            .u32("llama.block_count", 4097)
+            .u32("llama.vocab_size", 10)
+            .build();
+        let g = Gguf::parse(&bytes, "m.gguf").expect("parse");
+        let e = DecoderConfig::from_gguf(&g, "m.gguf", None)
+            .expect_err("4097")
+            .to_string();
+        assert!(e.contains("num_hidden_layers is 4097"), "{e}");
+    }
 }

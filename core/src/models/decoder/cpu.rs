@@ -96,10 +96,33 @@ pub struct CpuDecoder {
     embed: HostMatrix,
     norm: Vec<f32>,
     lm_head: HostMatrix,
-    /// `[max_positions, hd]` tables (see `nn::rope`).
-    rope_cos: Vec<f32>,
-    rope_sin: Vec<f32>,
+    /// RoPE inverse frequencies (`head_dim / 2`) and the attention scaling that multiplies
+    /// cos and sin. The cos/sin rows are computed per forward for the positions it covers
+    /// ([`rope_rows`]), not as `[max_positions, hd]` tables: the context length is a header
+    /// field, and a table of it would be sized by the file, not by the run.
+    rope_inv_freq: Vec<f32>,
+    rope_scaling: f32,
     pub precision: Precision,
+}
+
+/// cos and `sin_signed` rows (`[positions, hd]`, see `nn::rope`) for `positions`, each value
+/// computed as the burn decoder's tables compute it.
+fn rope_rows(inv_freq: &[f32], scaling: f32, positions: std::ops::Range<usize>) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let hd = 2 * half;
+    let mut cos = vec![0.0f32; positions.len() * hd];
+    let mut sin = vec![0.0f32; positions.len() * hd];
+    for (row, pos) in positions.enumerate() {
+        for (i, &f) in inv_freq.iter().enumerate() {
+            let (s, co) = (pos as f32 * f).sin_cos();
+            let (s, co) = (s * scaling, co * scaling);
+            cos[row * hd + i] = co;
+            cos[row * hd + half + i] = co;
+            sin[row * hd + i] = -s;
+            sin[row * hd + half + i] = s;
+        }
+    }
+    (cos, sin)
 }
 
 impl std::fmt::Debug for CpuDecoder {
@@ -159,7 +182,9 @@ impl CpuDecoder {
         let c = &config;
         let (d, hd) = (c.hidden_size, c.head_dim);
         let (qo, kvo) = (c.num_attention_heads * hd, c.num_key_value_heads * hd);
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // The layer count is a header field: reserve no more than a real model has; a
+        // larger count fails at its first missing tensor.
+        let mut layers = Vec::with_capacity(c.num_hidden_layers.min(256));
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let q = weights.take(&format!("{p}.self_attn.q_proj.weight"), &[qo, d])?;
@@ -201,21 +226,17 @@ impl CpuDecoder {
             None => embed.clone(),
         };
         let norm = dense(&weights.take("model.norm.weight", &[d])?);
-        let inv_freq = c.rope_inv_freq();
-        let scaling = c.rope_attention_scaling();
-        let half = inv_freq.len();
-        let max = c.max_position_embeddings;
-        let mut rope_cos = vec![0.0f32; max * hd];
-        let mut rope_sin = vec![0.0f32; max * hd];
-        for pos in 0..max {
-            for (i, &f) in inv_freq.iter().enumerate() {
-                let (s, co) = (pos as f32 * f).sin_cos();
-                let (s, co) = (s * scaling, co * scaling);
-                rope_cos[pos * hd + i] = co;
-                rope_cos[pos * hd + half + i] = co;
-                rope_sin[pos * hd + i] = -s;
-                rope_sin[pos * hd + half + i] = s;
-            }
+        let rope_inv_freq = c.rope_inv_freq();
+        let rope_scaling = c.rope_attention_scaling();
+        if 2 * rope_inv_freq.len() != hd {
+            return Err(Error::Model {
+                path: weights.source().to_string(),
+                message: format!(
+                    "RoPE has {} frequencies for a head dimension of {hd} (needs {})",
+                    rope_inv_freq.len(),
+                    hd / 2
+                ),
+            });
         }
         Ok(CpuDecoder {
             config,
@@ -223,8 +244,8 @@ impl CpuDecoder {
             embed,
             norm,
             lm_head,
-            rope_cos,
-            rope_sin,
+            rope_inv_freq,
+            rope_scaling,
             precision: Precision::Exact,
         })
     }
@@ -272,6 +293,7 @@ impl CpuDecoder {
         for (row, &id) in x.chunks_exact_mut(d).zip(ids.iter().flatten()) {
             self.embed.row_f32(id as usize, row);
         }
+        let (rope_cos, rope_sin) = rope_rows(&self.rope_inv_freq, self.rope_scaling, start..start + s);
         cache.reserve(cache.len + s);
         let own_start = cache.len;
         let qkv_w = (h + 2 * kvh) * hd;
@@ -285,9 +307,9 @@ impl CpuDecoder {
             }
             // RoPE on q and k heads at each row's position, then k, v into the cache.
             for (r, row) in qkv.chunks_exact_mut(qkv_w).enumerate() {
-                let pos = start + r % s;
-                let cos = &self.rope_cos[pos * hd..(pos + 1) * hd];
-                let sin = &self.rope_sin[pos * hd..(pos + 1) * hd];
+                let p = r % s;
+                let cos = &rope_cos[p * hd..(p + 1) * hd];
+                let sin = &rope_sin[p * hd..(p + 1) * hd];
                 for head in row[..(h + kvh) * hd].chunks_exact_mut(hd) {
                     host::rope_head(head, cos, sin);
                 }

@@ -100,7 +100,9 @@ impl Decoder {
             };
             Ok(Linear::new(LinearWeight::from_weight(&w, device), b))
         };
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // The layer count is a header field: reserve no more than a real model has; a
+        // larger count fails at its first missing tensor.
+        let mut layers = Vec::with_capacity(c.num_hidden_layers.min(256));
         for i in 0..c.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let q_proj = linear(weights, &format!("{p}.self_attn.q_proj"), q_out, d, c.attention_bias)?;
@@ -200,11 +202,22 @@ impl Decoder {
                 "token id {bad} is outside the vocabulary ({vocab})"
             )));
         }
-        if start + seq_len > self.rope.max_positions {
+        if start + seq_len > self.config.max_position_embeddings {
             return Err(Error::Invalid(format!(
                 "{} positions exceed the model's maximum context of {} tokens",
                 start + seq_len,
-                self.rope.max_positions
+                self.config.max_position_embeddings
+            )));
+        }
+        if start + seq_len > self.rope.max_positions {
+            return Err(Error::Invalid(format!(
+                "{} positions exceed the {} positions of the burn decoder's RoPE tables (at most {} values \
+                 per table, nn::rope::MAX_TABLE_VALUES; the model's context is {} tokens); the CPU engine \
+                 (--device cpu) has no such limit",
+                start + seq_len,
+                self.rope.max_positions,
+                crate::nn::rope::MAX_TABLE_VALUES,
+                self.config.max_position_embeddings
             )));
         }
         // The burn decoder (GPUs, training) attends to every earlier position: refuse a sequence

@@ -83,7 +83,9 @@ impl EncoderWeights {
             take("embeddings.LayerNorm.weight", &[h])?,
             take("embeddings.LayerNorm.bias", &[h])?,
         );
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        // The layer count is a header field: reserve no more than a real model has; a
+        // larger count fails at its first missing tensor.
+        let mut layers = Vec::with_capacity(c.num_hidden_layers.min(256));
         for l in 0..c.num_hidden_layers {
             let p = format!("encoder.layer.{l}.");
             let mut qkv = take(&format!("{p}attention.self.query.weight"), &[h, h])?;
