@@ -178,7 +178,8 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                         let ad = &x.d[i * nb..(i + 1) * nb];
                         let dsum = &x.dsum[i * nb..(i + 1) * nb];
                         // SAFETY: VNNI was detected; four whole weight rows, one activation row.
-                        let y4 = unsafe { x86::dot4_vnni(w.format, scales, qs, nb, a, ad, dsum) };
+                        let n16 = &x.neg16_sum4[i * k / 4..(i + 1) * k / 4];
+                        let y4 = unsafe { x86::dot4_vnni(w.format, scales, qs, nb, a, ad, dsum, n16) };
                         for (j, v) in y4.into_iter().enumerate() {
                             out[(dr + j) * m + i] = v;
                         }
@@ -311,7 +312,8 @@ mod x86 {
     }
 
     /// Four consecutive weight rows against one activation row: the activation block is loaded
-    /// once for the four rows, and the four accumulation chains run independently.
+    /// once for the four rows, and the four accumulation chains run independently. One copy per
+    /// format, so no format test is left in the loop.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn dot4_vnni(
@@ -322,43 +324,115 @@ mod x86 {
         a: &[i8],
         ad: &[f32],
         dsum: &[f32],
+        neg16_sum4: &[i32],
     ) -> [f32; 4] {
+        // SAFETY: as `dot4`'s: the caller's contract, passed on.
+        unsafe {
+            match format {
+                WeightFormat::Q8_0 => dot4::<Q8_0>(scales, qs, nb, a, ad, dsum, neg16_sum4),
+                WeightFormat::Q4_0 => dot4::<Q4_0>(scales, qs, nb, a, ad, dsum, neg16_sum4),
+                _ => dot4::<Q4_1>(scales, qs, nb, a, ad, dsum, neg16_sum4),
+            }
+        }
+    }
+
+    const Q8_0: u8 = 0;
+    const Q4_0: u8 = 1;
+    const Q4_1: u8 = 2;
+
+    /// [`dot4_vnni`] for one format (`F`: [`Q8_0`], [`Q4_0`] or [`Q4_1`]). The integer offsets
+    /// (Q8_0's −128 of the unsigned weights, Q4_0's −8) start each block's integer sum, from the
+    /// activations' `−16 Σ a` per four values (as Q5_0's), so the f32 sum is of exact block dots;
+    /// Q4_1's `m dx Σ a` is added per block in f32.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn dot4<const F: u8>(
+        scales: &[f32],
+        qs: &[u8],
+        nb: usize,
+        a: &[i8],
+        ad: &[f32],
+        dsum: &[f32],
+        neg16_sum4: &[i32],
+    ) -> [f32; 4] {
+        let format = match F {
+            Q8_0 => WeightFormat::Q8_0,
+            Q4_0 => WeightFormat::Q4_0,
+            _ => WeightFormat::Q4_1,
+        };
         let (ns, qb) = (format.scales_per_block(), format.quant_bytes_per_block());
-        let zero = _mm256_setzero_si256();
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm512_setzero_ps(); 4];
+        // The start of a block's integer sum: its offset times Σ a, per four values.
+        let start512 = |p: *const i32| {
+            // SAFETY: the caller's activation row has 8 sums a block.
+            let v = unsafe { _mm512_loadu_si512(p as *const _) };
+            match F {
+                Q8_0 => _mm512_slli_epi32(v, 3),
+                Q4_0 => _mm512_srai_epi32(v, 1),
+                _ => _mm512_setzero_si512(),
+            }
+        };
+        let start256 = |p: *const i32| {
+            // SAFETY: as above.
+            let v = unsafe { _mm256_loadu_si256(p as *const __m256i) };
+            match F {
+                Q8_0 => _mm256_slli_epi32(v, 3),
+                Q4_0 => _mm256_srai_epi32(v, 1),
+                _ => _mm256_setzero_si256(),
+            }
+        };
         // SAFETY: the caller passes four rows of `nb` blocks (scales, quants) and an activation
         // row of `nb` blocks; every index below is within them.
         unsafe {
-            for b in 0..nb {
-                let x = _mm256_loadu_si256(a.as_ptr().add(b * BLOCK) as *const __m256i);
-                let dx = *ad.get_unchecked(b);
+            // Two blocks a step in 512-bit registers (lanes 0..8 the first block, 8..16 the
+            // second): half the instructions of a block a step in 256-bit ones.
+            let mut b = 0;
+            while b + 2 <= nb {
+                let x = _mm512_loadu_si512(a.as_ptr().add(b * BLOCK) as *const _);
+                let start = start512(neg16_sum4.as_ptr().add(b * 8));
+                let (dx0, dx1) = (*ad.get_unchecked(b), *ad.get_unchecked(b + 1));
                 for (r, acc_r) in acc.iter_mut().enumerate() {
                     let blk = r * nb + b;
                     let p = qs.as_ptr().add(qb * blk);
                     // Each of the four rows is a stream from memory (a decode step reads every
                     // weight once); as in the exact kernels, the next cache lines are asked for
                     // ahead of time.
-                    crate::quant::raw_dots::x86::prefetch_ahead(p, 1);
-                    let w = weights(format, p);
-                    let p = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(zero, w, x));
+                    crate::quant::raw_dots::x86::prefetch_ahead(p, 2 * qb);
+                    let w =
+                        _mm512_inserti64x4::<1>(_mm512_castsi256_si512(weights(format, p)), weights(format, p.add(qb)));
+                    let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(start, w, x));
+                    let s0 = *scales.get_unchecked(ns * blk) * dx0;
+                    let s1 = *scales.get_unchecked(ns * (blk + 1)) * dx1;
+                    let sv = _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(s0), _mm512_set1_ps(s1));
+                    *acc_r = _mm512_fmadd_ps(sv, dot, *acc_r);
+                }
+                b += 2;
+            }
+            if b < nb {
+                let x = _mm256_loadu_si256(a.as_ptr().add(b * BLOCK) as *const __m256i);
+                let start = start256(neg16_sum4.as_ptr().add(b * 8));
+                let dx = *ad.get_unchecked(b);
+                for (r, acc_r) in acc.iter_mut().enumerate() {
+                    let blk = r * nb + b;
+                    let w = weights(format, qs.as_ptr().add(qb * blk));
+                    let dot = _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(start, w, x));
                     let scale = *scales.get_unchecked(ns * blk) * dx;
-                    *acc_r = _mm256_fmadd_ps(_mm256_set1_ps(scale), p, *acc_r);
+                    let part = _mm256_mul_ps(_mm256_set1_ps(scale), dot);
+                    *acc_r = _mm512_add_ps(*acc_r, _mm512_zextps256_ps512(part));
                 }
             }
         }
-        // The sum(a) corrections, one short independent loop per row.
         let mut out = [0.0f32; 4];
         for (r, o) in out.iter_mut().enumerate() {
+            // Q4_1's mins: `m dx Σ a` per block.
             let mut corr = 0.0f32;
-            for (b, &ds) in dsum.iter().enumerate().take(nb) {
-                let blk = r * nb + b;
-                corr += match format {
-                    WeightFormat::Q4_1 => scales[2 * blk + 1] * ds,
-                    WeightFormat::Q4_0 => -8.0 * scales[blk] * ds,
-                    _ => -128.0 * scales[blk] * ds,
-                };
+            if F == Q4_1 {
+                for (b, &ds) in dsum.iter().enumerate().take(nb) {
+                    corr += scales[2 * (r * nb + b) + 1] * ds;
+                }
             }
-            *o = hsum_ps(acc[r]) + corr;
+            *o = _mm512_reduce_add_ps(acc[r]) + corr;
         }
         out
     }
@@ -664,8 +738,12 @@ mod tests {
     #[test]
     fn int8_products_track_the_exact_ones() {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        for format in [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0] {
-            let (n, k, m) = (19, 128, 3);
+        // k = 160: an odd number of blocks (the four-row kernel's 256-bit tail).
+        for (format, k) in [WeightFormat::Q4_1, WeightFormat::Q4_0, WeightFormat::Q8_0]
+            .into_iter()
+            .flat_map(|f| [(f, 128), (f, 160)])
+        {
+            let (n, m) = (19, 3);
             let mut data = Vec::new();
             for _ in 0..n * k / BLOCK {
                 data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
@@ -691,7 +769,22 @@ mod tests {
                         &qx.sum[i * nb..(i + 1) * nb],
                     );
                     let portable = dot_row_portable(format, sc, q, args.0, args.1, args.2);
-                    let tol = 1e-5 * (1.0 + portable.abs());
+                    // f32 sums in another order: within 1e-6 of a bound on the magnitude of what is summed,
+                    // the blocks' integer dots and their sum(a) corrections (Q8_0's offset of
+                    // 128 makes both far larger than the result).
+                    let magnitude: f32 = (0..nb)
+                        .map(|b| {
+                            let d = args.1[b] * sc[b * format.scales_per_block()];
+                            let corr = match format {
+                                WeightFormat::Q8_0 => 128.0 * d,
+                                WeightFormat::Q4_0 => 8.0 * d,
+                                _ => sc[2 * b + 1] * args.1[b],
+                            };
+                            let dot: i32 = (0..BLOCK).map(|t| i32::from(args.0[b * BLOCK + t]).abs() * 255).sum();
+                            d.abs() * dot as f32 + (corr * args.2[b] as f32).abs()
+                        })
+                        .sum();
+                    let tol = 1e-5 * (1.0 + portable.abs()) + 1e-6 * magnitude;
                     assert!(
                         (y[i * n + j] - portable).abs() <= tol,
                         "{format:?}: SIMD {} vs portable {portable}",
