@@ -455,18 +455,14 @@ impl FrozenLinearOps for burn::backend::Cube {
         if m <= stored::XWT_MAX_M {
             return stored::xwt(&x, &dev);
         }
-        let parts: Vec<_> = stored::row_blocks(&dev)
+        let parts = stored::row_blocks(&dev)
             .into_iter()
             .map(|(part, r0, n)| {
                 let block = stored::dequantize_rows(&dev, part, r0, n);
                 Self::float_matmul(x.clone(), Self::float_transpose(block))
             })
             .collect();
-        if parts.len() == 1 {
-            parts.into_iter().next().expect("one part")
-        } else {
-            Self::float_cat(parts, 1)
-        }
+        stored::join(parts, 1)
     }
 
     fn frozen_linear_backward(dy: FloatTensor<Self>, w: Frozen) -> FloatTensor<Self> {

@@ -5,6 +5,8 @@
 //! function picks the kernel on a cubecl (wgpu) device and the twin elsewhere.
 
 pub mod attention;
+#[cfg(feature = "wgpu")]
+mod cube_alloc;
 mod flex;
 pub mod frozen;
 pub mod host;

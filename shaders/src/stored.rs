@@ -100,10 +100,12 @@ pub const XWT_MAX_M: usize = 8;
 const UNITS: usize = 64;
 
 #[cfg(feature = "wgpu")]
-pub(crate) use device::{dequantize_rows, on_device, row_blocks, xwt};
+pub(crate) use device::{dequantize_all, dequantize_rows, join, on_device, row_blocks, xwt};
 
 #[cfg(feature = "wgpu")]
 mod device {
+    use std::sync::Arc;
+
     use burn::backend::wgpu::CubeTensor;
     use burn::tensor::{DType, Shape};
     use cubecl::{CubeCount, CubeDim};
@@ -114,8 +116,7 @@ mod device {
 
     /// A matrix's storage on one device, in parts of whole rows of at most [`PART_BYTES`]
     /// each (a device limits one buffer binding: 128 MiB on lavapipe, and a 128k-vocabulary
-    /// head is larger).
-    #[derive(Clone)]
+    /// head is larger). Shared (`Arc`) between the matrix's cache and the products that use it.
     pub(crate) struct OnDevice {
         pub parts: Vec<Part>,
         pub layout: Layout,
@@ -125,7 +126,6 @@ mod device {
     }
 
     /// Rows `row0 .. row0 + rows` of a matrix on the device: their bytes and scales.
-    #[derive(Clone)]
     pub(crate) struct Part {
         pub row0: usize,
         pub rows: usize,
@@ -135,14 +135,14 @@ mod device {
 
     /// `w`'s storage on `like`'s device (uploaded on first use), or `None` when `w` lends no
     /// storage (its product then takes the dense path).
-    pub(crate) fn on_device(w: &Frozen, like: &CubeTensor) -> Option<OnDevice> {
+    pub(crate) fn on_device(w: &Frozen, like: &CubeTensor) -> Option<Arc<OnDevice>> {
         let stored: Stored<'_> = w.0.stored()?;
         let rows = w.0.rows();
         let cols = w.0.cols();
         let DeviceCopies(list) = stored.copies;
         let mut list = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         for copy in list.iter() {
-            if let Some(d) = copy.downcast_ref::<OnDevice>()
+            if let Some(d) = copy.downcast_ref::<Arc<OnDevice>>()
                 && d.parts.first().is_some_and(|p| p.qs.device == like.device)
             {
                 return Some(d.clone());
@@ -182,26 +182,19 @@ mod device {
         if parts.is_empty() {
             return None;
         }
-        let copy = OnDevice {
+        let copy = Arc::new(OnDevice {
             parts,
             layout: stored.layout,
             rows,
             cols,
             row_bytes,
-        };
+        });
         list.push(Box::new(copy.clone()));
         Some(copy)
     }
 
     fn empty_f32(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
-        let bytes = shape.iter().product::<usize>().max(1) * DType::F32.size();
-        CubeTensor::new_contiguous(
-            like.client.clone(),
-            like.device.clone(),
-            Shape::from(shape.to_vec()),
-            like.client.empty(bytes),
-            DType::F32,
-        )
+        crate::cube_alloc::empty(like, shape, DType::F32)
     }
 
     /// `(part, first row in the part, rows)` of the blocks of at most [`BLOCK_FLOATS`] floats
@@ -247,6 +240,25 @@ mod device {
             );
         }
         out
+    }
+
+    /// Tensors of consecutive row blocks joined along `dim` (a lone block as it is).
+    pub(crate) fn join(parts: Vec<CubeTensor>, dim: usize) -> CubeTensor {
+        use burn::backend::ops::FloatTensorOps;
+        type C = burn::backend::Cube;
+        if parts.len() == 1 {
+            return parts.into_iter().next().expect("one part");
+        }
+        <C as FloatTensorOps<C>>::float_cat(parts, dim)
+    }
+
+    /// The whole matrix as a contiguous f32 `[rows, cols]` tensor on its device.
+    pub(crate) fn dequantize_all(w: &OnDevice) -> CubeTensor {
+        let blocks = row_blocks(w)
+            .into_iter()
+            .map(|(part, r0, n)| dequantize_rows(w, part, r0, n))
+            .collect();
+        join(blocks, 0)
     }
 
     /// `x Wᵀ` for `x` `[m, cols]` (any strides) with `m ≤ XWT_MAX_M`: `[m, rows]`, a launch per

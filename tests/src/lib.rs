@@ -115,6 +115,18 @@ pub fn wgpu_device() -> burn::tensor::Device {
     .clone()
 }
 
+/// A golden f32 tensor's shape and values (little-endian, as the generators write them); a
+/// missing tensor is a test failure naming it.
+pub fn tensor_f32(st: &safetensors::SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
+    let t = st.tensor(name).unwrap_or_else(|e| panic!("golden tensor {name}: {e}"));
+    let v = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (t.shape().to_vec(), v)
+}
+
 /// Largest `|a_i - b_i|`; slices of different lengths are a test failure.
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");

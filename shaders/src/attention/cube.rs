@@ -33,7 +33,7 @@
 //! [`rows`] keeps that at or under 8 KiB for `hd ≥ 32`, inside WebGPU's 16 KiB default.
 
 use burn::backend::wgpu::CubeTensor;
-use burn::tensor::{DType, Shape};
+use burn::tensor::DType;
 use cubecl::{CubeCount, CubeDim};
 
 use device::{dkdv_kernel, forward_kernel};
@@ -360,14 +360,7 @@ mod device {
 /// A new contiguous f32 tensor of `shape` on `like`'s device (every element is written by the
 /// kernel that receives it).
 fn empty(like: &CubeTensor, shape: &[usize]) -> CubeTensor {
-    let bytes = shape.iter().product::<usize>() * DType::F32.size();
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        Shape::from(shape.to_vec()),
-        like.client.empty(bytes),
-        DType::F32,
-    )
+    crate::cube_alloc::empty(like, shape, DType::F32)
 }
 
 fn dims4(t: &CubeTensor) -> [usize; 4] {

@@ -215,10 +215,22 @@ pub trait FrozenHeadLossOps: Backend {
         chunk: usize,
     ) -> FloatTensor<Self> {
         let dense = dense_of::<Self>(&head, &hidden.device());
-        chunked_backward::<Self>(hidden, dense, labels, lse, grad, chunk, true, false)
-            .0
-            .expect("the hidden gradient was asked for")
+        dense_hidden_grad::<Self>(hidden, dense, labels, lse, grad, chunk)
     }
+}
+
+/// `d hidden` through the dense chunked path, given the head as a dense tensor.
+fn dense_hidden_grad<B: Backend>(
+    hidden: FloatTensor<B>,
+    dense: FloatTensor<B>,
+    labels: IntTensor<B>,
+    lse: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    chunk: usize,
+) -> FloatTensor<B> {
+    chunked_backward::<B>(hidden, dense, labels, lse, grad, chunk, true, false)
+        .0
+        .expect("the hidden gradient was asked for")
 }
 
 /// A CPU-backend int tensor's values as token ids.
@@ -295,9 +307,7 @@ impl FrozenHeadLossOps for burn::backend::Cube {
         chunk: usize,
     ) -> FloatTensor<Self> {
         let dense = device_dense(&head, &hidden);
-        chunked_backward::<Self>(hidden, dense, labels, lse, grad, chunk, true, false)
-            .0
-            .expect("the hidden gradient was asked for")
+        dense_hidden_grad::<Self>(hidden, dense, labels, lse, grad, chunk)
     }
 }
 
@@ -305,22 +315,9 @@ impl FrozenHeadLossOps for burn::backend::Cube {
 /// layout, or expanded on the host where it lends none.
 #[cfg(feature = "wgpu")]
 fn device_dense(head: &Frozen, like: &FloatTensor<burn::backend::Cube>) -> FloatTensor<burn::backend::Cube> {
-    use crate::stored;
-    use burn::backend::ops::FloatTensorOps;
-    type C = burn::backend::Cube;
-    match stored::on_device(head, like) {
-        Some(dev) => {
-            let parts: Vec<_> = stored::row_blocks(&dev)
-                .into_iter()
-                .map(|(part, r0, n)| stored::dequantize_rows(&dev, part, r0, n))
-                .collect();
-            if parts.len() == 1 {
-                parts.into_iter().next().expect("one part")
-            } else {
-                <C as FloatTensorOps<C>>::float_cat(parts, 0)
-            }
-        }
-        None => dense_of::<C>(head, &like.device()),
+    match crate::stored::on_device(head, like) {
+        Some(dev) => crate::stored::dequantize_all(&dev),
+        None => dense_of::<burn::backend::Cube>(head, &like.device()),
     }
 }
 

@@ -37,7 +37,7 @@
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, DispatchDevice};
 use burn::prelude::{Device, Int, Tensor};
-use burn::tensor::{DType, Shape};
+use burn::tensor::DType;
 use cubecl::{CubeCount, CubeDim};
 
 use super::{MbrError, MbrOutput, as_f32};
@@ -257,20 +257,10 @@ pub(super) fn launch(embeddings: Tensor<3>) -> Result<MbrOutput, MbrError> {
     }
 
     let client = input.client.clone();
-    let cube_device = input.device.clone();
-    let output = |shape: Vec<usize>, dtype: DType| {
-        let bytes = shape.iter().product::<usize>() * dtype.size();
-        CubeTensor::new_contiguous(
-            client.clone(),
-            cube_device.clone(),
-            Shape::from(shape),
-            client.empty(bytes),
-            dtype,
-        )
-    };
-    let similarity = output(vec![b, n, n], DType::F32);
-    let scores = output(vec![b, n], DType::F32);
-    let chosen = output(vec![b], DType::I32);
+    let output = |shape: &[usize], dtype: DType| crate::cube_alloc::empty(&input, shape, dtype);
+    let similarity = output(&[b, n, n], DType::F32);
+    let scores = output(&[b, n], DType::F32);
+    let chosen = output(&[b], DType::I32);
 
     const MAX_CUBES_PER_AXIS: usize = 65_535;
     let cubes_x = b.min(MAX_CUBES_PER_AXIS);

@@ -67,14 +67,14 @@ fn check_logits_against_golden(get: impl Fn(&[u32], &[usize]) -> Vec<Vec<f32>>, 
         let mut positions = other.clone();
         positions.push(prompt.len() - 1);
         let got = get(&prompt, &positions);
-        let (_, other_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_other"));
+        let (_, other_expected) = sealong_tests::tensor_f32(&st, &format!("chat_{k:02}.logits_other"));
         let vocab = 49152;
         for (i, &pos) in other.iter().enumerate() {
             let d = max_abs_diff(&got[i], &other_expected[i * vocab..(i + 1) * vocab]);
             assert!(d <= tol, "prompt {k} position {pos}: max |d| = {d}");
             worst = worst.max(d);
         }
-        let (_, final_expected) = tensor_f32(&st, &format!("chat_{k:02}.logits_final"));
+        let (_, final_expected) = sealong_tests::tensor_f32(&st, &format!("chat_{k:02}.logits_final"));
         let d = max_abs_diff(&got[other.len()], &final_expected);
         assert!(d <= tol, "prompt {k} final position: max |d| = {d}");
         worst = worst.max(d);
@@ -86,16 +86,6 @@ fn check_logits_against_golden(get: impl Fn(&[u32], &[usize]) -> Vec<Vec<f32>>, 
         }
     }
     worst
-}
-
-fn tensor_f32(st: &safetensors::SafeTensors, name: &str) -> (Vec<usize>, Vec<f32>) {
-    let t = st.tensor(name).unwrap_or_else(|e| panic!("golden tensor {name}: {e}"));
-    let v = t
-        .data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (t.shape().to_vec(), v)
 }
 
 fn tensor_i64(st: &safetensors::SafeTensors, name: &str) -> Vec<i64> {
@@ -133,7 +123,7 @@ fn weights_dequantize_and_unpermute_like_transformers() {
         ("model.layers.0.self_attn.q_proj.weight", 576),
         ("model.layers.0.self_attn.k_proj.weight", 192),
     ] {
-        let (shape, expected) = tensor_f32(&st, name);
+        let (shape, expected) = sealong_tests::tensor_f32(&st, name);
         assert_eq!(shape, vec![rows, 576]);
         let got = w.take(name, &[rows, 576]).expect("weight").to_f32();
         assert_eq!(
@@ -142,7 +132,7 @@ fn weights_dequantize_and_unpermute_like_transformers() {
             "{name} must equal transformers exactly"
         );
     }
-    let (shape, expected) = tensor_f32(&st, "token_embd.weight.dequant_rows");
+    let (shape, expected) = sealong_tests::tensor_f32(&st, "token_embd.weight.dequant_rows");
     let rows = tensor_i64(&st, "token_embd.weight.rows");
     let emb = w
         .take("model.embed_tokens.weight", &[49152, 576])
@@ -243,7 +233,7 @@ fn wgpu_matches_cpu_on_a_prompt() {
     assert!(d <= LOGIT_TOL, "wgpu vs cpu: max |d| = {d}");
     let bytes = std::fs::read(golden_dir().join("smollm_logits.safetensors")).expect("golden");
     let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
-    let (_, expected) = tensor_f32(&st, "chat_00.logits_final");
+    let (_, expected) = sealong_tests::tensor_f32(&st, "chat_00.logits_final");
     assert!(max_abs_diff(&gpu[0], &expected) <= LOGIT_TOL);
 }
 

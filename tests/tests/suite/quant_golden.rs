@@ -44,13 +44,7 @@ fn every_gguf_type_dequantizes_as_gguf_py_does_on_blocks_llama_cpp_wrote() {
         );
         let format = format_of(ty);
         let raw = st.tensor(&format!("{key}.bytes")).expect("bytes").data().to_vec();
-        let want: Vec<f32> = st
-            .tensor(&format!("{key}.values"))
-            .expect("values")
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let want = sealong_tests::tensor_f32(&st, &format!("{key}.values")).1;
         assert_eq!(raw.len(), rows * format.row_bytes(cols), "{key}: byte count");
         assert_eq!(want.len(), rows * cols, "{key}: value count");
         let mut got = vec![f32::NAN; rows * cols];
@@ -197,13 +191,7 @@ fn k_quant_models_match_transformers_logits_and_greedy_tokens() {
         for case in v["cases"].as_array().expect("cases") {
             let k = case["prompt"].as_u64().expect("prompt") as usize;
             let prompt = sealong_tests::ids(&chat["prompts"][k], "ids");
-            let want: Vec<f32> = st
-                .tensor(&format!("{name}.{k}.logits_final"))
-                .expect("logits")
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let want = sealong_tests::tensor_f32(&st, &format!("{name}.{k}.logits_final")).1;
             let last = [prompt.len() - 1];
             let got = crate::decoder_parity::cpu_logits_at(&cpu, &prompt, &last);
             let d = sealong_tests::max_abs_diff(&got[0], &want);
@@ -263,13 +251,7 @@ fn k_quant_models_on_wgpu_match_transformers_logits() {
         for case in v["cases"].as_array().expect("cases") {
             let k = case["prompt"].as_u64().expect("prompt") as usize;
             let prompt = sealong_tests::ids(&chat["prompts"][k], "ids");
-            let want: Vec<f32> = st
-                .tensor(&format!("{name}.{k}.logits_final"))
-                .expect("logits")
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
+            let want = sealong_tests::tensor_f32(&st, &format!("{name}.{k}.logits_final")).1;
             let got = crate::decoder_parity::logits_at(&model, &prompt, &[prompt.len() - 1]);
             let d = sealong_tests::max_abs_diff(&got[0], &want);
             eprintln!("{file} prompt {k}: wgpu decoder max |d| = {d:.2e}");

@@ -126,13 +126,7 @@ fn device_dequantizes_real_blocks_as_gguf_py_does() {
         );
         let format = crate::quant_golden::format_of(ty);
         let raw = st.tensor(&format!("{key}.bytes")).expect("bytes").data().to_vec();
-        let want: Vec<f32> = st
-            .tensor(&format!("{key}.values"))
-            .expect("values")
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
+        let want = sealong_tests::tensor_f32(&st, &format!("{key}.values")).1;
         let w = QuantMatrix::from_gguf_bytes(format, rows, cols, &raw).expect("matrix");
         worst = worst.max(assert_dequantized(&dequantized_on(&w, &device), &want, cols, key));
     }
