@@ -391,9 +391,13 @@ function renderHeatmap(rec, result) {
     for (const tr of document.querySelectorAll('#answers tbody tr.hl')) tr.classList.remove('hl');
   });
   box.replaceChildren(svg);
+  // Through the CSSOM, not a style attribute: `sealong view`'s Content-Security-Policy allows
+  // no inline styles.
+  const ramp = el('span', { class: 'ramp' });
+  ramp.style.background = `linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map(colour).join(',')})`;
   $('legend').replaceChildren(
     el('span', {}, fmt(lo)),
-    el('span', { class: 'ramp', style: `background: linear-gradient(to right, ${[0, 0.25, 0.5, 0.75, 1].map(colour).join(',')})` }),
+    ramp,
     el('span', {}, fmt(hi)),
   );
 }
@@ -521,6 +525,10 @@ async function walk(dir, prefix, out) {
 }
 
 window.addEventListener('error', (e) => addError(`page error: ${e.message}`));
+// Something `sealong view`'s Content-Security-Policy blocked: a bug in the page, shown, not hidden
+// in the console.
+document.addEventListener('securitypolicyviolation', (e) => addError(
+  `Content-Security-Policy blocked ${e.blockedURI || 'inline code'} (${e.violatedDirective})`));
 window.addEventListener('unhandledrejection', (e) => addError(`page error: ${e.reason?.message || e.reason}`));
 bind();
 renderBackend();

@@ -8,6 +8,8 @@
 //!   index is the same; the heatmap has N × N cells and hovering a cell reports its value;
 //! - the ROUGE-L switch shows the core's ROUGE-L scores;
 //! - the malformed line is reported, with its line number, in the visible Problems panel;
+//! - the server's Content-Security-Policy blocked nothing, and the access token's cookie is
+//!   HttpOnly (the page's own requests carry it);
 //! - answers are shown as text (no element injected from the file);
 //! - (CPU run) a file picked with the file input, or dropped on the page, replaces the data
 //!   (the picked file's bad line shows too); a model whose weights are cut short is reported in
@@ -400,6 +402,26 @@ fn run(webgpu: bool) {
         problems["text"].as_str().expect("text").contains(&want),
         "problems panel lacks {want:?}: {problems}"
     );
+
+    // The page runs under the server's Content-Security-Policy: nothing blocked (the page lists
+    // violations among its problems), the legend's gradient set through the CSSOM shows, and the
+    // token's cookie is out of the page's reach. The page's scripts, worker and wasm were
+    // fetched without the token in their URLs: the cookie carried it.
+    let csp = browser.js(
+        "return {problems: document.getElementById('errors').innerText,
+                 ramp: getComputedStyle(document.querySelector('#legend .ramp')).backgroundImage,
+                 cookie: document.cookie}",
+        json!([]),
+    );
+    assert!(
+        !csp["problems"]
+            .as_str()
+            .expect("text")
+            .contains("Content-Security-Policy"),
+        "{csp}"
+    );
+    assert!(csp["ramp"].as_str().expect("ramp").contains("linear-gradient"), "{csp}");
+    assert_eq!(csp["cookie"], "", "the token's cookie is HttpOnly: {csp}");
 
     let mut max_diff = 0.0f64;
     for (q, rec) in native.iter().enumerate() {
