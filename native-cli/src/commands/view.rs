@@ -15,8 +15,8 @@
 //!   gets it back as an `HttpOnly; SameSite=Strict` cookie named after the port, which the page's
 //!   own requests (scripts, the worker, its wasm, `fetch`) then send without the page knowing
 //!   about tokens. Compared in constant time. Loopback too, because loopback is not private on a
-//!   shared machine: any local user can connect to 127.0.0.1 and send whatever Host header they
-//!   like, and the data file and the model are theirs to read otherwise.
+//!   shared machine: any local user can connect to 127.0.0.1 with whatever Host header they
+//!   like, and would read the data file even where its permissions keep them out.
 //! - **The Host check on loopback**: a request whose Host is not this loopback address is
 //!   refused, so a web site cannot reach the server through DNS rebinding (the browser would
 //!   send the site's own host name). Beyond loopback (`--bind 0.0.0.0`) the server does not know
