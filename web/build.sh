@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the browser page's WebAssembly: the sealong-web crate for wasm32 (release), then
-# wasm-bindgen's ES-module glue into web/www/pkg (gitignored). `sealong view` serves web/www.
+# wasm-bindgen's ES-module glue into web/www/pkg (gitignored). `sealong` embeds web/www when it compiles
+# (native-cli/build.rs), so build this before sealong, or rebuild sealong after it.
 # Idempotent: installs wasm-bindgen-cli only when the installed one is not Cargo.lock's version
 # (the CLI and the crate must match exactly), and a second run with nothing changed takes
 # seconds. The name section is dropped: 6 MB of function names the page does not need (a
