@@ -11,6 +11,7 @@ mod encoder_parity;
 mod export;
 mod families;
 mod family_tokenizers;
+mod kill_sweep;
 mod long_context;
 mod loss_kernel;
 mod mbr_golden;

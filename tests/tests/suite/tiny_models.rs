@@ -132,6 +132,20 @@ fn a_huge_context_length_allocates_nothing_of_its_size() {
         sealong::nn::rope::MAX_TABLE_VALUES / spec.head_dim,
         "the tables stop at the limit"
     );
+    // The last tabled position is served; the first past the tables is an error naming the
+    // limit and the engine without one, not a slice out of range.
+    let last = m.rope.max_positions - 1;
+    m.check_input(&[vec![1]], last).expect("the last tabled position");
+    let e = m
+        .check_input(&[vec![1]], last + 1)
+        .expect_err("past the tables")
+        .to_string();
+    assert!(
+        e.contains(&format!("{} positions exceed the {} positions", last + 2, last + 1))
+            && e.contains("MAX_TABLE_VALUES")
+            && e.contains("--device cpu"),
+        "{e}"
+    );
 }
 
 /// A layer count no file backs: refused when no model could have it (2^50 sized a vector of

@@ -15,7 +15,7 @@ use sealong_tests::{data_file, sealong, smollm_path};
 use serde_json::{Value, json};
 
 /// Six pairs: a paragraph's first sentence as context, a question, a right and a wrong answer.
-fn write_pairs(dir: &Path) -> PathBuf {
+pub(crate) fn write_pairs(dir: &Path) -> PathBuf {
     let text = std::fs::read_to_string(data_file("musique/paragraphs.jsonl")).expect("paragraphs");
     let mut out = String::new();
     for (k, line) in text.lines().take(6).enumerate() {
@@ -41,7 +41,7 @@ fn model() -> String {
 }
 
 /// The common flags of a small, fast run.
-fn train_args(pairs: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+pub(crate) fn train_args(pairs: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
     let mut a: Vec<String> = [
         "train",
         "--model",
