@@ -230,6 +230,11 @@ pub struct SynthArgs {
     /// Evaluation-file preset: --own-only --format longbench.
     #[arg(long)]
     pub eval: bool,
+    /// Long evaluation files (with --eval): every question keeps its own paragraphs, padded with
+    /// --pool passages to each of these lengths in the model's tokens (e.g. 4096,8192). One
+    /// target writes --out; several write OUT-<tokens>.jsonl beside it.
+    #[arg(long, value_delimiter = ',', requires = "eval")]
+    pub target_tokens: Vec<usize>,
     /// The `dataset` field of every record (default: musique, hotpotqa or 2wikimqa from the input).
     #[arg(long)]
     pub dataset: Option<String>,

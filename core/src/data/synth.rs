@@ -3,7 +3,9 @@
 //! kept; distractors added first-fit in random order, first from the question's own
 //! non-supporting paragraphs, then from a shared paragraph pool when more are needed; documents
 //! shuffled and laid out as `Passage i:`. The same builder makes LongBench-style evaluation files
-//! from HotpotQA / 2Wiki / MuSiQue dev records (own paragraphs only, titles shown).
+//! from HotpotQA / 2Wiki / MuSiQue dev records (titles shown): with their own paragraphs only, or
+//! long ones ([`Target::Tokens`]) where every own paragraph is kept and pool passages pad the
+//! context to a fixed length, at seeded positions.
 //!
 //! Differences from the official code, each deliberate: documents are the datasets' paragraphs
 //! (full Wikipedia articles are not shipped), randomness is seeded per question, and the final
@@ -37,6 +39,11 @@ pub enum Target {
     Own,
     /// K x 1024 tokens with K uniform in `[min_k, max_k]` (SEALONG: 4..=31).
     Range { min_k: u32, max_k: u32 },
+    /// Long evaluation files: every own paragraph of the question (its supporting ones and its
+    /// own distractors, as the dataset gave them), padded with pool passages up to this many
+    /// tokens. Own paragraphs are never dropped, so a question whose own context is already
+    /// longer keeps it whole.
+    Tokens(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +129,9 @@ impl SourceQuestion {
     }
 }
 
+/// A document placed in a context: (document, supporting, tokens, kept whatever the length).
+type Chosen = (Paragraph, bool, usize, bool);
+
 /// Builds contexts for questions; caches token counts of pool documents across questions.
 pub struct Synthesizer<'a> {
     tokenizer: &'a Tokenizer,
@@ -177,40 +187,53 @@ impl<'a> Synthesizer<'a> {
     pub fn build(&mut self, q: &SourceQuestion) -> Result<LongBenchRecord> {
         // Eval files keep a record whose supporting paragraphs are missing from its context (a
         // few real HotpotQA records are like that); a training context must contain them.
-        if q.supporting.is_empty() && self.config.target != Target::Own {
+        if q.supporting.is_empty() && matches!(self.config.target, Target::Range { .. }) {
             return Err(Error::Invalid(format!(
                 "question {}: no supporting paragraph among its paragraphs",
                 q.id
             )));
         }
         let mut rng = rng::for_item(self.config.seed, &q.id);
-        // (document, is_supporting, tokens); supporting documents first, always kept.
-        let mut chosen: Vec<(Paragraph, bool, usize)> = Vec::new();
+        // (document, supporting, tokens, kept): supporting documents first, always kept; with a
+        // fixed token target the question's own distractors are kept too. Only documents not
+        // kept may be dropped when the laid-out context runs over the target.
+        let mut chosen: Vec<Chosen> = Vec::new();
         let mut total = 0;
         for d in &q.supporting {
             let n = self.doc_tokens(d)?;
             total += n;
-            chosen.push((d.clone(), true, n));
+            chosen.push((d.clone(), true, n, true));
         }
         let target = match self.config.target {
             Target::Own => None,
             Target::Range { min_k, max_k } => Some(rng.random_range(min_k..=max_k) as usize * 1024),
+            Target::Tokens(t) => Some(t),
         };
         let mut own: Vec<&Paragraph> = q.distractors.iter().collect();
-        match target {
-            None => {
+        match (target, self.config.target) {
+            (None, _) => {
                 for d in own {
                     let n = self.doc_tokens(d)?;
-                    chosen.push((d.clone(), false, n));
+                    chosen.push((d.clone(), false, n, false));
                 }
             }
-            Some(target) => {
+            (Some(target), Target::Tokens(_)) => {
+                for d in own {
+                    let n = self.doc_tokens(d)?;
+                    total += n;
+                    chosen.push((d.clone(), false, n, true));
+                }
+                if total < target {
+                    self.fill_from_pool(q, &mut chosen, total, target, &mut rng)?;
+                }
+            }
+            (Some(target), _) => {
                 own.shuffle(&mut rng);
                 for d in own {
                     let n = self.doc_tokens(d)?;
                     if total + n <= target {
                         total += n;
-                        chosen.push((d.clone(), false, n));
+                        chosen.push((d.clone(), false, n, false));
                     }
                 }
                 if total < target {
@@ -226,7 +249,7 @@ impl<'a> Synthesizer<'a> {
                 Some(t) if n > t => {
                     // Passage headers or token merges across passage boundaries went over the
                     // target: drop the last distractor in passage order and rebuild.
-                    match chosen.iter().rposition(|(_, sup, _)| !sup) {
+                    match chosen.iter().rposition(|(_, _, _, kept)| !kept) {
                         Some(i) => {
                             chosen.remove(i);
                         }
@@ -241,21 +264,30 @@ impl<'a> Synthesizer<'a> {
     fn fill_from_pool(
         &mut self,
         q: &SourceQuestion,
-        chosen: &mut Vec<(Paragraph, bool, usize)>,
+        chosen: &mut Vec<Chosen>,
         mut total: usize,
         target: usize,
         rng: &mut rng::Rng,
     ) -> Result<()> {
         // Pool documents about the question's own articles could contradict or duplicate its
-        // supporting facts: leave out every pool document whose title the question already has.
+        // supporting facts: leave out every pool document whose title or text the question
+        // already has (a pool can hold another copy of a paragraph under another title).
         let own_titles: HashSet<&str> = q
             .supporting
             .iter()
             .chain(&q.distractors)
             .map(|d| d.title.as_str())
             .collect();
+        let own_texts: HashSet<&str> = q
+            .supporting
+            .iter()
+            .chain(&q.distractors)
+            .map(|d| d.text.trim())
+            .collect();
         let mut order: Vec<usize> = (0..self.pool.len())
-            .filter(|&i| !own_titles.contains(self.pool[i].title.as_str()))
+            .filter(|&i| {
+                !own_titles.contains(self.pool[i].title.as_str()) && !own_texts.contains(self.pool[i].text.trim())
+            })
             .collect();
         order.shuffle(rng);
         let mut available = total;
@@ -264,32 +296,27 @@ impl<'a> Synthesizer<'a> {
             available += n;
             if total + n <= target {
                 total += n;
-                chosen.push((self.pool[i].clone(), false, n));
+                chosen.push((self.pool[i].clone(), false, n, false));
             }
         }
         if available < target && !self.config.allow_short {
             return Err(Error::Invalid(format!(
                 "question {}: the paragraph pool is too small for a {target}-token context \
-                 ({available} tokens available in all); add a larger --pool, lower --max-k, or pass --allow-short",
+                 ({available} tokens available in all); add a larger --pool, a lower target (--max-k, --target-tokens), or pass --allow-short",
                 q.id
             )));
         }
         Ok(())
     }
 
-    fn record(
-        &self,
-        q: &SourceQuestion,
-        chosen: &[(Paragraph, bool, usize)],
-        target: Option<usize>,
-    ) -> Result<LongBenchRecord> {
-        let bodies: Vec<String> = chosen.iter().map(|(d, _, _)| self.body(d)).collect();
+    fn record(&self, q: &SourceQuestion, chosen: &[Chosen], target: Option<usize>) -> Result<LongBenchRecord> {
+        let bodies: Vec<String> = chosen.iter().map(|(d, _, _, _)| self.body(d)).collect();
         let context = prompts::passages_context(&bodies);
         let num_tokens = self.tokenizer.count(&context)?;
         let supporting_passages = chosen
             .iter()
             .enumerate()
-            .filter(|(_, (_, sup, _))| *sup)
+            .filter(|(_, (_, sup, _, _))| *sup)
             .map(|(i, _)| i + 1)
             .collect();
         Ok(LongBenchRecord {

@@ -33,7 +33,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub adapter: Option<PathBuf>,
     /// LongBench-style files (real LongBench, or `sealong synth --eval` output); the task of a
-    /// record is its `dataset` field, else the file's name.
+    /// record is its `dataset` field, else the file's name (plus `-<K>k` for a long file's records).
     #[arg(long, short = 'i', num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
     /// Output directory (predictions.jsonl, metrics.json).
@@ -67,13 +67,21 @@ struct Item {
     source: String,
 }
 
+/// A record's task: its `dataset`, else the file's name; a long evaluation file's records
+/// (`synth --eval --target-tokens`, which keep LongBench's dataset names) add their length, so
+/// the same questions at 4k and 8k tokens are two tasks (`hotpotqa-4k`, `hotpotqa-8k`).
 fn task_of(record: &LongBenchRecord, path: &Path) -> String {
-    if record.dataset.is_empty() {
+    let name = if record.dataset.is_empty() {
         path.file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     } else {
         record.dataset.clone()
+    };
+    match record.target_tokens {
+        Some(t) if t % 1024 == 0 => format!("{name}-{}k", t / 1024),
+        Some(t) => format!("{name}-{t}"),
+        None => name,
     }
 }
 
@@ -357,4 +365,38 @@ pub fn print_table(t: &tables::Table, n: usize) -> Result<()> {
         line(&t.task, t.questions.to_string(), &t.row)?;
     }
     line("average", String::new(), &t.average)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(line: &str) -> LongBenchRecord {
+        serde_json::from_str(line).expect("record")
+    }
+
+    #[test]
+    fn a_long_files_records_are_their_own_task() {
+        let base = r#"{"_id": "a", "input": "q", "context": "c", "answers": ["x"]"#;
+        let p = Path::new("dir/hotpot.jsonl");
+        assert_eq!(
+            task_of(&record(&format!(r#"{base}, "dataset": "hotpotqa"}}"#)), p),
+            "hotpotqa"
+        );
+        assert_eq!(task_of(&record(&format!("{base}}}")), p), "hotpot");
+        assert_eq!(
+            task_of(
+                &record(&format!(r#"{base}, "dataset": "hotpotqa", "target_tokens": 8192}}"#)),
+                p
+            ),
+            "hotpotqa-8k"
+        );
+        assert_eq!(
+            task_of(
+                &record(&format!(r#"{base}, "dataset": "hotpotqa", "target_tokens": 5000}}"#)),
+                p
+            ),
+            "hotpotqa-5000"
+        );
+    }
 }

@@ -176,6 +176,13 @@ struct EvalStage {
     strategy: String,
     #[serde(default)]
     truncate_middle: bool,
+    /// Long evaluation files: each dev question's own paragraphs padded with `pool` passages to
+    /// each of these lengths (`sealong synth --eval --target-tokens`); empty: own paragraphs only.
+    #[serde(default)]
+    target_tokens: Vec<usize>,
+    /// The passages that pad long evaluation files.
+    #[serde(default)]
+    pool: Vec<PathBuf>,
 }
 
 fn default_eval_tokens() -> usize {
@@ -347,7 +354,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "eval".into());
             let file = eval_dir.join(format!("{stem}.jsonl"));
-            sealong(vec![
+            let mut a = vec![
                 "synth".into(),
                 "--eval".into(),
                 "--input".into(),
@@ -358,8 +365,25 @@ pub fn run(args: RunArgs) -> Result<()> {
                 cfg.model.clone(),
                 "--seed".into(),
                 seed.clone(),
-            ])?;
-            eval_files.push(file);
+            ];
+            let targets = &cfg.eval.target_tokens;
+            if !targets.is_empty() {
+                let list: Vec<String> = targets.iter().map(usize::to_string).collect();
+                a.extend(["--target-tokens".into(), list.join(",")]);
+                for p in &cfg.eval.pool {
+                    a.extend(["--pool".into(), s(p)]);
+                }
+            }
+            sealong(a)?;
+            if targets.is_empty() {
+                eval_files.push(file);
+            } else {
+                eval_files.extend(
+                    targets
+                        .iter()
+                        .map(|&t| crate::commands::synth::target_path(&file, t, targets.len())),
+                );
+            }
         }
         Ok(())
     })?;

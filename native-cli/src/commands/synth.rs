@@ -106,6 +106,17 @@ pub fn run(args: SynthArgs) -> Result<()> {
             PassageFormatArg::Longbench => PassageFormat::LongBench,
         }
     };
+    if !args.target_tokens.is_empty() {
+        if args.pool.is_empty() {
+            bail!(
+                "--target-tokens pads each question's own paragraphs with passages from --pool: pass one \
+                 (e.g. --pool data/musique/paragraphs.jsonl)"
+            );
+        }
+        if let Some(t) = args.target_tokens.iter().find(|&&t| t == 0) {
+            bail!("--target-tokens {t}: a target must be a positive number of tokens");
+        }
+    }
     let config = SynthConfig {
         target: if own_only {
             Target::Own
@@ -125,19 +136,53 @@ pub fn run(args: SynthArgs) -> Result<()> {
     };
     let model_path = provision::resolve_model(&args.model.model)?;
     let assets = TextAssets::load(&ModelPath::detect(&model_path)?).context("loading the tokenizer")?;
-    let mut synth = Synthesizer::new(&assets.tokenizer, pool, config)?;
     let selected = synth::select_questions(questions, args.seed.seed, args.n);
-    let done = jsonl::existing_ids(&args.out, "_id")?;
+    if args.target_tokens.is_empty() {
+        let mut synth = Synthesizer::new(&assets.tokenizer, pool, config)?;
+        return write(&mut synth, &selected, &args.out);
+    }
+    for &tokens in &args.target_tokens {
+        let out = target_path(&args.out, tokens, args.target_tokens.len());
+        let config = SynthConfig {
+            target: Target::Tokens(tokens),
+            ..config.clone()
+        };
+        let mut synth = Synthesizer::new(&assets.tokenizer, pool.clone(), config)?;
+        write(&mut synth, &selected, &out)?;
+    }
+    Ok(())
+}
+
+/// Where the file for one of `count` token targets goes: `out` itself when there is one,
+/// else `out` with `-<tokens>` before its extension.
+pub fn target_path(out: &Path, tokens: usize, count: usize) -> std::path::PathBuf {
+    if count == 1 {
+        return out.to_path_buf();
+    }
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match out.extension() {
+        Some(ext) => format!("{stem}-{tokens}.{}", ext.to_string_lossy()),
+        None => format!("{stem}-{tokens}"),
+    };
+    out.with_file_name(name)
+}
+
+/// Builds every selected question not yet in `out` and appends it.
+fn write(synth: &mut Synthesizer, selected: &[SourceQuestion], out_path: &Path) -> Result<()> {
+    let done = jsonl::existing_ids(out_path, "_id")?;
     let todo: Vec<&SourceQuestion> = selected.iter().filter(|q| !done.contains(&q.id)).collect();
     if !done.is_empty() {
         errln!(
             "resuming {}: {} of {} questions already written",
-            args.out.display(),
+            out_path.display(),
             selected.len() - todo.len(),
             selected.len()
         );
     }
-    let mut out = Appender::open(&args.out)?;
+    let mut out = Appender::open(out_path)?;
     let bar = progress::bar(todo.len() as u64, "questions");
     let mut tokens = 0usize;
     for q in todo {
@@ -148,6 +193,6 @@ pub fn run(args: SynthArgs) -> Result<()> {
         bar.inc(1);
     }
     bar.finish();
-    errln!("wrote {} ({} questions)", args.out.display(), selected.len());
+    errln!("wrote {} ({} questions)", out_path.display(), selected.len());
     Ok(())
 }

@@ -238,3 +238,158 @@ fn a_pool_too_small_for_the_target_is_a_clear_error() {
     .expect("allow-short");
     assert_eq!(read_longbench(&out).expect("read").len(), 2);
 }
+
+/// `synth --eval --target-tokens`: long evaluation files. Each record keeps every one of its own
+/// paragraphs (as the plain eval file has them), is padded with pool passages to its target
+/// (within the longest pool passage below it, never above), holds no pool passage whose title or
+/// text is one of its own, records its target, and sits at seeded positions (same seed, same
+/// bytes).
+#[test]
+fn long_eval_files_pad_own_paragraphs_to_each_target() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = data_file("hotpotqa/dev.jsonl");
+    let pool = data_file("musique/paragraphs.jsonl");
+    let run = |out: &Path, extra: &[&str]| {
+        let model = smollm_path();
+        let mut a = vec![
+            "synth",
+            "--eval",
+            "-n",
+            "8",
+            "--input",
+            input.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+            "--model",
+            model.to_str().expect("utf8"),
+        ];
+        a.extend_from_slice(extra);
+        sealong(&a).expect("synth --eval");
+    };
+    let own = dir.path().join("own.jsonl");
+    run(&own, &[]);
+    let long = dir.path().join("long.jsonl");
+    let pool_arg = pool.to_str().expect("utf8");
+    run(&long, &["--target-tokens", "4096,8192", "--pool", pool_arg]);
+    let again = dir.path().join("again.jsonl");
+    run(&again, &["--target-tokens", "4096,8192", "--pool", pool_arg]);
+    for t in [4096, 8192] {
+        let a = std::fs::read(dir.path().join(format!("long-{t}.jsonl"))).expect("long file");
+        let b = std::fs::read(dir.path().join(format!("again-{t}.jsonl"))).expect("long file");
+        assert!(a == b, "{t}: the same seed gave other bytes");
+    }
+    assert!(!long.exists(), "two targets write OUT-<tokens>.jsonl, not OUT");
+
+    let pool_docs: Vec<_> = sealong::data::records::read_paragraphs(&pool)
+        .expect("pool")
+        .into_iter()
+        .map(|l| l.value)
+        .collect();
+    let assets = TextAssets::load(&ModelPath::detect(&smollm_path()).expect("model")).expect("tokenizer");
+    let longest_pool_doc = pool_docs
+        .iter()
+        .map(|d| {
+            assets
+                .tokenizer
+                .count(&format!("Passage 10:\n{}\n{}", d.title, d.text))
+                .expect("count")
+        })
+        .max()
+        .expect("pool");
+    // A context's passages in order, by their numbered headers (a passage's text may itself
+    // say "Passage").
+    let passages = |ctx: &str| -> Vec<String> {
+        let mut rest = ctx.strip_prefix("Passage 1:\n").expect("first passage header");
+        let mut out = Vec::new();
+        for i in 2.. {
+            let marker = format!("\nPassage {i}:\n");
+            match rest.find(&marker) {
+                Some(k) => {
+                    out.push(rest[..k].to_string());
+                    rest = &rest[k + marker.len()..];
+                }
+                None => {
+                    out.push(rest.to_string());
+                    break;
+                }
+            }
+        }
+        out
+    };
+    let own_recs = read_longbench(&own).expect("own");
+    for t in [4096usize, 8192] {
+        let recs = read_longbench(&dir.path().join(format!("long-{t}.jsonl"))).expect("long");
+        assert_eq!(recs.len(), own_recs.len());
+        for (o, l) in own_recs.iter().zip(&recs) {
+            let (o, r) = (&o.value, &l.value);
+            assert_eq!((r.id.as_str(), r.dataset.as_str()), (o.id.as_str(), "hotpotqa"));
+            assert_eq!(r.target_tokens, Some(t));
+            let n = r.num_tokens.expect("num_tokens");
+            assert_eq!(n, assets.tokenizer.count(&r.context).expect("count"), "{}", r.id);
+            assert!(
+                n <= t && n + longest_pool_doc >= t,
+                "{} at {t}: {n} tokens (longest pool passage {longest_pool_doc})",
+                r.id
+            );
+            let mine = passages(&r.context);
+            let theirs = passages(&o.context);
+            for p in &theirs {
+                assert!(mine.contains(p), "{} at {t}: an own paragraph is missing", r.id);
+            }
+            // Every added passage is a pool document, none with an own title or text.
+            let own_titles: Vec<&str> = theirs.iter().map(|p| p.split('\n').next().unwrap_or("")).collect();
+            for p in mine.iter().filter(|p| !theirs.contains(p)) {
+                let (title, text) = p.split_once('\n').expect("title line");
+                assert!(
+                    pool_docs
+                        .iter()
+                        .any(|d| d.title == title && d.text.trim() == text.trim()),
+                    "{} at {t}: passage {title:?} is not from the pool",
+                    r.id
+                );
+                assert!(
+                    !own_titles.contains(&title),
+                    "{} at {t}: pool passage repeats own title {title:?}",
+                    r.id
+                );
+                assert!(
+                    theirs.iter().all(|o| o.split_once('\n').map(|(_, x)| x) != Some(text)),
+                    "{} at {t}: pool passage repeats an own paragraph",
+                    r.id
+                );
+            }
+            // The supporting passages' indices still point at the same paragraphs.
+            let own_support: Vec<&String> = o.supporting_passages.iter().map(|&i| &theirs[i - 1]).collect();
+            let long_support: Vec<&String> = r.supporting_passages.iter().map(|&i| &mine[i - 1]).collect();
+            let (mut a, mut b) = (own_support, long_support);
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{} at {t}: supporting passages", r.id);
+        }
+    }
+    // A target needs a pool; --target-tokens needs --eval.
+    let x = dir.path().join("x.jsonl");
+    let e = sealong(&[
+        "synth",
+        "--eval",
+        "--input",
+        input.to_str().expect("utf8"),
+        "--out",
+        x.to_str().expect("utf8"),
+        "--target-tokens",
+        "4096",
+    ])
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--pool"), "{e:#}");
+    let e = sealong(&[
+        "synth",
+        "--input",
+        input.to_str().expect("utf8"),
+        "--out",
+        x.to_str().expect("utf8"),
+        "--target-tokens",
+        "4096",
+    ])
+    .unwrap_err();
+    assert!(format!("{e:#}").contains("--eval"), "{e:#}");
+}
