@@ -117,6 +117,8 @@ struct RemoteSampling {
     concurrency: Option<usize>,
     request_timeout: Option<u64>,
     max_retries: Option<u32>,
+    /// `fail` (default) or `skip`: what a question the server rejects does (`--on-error`).
+    on_error: Option<String>,
 }
 
 impl RemoteSampling {
@@ -134,6 +136,7 @@ impl RemoteSampling {
             ("--concurrency", self.concurrency.map(|v| v.to_string())),
             ("--request-timeout", self.request_timeout.map(|v| v.to_string())),
             ("--max-retries", self.max_retries.map(|v| v.to_string())),
+            ("--on-error", self.on_error.clone()),
         ];
         for (flag, v) in opt {
             if let Some(v) = v {
@@ -212,7 +215,7 @@ impl Stages {
         self.log
             .push(json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0}));
         let text = serde_json::to_string_pretty(&json!({"stages": self.log}))?;
-        std::fs::write(&self.path, text).with_context(|| format!("writing {}", self.path.display()))
+        Ok(sealong::files::write_atomic(&self.path, text.as_bytes())?)
     }
 }
 
@@ -229,13 +232,26 @@ pub fn run(args: RunArgs) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let copy = out.join("config.toml");
     match std::fs::read_to_string(&copy) {
-        Ok(prev) if prev != text => bail!(
-            "{} holds a run with a different config ({}); use another output directory",
-            out.display(),
-            copy.display()
-        ),
-        Ok(_) => errln!("continuing the run in {}", out.display()),
-        Err(_) => std::fs::write(&copy, &text).with_context(|| format!("writing {}", copy.display()))?,
+        Ok(prev) if prev == text => errln!("continuing the run in {}", out.display()),
+        Ok(prev) => {
+            let diffs = config_differences(&prev, &text)
+                .with_context(|| format!("{}: the copy of the run's config", copy.display()))?;
+            if !diffs.is_empty() {
+                bail!(
+                    "{} holds a run with a different config ({}): {}. Resuming would mix two recipes in one \
+                     set of files; use another output directory (--out or `out`), or delete {} to start afresh",
+                    out.display(),
+                    copy.display(),
+                    diffs.join(", "),
+                    out.display()
+                );
+            }
+            // Only settings that change no result differ (device, transport, checkpoint cadence):
+            // the copy becomes this config, so the directory records what ran last.
+            errln!("continuing the run in {} (with this config's device/transport settings)", out.display());
+            sealong::files::write_atomic(&copy, text.as_bytes())?;
+        }
+        Err(_) => sealong::files::write_atomic(&copy, text.as_bytes())?,
     }
     let seed = cfg.seed.to_string();
     let device = ["--device".to_string(), cfg.device.clone()];
@@ -410,7 +426,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         let (recipe_table, export) = split_export_keys(&cfg.train)?;
         let recipe = out.join("train_recipe.toml");
-        std::fs::write(&recipe, toml::to_string(&recipe_table)?)?;
+        sealong::files::write_atomic(&recipe, toml::to_string(&recipe_table)?.as_bytes())?;
         let mut a = vec![
             "train".into(),
             "--model".into(),
@@ -431,7 +447,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         a.extend(device.clone());
         sealong(a)?;
-        std::fs::write(&done_mark, "{\"done\": true}\n")?;
+        sealong::files::write_atomic(&done_mark, b"{\"done\": true}\n")?;
         Ok(())
     })?;
 
@@ -450,6 +466,60 @@ pub fn run(args: RunArgs) -> Result<()> {
         Ok(())
     })?;
     print_summary(&out)
+}
+
+/// Config keys that change no record, so a rerun may change them: where the run writes, the
+/// device (the engines are held to each other by the parity tests), how the server is reached,
+/// and the trainer's knobs that do not change the update (as `TrainConfig::result_shaping`).
+const NOT_RECORD_SHAPING: &[&[&str]] = &[
+    &["out"],
+    &["device"],
+    &["sample", "remote", "base_url"],
+    &["sample", "remote", "api_key_env"],
+    &["sample", "remote", "concurrency"],
+    &["sample", "remote", "request_timeout"],
+    &["sample", "remote", "max_retries"],
+    &["sample", "remote", "on_error"],
+    &["train", "checkpoint_every"],
+    &["train", "keep_checkpoints"],
+    &["train", "micro_batch"],
+    &["train", "loss_chunk"],
+];
+
+/// The differences between the config a run directory was made with and this one, as
+/// `key = old (this config: new)`, leaving out [`NOT_RECORD_SHAPING`] keys and formatting.
+fn config_differences(old: &str, new: &str) -> Result<Vec<String>> {
+    let old: toml::Table = toml::from_str(old).context(
+        "not valid TOML (cut off by an interrupted write of an older version?); restore it from the \
+         config the run was started with",
+    )?;
+    let new: toml::Table = toml::from_str(new)?;
+    let mut out = Vec::new();
+    diff_tables(&old, &new, &mut Vec::new(), &mut out);
+    Ok(out)
+}
+
+fn diff_tables(old: &toml::Table, new: &toml::Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        path.push(k.clone());
+        let ignored = NOT_RECORD_SHAPING
+            .iter()
+            .any(|p| p.len() == path.len() && p.iter().zip(path.iter()).all(|(a, b)| a == b));
+        if !ignored {
+            match (old.get(k), new.get(k)) {
+                (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => diff_tables(a, b, path, out),
+                (a, b) if a == b => {}
+                (a, b) => {
+                    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), ToString::to_string);
+                    out.push(format!("{} = {} (this config: {})", path.join("."), show(a), show(b)));
+                }
+            }
+        }
+        path.pop();
+    }
 }
 
 /// Splits `[train]` into the recipe `sealong train --config` reads and the flags of the merged
@@ -503,7 +573,28 @@ fn print_summary(out: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_export_keys;
+    use super::{config_differences, split_export_keys};
+
+    /// Issue 17: the refusal named no difference; formatting, comments and the device made
+    /// it refuse while changing no record.
+    #[test]
+    fn config_differences_name_the_key_and_ignore_what_changes_no_record() {
+        let old = "seed = 1\ndevice = \"cpu\"\n[sample]\nn = 4\n[sample.remote]\nbase_url = \"http://a/v1\"\napi_model = \"m\"\n";
+        let same = "# a comment\nseed = 1\ndevice = \"gpu\"\n[sample]\nn  =  4\n[sample.remote]\nbase_url = \"http://b/v1\"\napi_model = \"m\"\n";
+        assert!(config_differences(old, same).expect("ok").is_empty());
+        let other = "seed = 2\n[sample]\nn = 8\ntemperature = 1.0\n[sample.remote]\nbase_url = \"http://a/v1\"\napi_model = \"m2\"\n";
+        assert_eq!(
+            config_differences(old, other).expect("ok"),
+            [
+                "sample.n = 4 (this config: 8)",
+                "sample.remote.api_model = \"m\" (this config: \"m2\")",
+                "sample.temperature = (unset) (this config: 1.0)",
+                "seed = 1 (this config: 2)",
+            ]
+        );
+        let e = config_differences("seed = 1\n[sam", old).expect_err("torn copy");
+        assert!(format!("{e:#}").contains("not valid TOML"), "{e:#}");
+    }
 
     fn split(t: &str) -> anyhow::Result<(toml::Table, Vec<String>)> {
         split_export_keys(&t.parse::<toml::Table>().expect("toml"))

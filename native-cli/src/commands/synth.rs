@@ -147,6 +147,7 @@ pub fn run(args: SynthArgs) -> Result<()> {
         bar.set_message(format!("{tokens} context tokens"));
         bar.inc(1);
     }
+    out.sync()?;
     bar.finish();
     errln!("wrote {} ({} questions)", args.out.display(), selected.len());
     Ok(())
