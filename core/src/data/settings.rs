@@ -137,20 +137,31 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("samples.jsonl");
         let a = settings(&[("n", json!(4)), ("seed", json!(5)), ("model_sha256", json!("ab"))]);
-        assert_eq!(check_or_record(&out, "sample", &a, false).expect("fresh"), Recorded::Fresh);
+        assert_eq!(
+            check_or_record(&out, "sample", &a, false).expect("fresh"),
+            Recorded::Fresh
+        );
         assert_eq!(check_or_record(&out, "sample", &a, true).expect("same"), Recorded::Same);
         let b = settings(&[("n", json!(3)), ("seed", json!(6)), ("model_sha256", json!("ab"))]);
-        let e = check_or_record(&out, "sample", &b, true).expect_err("refused").to_string();
+        let e = check_or_record(&out, "sample", &b, true)
+            .expect_err("refused")
+            .to_string();
         assert!(e.contains("n = 4 (this run: 3)"), "{e}");
         assert!(e.contains("seed = 5 (this run: 6)"), "{e}");
-        assert!(e.contains("samples.jsonl.meta.json") && e.contains("another output path"), "{e}");
+        assert!(
+            e.contains("samples.jsonl.meta.json") && e.contains("another output path"),
+            "{e}"
+        );
         // The refusal changed nothing: the first settings still resume.
         assert_eq!(check_or_record(&out, "sample", &a, true).expect("same"), Recorded::Same);
         // Another stage's output is refused too.
         let e = check_or_record(&out, "score", &a, true).expect_err("stage").to_string();
         assert!(e.contains("stage = \"sample\" (this run: \"score\")"), "{e}");
         // Without records, new settings simply replace the sidecar.
-        assert_eq!(check_or_record(&out, "sample", &b, false).expect("fresh"), Recorded::Fresh);
+        assert_eq!(
+            check_or_record(&out, "sample", &b, false).expect("fresh"),
+            Recorded::Fresh
+        );
         assert_eq!(check_or_record(&out, "sample", &b, true).expect("same"), Recorded::Same);
     }
 
@@ -159,7 +170,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         let out = dir.path().join("scored.jsonl");
         let a = settings(&[("method", json!("embedding"))]);
-        assert_eq!(check_or_record(&out, "score", &a, true).expect("adopt"), Recorded::Adopted);
+        assert_eq!(
+            check_or_record(&out, "score", &a, true).expect("adopt"),
+            Recorded::Adopted
+        );
         assert!(sidecar_path(&out).is_file());
         let b = settings(&[("method", json!("embedding")), ("seed", json!(1))]);
         assert_eq!(
@@ -167,7 +181,9 @@ mod tests {
             Recorded::Extended(vec!["seed".into()])
         );
         let c = settings(&[("method", json!("embedding")), ("seed", json!(2))]);
-        let e = check_or_record(&out, "score", &c, true).expect_err("seed recorded").to_string();
+        let e = check_or_record(&out, "score", &c, true)
+            .expect_err("seed recorded")
+            .to_string();
         assert!(e.contains("seed = 1 (this run: 2)"), "{e}");
         std::fs::write(sidecar_path(&out), "{not json").expect("write");
         let e = check_or_record(&out, "score", &a, true).expect_err("bad").to_string();

@@ -372,7 +372,10 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
     ]);
     match args.backend.backend {
         Backend::Local => {
-            s.insert("model_sha256".into(), json!(crate::resume::model_sha256(&args.model.model)?));
+            s.insert(
+                "model_sha256".into(),
+                json!(crate::resume::model_sha256(&args.model.model)?),
+            );
             let adapter = match &args.adapter {
                 Some(a) => Some(sealong::loading::model_files::sha256_of(a)?),
                 None => None,
@@ -391,7 +394,10 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
         s.insert("seed".into(), json!(args.seed.seed));
     }
     if args.n > 1 {
-        s.insert("embedder_sha256".into(), json!(crate::resume::model_sha256(&args.embedder)?));
+        s.insert(
+            "embedder_sha256".into(),
+            json!(crate::resume::model_sha256(&args.embedder)?),
+        );
     }
     Ok(s)
 }

@@ -248,7 +248,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             // Only settings that change no result differ (device, transport, checkpoint cadence):
             // the copy becomes this config, so the directory records what ran last.
-            errln!("continuing the run in {} (with this config's device/transport settings)", out.display());
+            errln!(
+                "continuing the run in {} (with this config's device/transport settings)",
+                out.display()
+            );
             sealong::files::write_atomic(&copy, text.as_bytes())?;
         }
         Err(_) => sealong::files::write_atomic(&copy, text.as_bytes())?,

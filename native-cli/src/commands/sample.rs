@@ -191,7 +191,10 @@ fn record_settings(args: &SampleArgs) -> Result<sealong::data::settings::Setting
     ]);
     match args.backend.backend {
         crate::args::Backend::Local => {
-            s.insert("model_sha256".into(), json!(crate::resume::model_sha256(&args.model.model)?));
+            s.insert(
+                "model_sha256".into(),
+                json!(crate::resume::model_sha256(&args.model.model)?),
+            );
             // int8 rounds activations: other numbers, other samples.
             s.insert("precision".into(), json!(args.device.precision));
         }

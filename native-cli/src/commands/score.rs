@@ -149,7 +149,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .summary
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".summary.json"));
-    sealong::files::write_atomic(&summary_path, (serde_json::to_string_pretty(&summary)? + "\n").as_bytes())?;
+    sealong::files::write_atomic(
+        &summary_path,
+        (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+    )?;
     print_summary(&summary)?;
     errln!("wrote {} and {}", args.out.display(), summary_path.display());
     Ok(())
@@ -166,7 +169,10 @@ fn record_settings(args: &ScoreArgs) -> Result<sealong::data::settings::Settings
     ]);
     match args.method {
         ScoreMethod::Embedding => {
-            s.insert("embedder_sha256".into(), json!(crate::resume::model_sha256(&args.embedder)?));
+            s.insert(
+                "embedder_sha256".into(),
+                json!(crate::resume::model_sha256(&args.embedder)?),
+            );
         }
         ScoreMethod::SelfEval | ScoreMethod::RefSelfEval => {
             s.insert("judge_sha256".into(), json!(crate::resume::model_sha256(&args.judge)?));

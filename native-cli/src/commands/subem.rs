@@ -150,7 +150,10 @@ pub fn run(args: SubemArgs) -> Result<()> {
         writeln!(console, "wrote {}", out_path.display())?;
     }
     if let Some(m) = &args.metrics {
-        sealong::files::write_atomic(m, (serde_json::to_string_pretty(&Value::Object(summary))? + "\n").as_bytes())?;
+        sealong::files::write_atomic(
+            m,
+            (serde_json::to_string_pretty(&Value::Object(summary))? + "\n").as_bytes(),
+        )?;
     }
     Ok(())
 }

@@ -296,7 +296,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
             serde_json::Value::Object(m) => m,
             _ => bail!("the recipe does not serialize to a table"),
         };
-        settings.insert("model_sha256".into(), json!(sealong::loading::model_files::sha256_of(&model_path)?));
+        settings.insert(
+            "model_sha256".into(),
+            json!(sealong::loading::model_files::sha256_of(&model_path)?),
+        );
         crate::resume::check(&args.out.join("checkpoints"), "train", &settings, has && args.resume)?;
     }
     let mut trainer = Trainer::new(decoder, config.clone(), examples, &args.out, args.resume)?;

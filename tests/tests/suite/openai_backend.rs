@@ -475,7 +475,8 @@ fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
     // q01's context: far over the server's 4096 tokens.
     let text = std::fs::read_to_string(&input).expect("questions");
     let mut lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
-    lines[1]["context"] = json!("Passage 1:\nRivers\n".to_string() + &"Many rivers cross the wide green land. ".repeat(900));
+    lines[1]["context"] =
+        json!("Passage 1:\nRivers\n".to_string() + &"Many rivers cross the wide green land. ".repeat(900));
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(&input, text).expect("questions");
 
@@ -485,8 +486,14 @@ fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let e = format!("{:#}", sealong(&argv).expect_err("the default fails loudly"));
     server.assert_alive();
-    assert!(e.contains("q01") && e.contains("HTTP 400") && e.contains("--on-error skip"), "{e}");
-    let ids: Vec<String> = read_lines(&samples).iter().map(|r| r["id"].as_str().expect("id").to_string()).collect();
+    assert!(
+        e.contains("q01") && e.contains("HTTP 400") && e.contains("--on-error skip"),
+        "{e}"
+    );
+    let ids: Vec<String> = read_lines(&samples)
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(ids, ["q00"], "the question before the failure is kept");
     let failed = read_lines(&failures);
     assert_eq!(failed.len(), 1, "{failed:?}");
@@ -494,7 +501,11 @@ fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
     assert_eq!(failed[0]["step"], "sample");
     assert_eq!(failed[0]["status"], 400);
     assert!(
-        failed[0]["error"].as_str().expect("message").to_lowercase().contains("context"),
+        failed[0]["error"]
+            .as_str()
+            .expect("message")
+            .to_lowercase()
+            .contains("context"),
         "the server's message: {failed:?}"
     );
 
@@ -503,10 +514,17 @@ fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
     let mut skip = args.clone();
     skip.extend(["--on-error".to_string(), "skip".to_string()]);
     server.run(&skip);
-    let ids: Vec<String> = read_lines(&samples).iter().map(|r| r["id"].as_str().expect("id").to_string()).collect();
+    let ids: Vec<String> = read_lines(&samples)
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
     assert_eq!(ids, ["q00", "q02"]);
     let failed = read_lines(&failures);
-    assert_eq!(failed.len(), 1, "the failures file lists the latest run's failures: {failed:?}");
+    assert_eq!(
+        failed.len(),
+        1,
+        "the failures file lists the latest run's failures: {failed:?}"
+    );
     assert_eq!(failed[0]["id"], "q01");
 
     // eval: the greedy request is rejected; the table has the other two and counts the failure.

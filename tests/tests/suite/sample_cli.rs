@@ -181,10 +181,17 @@ fn a_rerun_with_other_settings_is_refused_and_the_same_settings_resume() {
     };
     let e = format!("{:#}", rerun("2", "5").expect_err("another --n is refused"));
     assert!(e.contains("n = 3 (this run: 2)"), "{e}");
-    assert!(e.contains("s.jsonl.meta.json") && e.contains("another output path"), "{e}");
+    assert!(
+        e.contains("s.jsonl.meta.json") && e.contains("another output path"),
+        "{e}"
+    );
     let e = format!("{:#}", rerun("3", "6").expect_err("another --seed is refused"));
     assert!(e.contains("seed = 5 (this run: 6)"), "{e}");
-    assert_eq!(std::fs::read(&out).expect("out"), before, "a refused rerun writes nothing");
+    assert_eq!(
+        std::fs::read(&out).expect("out"),
+        before,
+        "a refused rerun writes nothing"
+    );
     // The device is not a setting of the records: the same settings resume to all questions.
     run_sample(&q, &out, &[]);
     let text = std::fs::read_to_string(&out).expect("out");

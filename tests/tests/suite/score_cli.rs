@@ -373,7 +373,10 @@ fn a_rerun_with_another_method_or_seed_is_refused() {
         "{:#}",
         score(&input, &out, "random", &["--seed", "4", "--pairs", p]).expect_err("seed")
     );
-    assert!(e.contains("seed = 3 (this run: 4)") && e.contains("scored.jsonl"), "{e}");
+    assert!(
+        e.contains("seed = 3 (this run: 4)") && e.contains("scored.jsonl"),
+        "{e}"
+    );
     // The pairs file has its own record: a new scored file with the old pairs is refused too.
     let other = dir.path().join("other.jsonl");
     let e = format!(

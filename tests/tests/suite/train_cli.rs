@@ -258,7 +258,10 @@ fn a_killed_run_resumes_to_the_same_adapter() {
         .map(|a| if a == "1e-3" { "3e-3".to_string() } else { a.clone() })
         .collect();
     let e = run(&other).err().map(|e| format!("{e:#}")).unwrap_or_default();
-    assert!(e.contains("lr = 0.001 (this run: 0.003)") && e.contains("checkpoints.meta.json"), "{e}");
+    assert!(
+        e.contains("lr = 0.001 (this run: 0.003)") && e.contains("checkpoints.meta.json"),
+        "{e}"
+    );
     run(&resumed).expect("resume");
     assert_eq!(metric_steps(&killed), vec![1, 2, 3, 4, 5]);
     for f in ["adapter_model.safetensors", "adapter_config.json"] {
