@@ -209,11 +209,23 @@ struct Stages {
 
 impl Stages {
     fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.run_counting(name, None, f)
+    }
+
+    /// Like [`Stages::run`]; the questions listed in `failures` (the stage's failures file:
+    /// rejected by a server, `on_error = "skip"`) are counted in the summary as `failed`.
+    fn run_counting(&mut self, name: &str, failures: Option<&Path>, f: impl FnOnce() -> Result<()>) -> Result<()> {
         errln!("== {name}");
         let t = Instant::now();
         f().with_context(|| format!("stage {name}"))?;
-        self.log
-            .push(json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0}));
+        let mut entry = json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0});
+        if let Some(p) = failures {
+            let failed = std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+            if failed > 0 {
+                entry["failed"] = json!(failed);
+            }
+        }
+        self.log.push(entry);
         let text = serde_json::to_string_pretty(&json!({"stages": self.log}))?;
         Ok(sealong::files::write_atomic(&self.path, text.as_bytes())?)
     }
@@ -297,7 +309,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
 
     let sp = &cfg.sample;
-    stages.run("sample", || {
+    let sample_failures = crate::commands::sample::failures_path(&samples);
+    stages.run_counting("sample", Some(&sample_failures), || {
         let mut a = vec![
             "sample".into(),
             "--model".into(),
@@ -576,7 +589,36 @@ fn print_summary(out: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{config_differences, split_export_keys};
+    use super::{RemoteSampling, Stages, config_differences, split_export_keys};
+
+    /// Issue 17: questions a server rejected with `on_error = "skip"` were nowhere in the
+    /// round's summary; `[sample.remote] on_error` reaches `sample`, and summary.json counts them.
+    #[test]
+    fn the_summary_counts_a_stages_failures_and_on_error_reaches_sample() {
+        let r: RemoteSampling =
+            toml::from_str("base_url = \"http://h/v1\"\napi_model = \"m\"\non_error = \"skip\"\n").expect("toml");
+        let a = r.args();
+        assert!(a.windows(2).any(|w| w == ["--on-error", "skip"]), "{a:?}");
+        let dir = std::env::temp_dir().join(format!("sealong-run-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let failures = dir.join("samples.failures.jsonl");
+        std::fs::write(&failures, "{\"id\": \"a\"}\n{\"id\": \"b\"}\n").expect("failures");
+        let mut stages = Stages {
+            log: Vec::new(),
+            path: dir.join("summary.json"),
+        };
+        stages
+            .run_counting("sample", Some(&failures), || Ok(()))
+            .expect("stage");
+        stages
+            .run_counting("score", Some(&dir.join("none.jsonl")), || Ok(()))
+            .expect("stage");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary")).expect("json");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(summary["stages"][0]["failed"], 2, "{summary}");
+        assert!(summary["stages"][1].get("failed").is_none(), "{summary}");
+    }
 
     /// Issue 17: the refusal named no difference; formatting, comments and the device made
     /// it refuse while changing no record.
