@@ -317,6 +317,14 @@ pub enum OnError {
     Skip,
 }
 
+/// A backend's name as written in settings records.
+pub fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Local => "local",
+        Backend::Openai => "openai",
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct BackendArgs {
     /// Where answers come from: `local` (--model on --device) or `openai` (a chat-completions

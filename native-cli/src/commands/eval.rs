@@ -320,7 +320,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         failures.finish()?;
         bar.finish();
     }
-    if failures.count == items.len() {
+    if failures.count > 0 && failures.count == items.len() {
         bail!(
             "every question failed (rejected by the server); see {}",
             failures_file.display()
@@ -369,6 +369,7 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
         ("max_new_tokens", json!(args.decode.max_new_tokens)),
         ("truncate_middle", json!(args.decode.truncate_middle)),
         ("n", json!(args.n)),
+        ("backend", json!(crate::args::backend_name(args.backend.backend))),
     ]);
     match args.backend.backend {
         Backend::Local => {

@@ -188,6 +188,9 @@ fn record_settings(args: &SampleArgs) -> Result<sealong::data::settings::Setting
         ("strategy", json!(args.decode.strategy)),
         ("seed", json!(args.seed.seed)),
         ("truncate_middle", json!(args.decode.truncate_middle)),
+        // Recorded on its own: each backend records its own model key, and a key one side
+        // lacks is taken for a newer version's addition, not a difference.
+        ("backend", json!(crate::args::backend_name(args.backend.backend))),
     ]);
     match args.backend.backend {
         crate::args::Backend::Local => {

@@ -526,6 +526,25 @@ fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
         "the failures file lists the latest run's failures: {failed:?}"
     );
     assert_eq!(failed[0]["id"], "q01");
+    // Finishing the file with the local engine would mix two models' records: refused.
+    let e = sealong(&[
+        "sample",
+        "--device",
+        "cpu",
+        "-n",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "3",
+        "--input",
+        &input.display().to_string(),
+        "--out",
+        &samples.display().to_string(),
+    ])
+    .expect_err("another backend is refused");
+    let e = format!("{e:#}");
+    assert!(e.contains("backend = \"openai\" (this run: \"local\")"), "{e}");
 
     // eval: the greedy request is rejected; the table has the other two and counts the failure.
     let eval_dir = tmp.path().join("eval");
