@@ -6,6 +6,7 @@
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod files;
 pub mod generate;
 pub mod loading;
 pub mod mbr;

@@ -312,6 +312,24 @@ pub enum Backend {
     Openai,
 }
 
+/// What `sample` and `eval` do when the server rejects one question (`--on-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Record the question in the failures file and stop the stage (the default: nothing is
+    /// silently missing from an output).
+    Fail,
+    /// Record the question in the failures file and go on with the others.
+    Skip,
+}
+
+/// A backend's name as written in settings records.
+pub fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Local => "local",
+        Backend::Openai => "openai",
+    }
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct BackendArgs {
     /// Where answers come from: `local` (--model on --device) or `openai` (a chat-completions
@@ -341,6 +359,11 @@ pub struct BackendArgs {
     /// with further requests (openai backend).
     #[arg(long, default_value_t = 64)]
     pub max_n_per_request: usize,
+    /// When the server rejects a question's request (HTTP 400/413/422, e.g. a prompt over its
+    /// context): `fail` stops the stage, `skip` goes on; either way the question is written to
+    /// the failures file with the server's message (openai backend). A rerun retries it.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_error: OnError,
 }
 
 impl BackendArgs {

@@ -13,6 +13,7 @@ pub mod openai;
 pub mod pool;
 pub mod progress;
 pub mod provision;
+pub mod resume;
 
 use anyhow::Result;
 

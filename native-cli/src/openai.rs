@@ -58,11 +58,126 @@ pub struct Completions {
     pub prompt_tokens: Option<usize>,
 }
 
+/// The server refused one question's request as invalid: HTTP 400, 413 or 422, which is how
+/// servers answer a prompt over their context (OpenAI's `context_length_exceeded`, vLLM,
+/// llama.cpp's and llama-cpp-python's servers). It concerns that question only, so `sample` and
+/// `eval` can record it and go on (`--on-error skip`). Answers that mean the setup is wrong for
+/// every question (401, 403, 404: key, permissions, model name) are not this: they fail the stage.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub status: u16,
+    /// The server's own message.
+    pub message: String,
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}: {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// The rejection somewhere in `e`'s chain, if the error is one.
+pub fn rejection(e: &anyhow::Error) -> Option<&Rejected> {
+    e.chain().find_map(|c| c.downcast_ref::<Rejected>())
+}
+
+/// A question the server rejected, as the stage hands it to [`Failures::record`].
+pub struct Failed {
+    /// Which request of the question: `sample`, `eval greedy`, `eval samples`.
+    pub step: &'static str,
+    pub rejected: Rejected,
+}
+
+/// Runs `request` for `step`; a [`Rejected`] answer becomes `Ok(Err(Failed))`, so that the
+/// writing thread records it in input order, any other error stays an error.
+pub fn or_failed<T>(step: &'static str, request: impl FnOnce() -> Result<T>) -> Result<std::result::Result<T, Failed>> {
+    match request() {
+        Ok(v) => Ok(Ok(v)),
+        Err(e) => match rejection(&e) {
+            Some(r) => Ok(Err(Failed {
+                step,
+                rejected: r.clone(),
+            })),
+            None => Err(e),
+        },
+    }
+}
+
+/// The failures file of a remote stage (`OUT.failures.jsonl`, `DIR/failures.jsonl`): one line
+/// per question the server rejected, `{"id", "step", "source", "status", "error"}` with the
+/// server's message. It lists the latest run's failures: a rerun retries every question not in
+/// the output (a rejected one never is), so the file is started afresh with each run.
+pub struct Failures {
+    path: std::path::PathBuf,
+    file: Option<sealong::data::jsonl::Appender>,
+    on_error: crate::args::OnError,
+    pub count: usize,
+}
+
+impl Failures {
+    /// Removes the previous run's file; the new one is created at the first failure.
+    pub fn start(path: std::path::PathBuf, on_error: crate::args::OnError) -> Result<Self> {
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+        }
+        Ok(Failures {
+            path,
+            file: None,
+            on_error,
+            count: 0,
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Writes the failure; with `--on-error fail` (the default) it is then the stage's error.
+    pub fn record(&mut self, id: &str, source: &str, f: &Failed) -> Result<()> {
+        if self.file.is_none() {
+            self.file = Some(sealong::data::jsonl::Appender::open(&self.path)?);
+        }
+        if let Some(file) = &mut self.file {
+            file.append(&json!({
+                "id": id, "step": f.step, "source": source,
+                "status": f.rejected.status, "error": f.rejected.message,
+            }))?;
+        }
+        self.count += 1;
+        if self.on_error == crate::args::OnError::Fail {
+            self.finish()?;
+            bail!(
+                "{source} (question {id}): the server rejected the {} request: {}. Recorded in {}; pass                  --on-error skip to record such questions and go on with the others (a rerun retries them)",
+                f.step,
+                f.rejected,
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Flushes the file to disk at the end of the stage.
+    pub fn finish(&self) -> Result<()> {
+        if let Some(f) = &self.file {
+            f.sync()?;
+        }
+        Ok(())
+    }
+}
+
 /// One failed try: retryable or not, with the wait the server asked for.
 struct Failure {
+    /// The HTTP status, when the server answered.
+    status: Option<u16>,
     retryable: bool,
     retry_after: Option<Duration>,
     message: String,
+    /// The server's message alone (the body's error message), for [`Rejected`].
+    server_message: String,
 }
 
 pub struct Client {
@@ -148,6 +263,13 @@ impl Client {
                 Err(f) => f,
             };
             if !failure.retryable {
+                if let Some(status @ (400 | 413 | 422)) = failure.status {
+                    return Err(Rejected {
+                        status,
+                        message: failure.server_message,
+                    }
+                    .into());
+                }
                 bail!("{}", failure.message);
             }
             if attempt >= self.config.max_retries {
@@ -175,10 +297,13 @@ impl Client {
             // Refused, reset, timed out, DNS: all worth another try (a server restarting looks
             // like this); the last message is reported if the tries run out.
             Err(e) => {
+                let message = format!("no answer: {e}");
                 return Err(Failure {
+                    status: None,
                     retryable: true,
                     retry_after: None,
-                    message: format!("no answer: {e}"),
+                    server_message: message.clone(),
+                    message,
                 });
             }
         };
@@ -193,25 +318,36 @@ impl Client {
         let text = match resp.body_mut().with_config().limit(256 << 20).read_to_string() {
             Ok(t) => t,
             Err(e) => {
+                let message = format!("HTTP {status}, body unreadable: {e}");
                 return Err(Failure {
+                    status: Some(status),
                     retryable: true,
                     retry_after,
-                    message: format!("HTTP {status}, body unreadable: {e}"),
+                    server_message: message.clone(),
+                    message,
                 });
             }
         };
         if (200..300).contains(&status) {
-            return serde_json::from_str(&text).map_err(|e| Failure {
-                // A half-written body from a dying server is worth another try.
-                retryable: true,
-                retry_after: None,
-                message: format!("HTTP {status} with a body that is not JSON ({e}): {}", clip(&text)),
+            return serde_json::from_str(&text).map_err(|e| {
+                let message = format!("HTTP {status} with a body that is not JSON ({e}): {}", clip(&text));
+                Failure {
+                    status: Some(status),
+                    // A half-written body from a dying server is worth another try.
+                    retryable: true,
+                    retry_after: None,
+                    server_message: message.clone(),
+                    message,
+                }
             });
         }
+        let said = server_message(&text);
         Err(Failure {
+            status: Some(status),
             retryable: matches!(status, 408 | 409 | 429) || status >= 500,
             retry_after,
-            message: format!("HTTP {status}: {}", server_message(&text)),
+            message: format!("HTTP {status}: {said}"),
+            server_message: said,
         })
     }
 }
@@ -442,6 +578,16 @@ mod tests {
             "{msg}"
         );
         assert_eq!(seen.lock().expect("lock").len(), 1, "no retry of a 400");
+        // Issue 17: it is this question's rejection, which `--on-error skip` records and passes.
+        let r = rejection(&e).expect("a 400 is a rejection of the question");
+        assert_eq!(r.status, 400);
+        assert_eq!(r.message, "Requested tokens (9000) exceed context window of 8192");
+        // A wrong model name concerns every question: not a rejection to skip.
+        let (url, _) = scripted(vec![(404, vec![], r#"{"detail":"model not found"}"#.into())]);
+        let e = client(url, 5, 8)
+            .complete("hi", 1, S, 1, "q", &AtomicBool::new(false))
+            .expect_err("404 fails");
+        assert!(rejection(&e).is_none(), "{e:#}");
     }
 
     #[test]

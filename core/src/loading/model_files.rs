@@ -9,6 +9,53 @@ use crate::error::{Error, Result};
 use crate::loading::gguf::{Gguf, GgufValue};
 use crate::text::{ChatTemplate, Message, Tokenizer};
 
+/// The sha256 (hex) of a model or adapter path: of the file itself, or for a directory of the
+/// list of its files' names and sha256s (top level, sorted, hidden files left out). Recorded in
+/// the settings sidecar of every output a model shapes (`data::settings`), so a resume with
+/// other weights is refused even when the path is the same.
+///
+/// Cost: one read of the files, ~1 GB/s, so seconds for a multi-GB model, once per stage start;
+/// cheaper keys were rejected: a path says nothing about its contents (a re-exported model
+/// lands at the same path), and size + mtime change whenever a file is copied.
+pub fn sha256_of(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let file_hash = |p: &Path| -> Result<String> {
+        let mut f = std::fs::File::open(p).map_err(|e| Error::io(p, e))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut f, &mut buf).map_err(|e| Error::io(p, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(hex(&h.finalize()))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !meta.is_dir() {
+        return file_hash(path);
+    }
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(|e| Error::io(path, e))? {
+        let entry = entry.map_err(|e| Error::io(path, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') && entry.path().is_file() {
+            names.push(name);
+        }
+    }
+    names.sort();
+    let mut h = Sha256::new();
+    for name in names {
+        h.update(format!("{name}\0{}\n", file_hash(&path.join(&name))?).as_bytes());
+    }
+    Ok(hex(&h.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A model on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelPath {
@@ -302,4 +349,30 @@ fn hf_chat_template(dir: &Path, config: &Value) -> Result<Option<(String, String
             .map(|s| ("chat_template.json chat_template".into(), s.to_string())));
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sha256_of;
+
+    #[test]
+    fn a_model_fingerprint_follows_the_contents_not_the_path() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let f = dir.path().join("m.gguf");
+        std::fs::write(&f, b"abc").expect("write");
+        assert_eq!(
+            sha256_of(&f).expect("file"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        let d = dir.path().join("hf");
+        std::fs::create_dir(&d).expect("mkdir");
+        std::fs::write(d.join("config.json"), b"{}").expect("config");
+        std::fs::write(d.join("model.safetensors"), b"weights").expect("weights");
+        let a = sha256_of(&d).expect("dir");
+        // A temporary file of an interrupted write does not count.
+        std::fs::write(d.join(".model.safetensors.1.tmp"), b"half").expect("tmp");
+        assert_eq!(sha256_of(&d).expect("dir"), a);
+        std::fs::write(d.join("model.safetensors"), b"other weights").expect("weights");
+        assert_ne!(sha256_of(&d).expect("dir"), a, "new weights at the same path");
+    }
 }

@@ -137,12 +137,14 @@ pub fn save(out: &Path, step: usize, decoder: &mut Decoder, optim: &AdamW, mut s
     }
     let state_path = tmp.join("state.json");
     let text = serde_json::to_string_pretty(&state).map_err(|e| Error::Invalid(e.to_string()))?;
-    std::fs::write(&state_path, text).map_err(|e| Error::io(&state_path, e))?;
+    crate::files::write_atomic(&state_path, text.as_bytes())?;
 
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(|e| Error::io(&final_dir, e))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
+    // The rename is what makes the checkpoint exist; make it survive a power cut too.
+    crate::files::sync_dir(&dir)?;
     Ok(final_dir)
 }
 

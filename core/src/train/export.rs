@@ -12,13 +12,13 @@
 //! so a killed export leaves either the old file or the new one, never half of one.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::files;
 use crate::loading::ModelPath;
 use crate::loading::TextAssets;
 use crate::loading::safetensors::read_dense;
@@ -114,30 +114,8 @@ impl std::str::FromStr for ExportDtype {
 // ---------------------------------------------------------------------------------------------
 // Writing files
 
-/// Writes `path` through a temporary file in the same directory, renamed into place when
-/// complete (a rename within one directory is atomic).
-fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .ok_or_else(|| Error::Invalid(format!("{} is not a file path", path.display())))?;
-    let tmp = path.with_file_name(format!(".{file_name}.tmp"));
-    let result = (|| {
-        let file = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        let file = w.into_inner().map_err(|e| Error::io(&tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 fn write_json(path: &Path, value: &Value) -> Result<()> {
-    write_atomic(path, |w| {
+    files::write_atomic_with(path, |w| {
         let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::Invalid(format!("{e}")))?;
         bytes.push(b'\n');
         w.write_all(&bytes).map_err(|e| Error::io(path, e))
@@ -172,7 +150,7 @@ fn write_safetensors(path: &Path, tensors: &[Planned<'_>], dtype: ExportDtype) -
     while !header.len().is_multiple_of(8) {
         header.push(b' ');
     }
-    write_atomic(path, |w| {
+    files::write_atomic_with(path, |w| {
         let io = |e: std::io::Error| Error::io(path, e);
         w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
         w.write_all(&header).map_err(io)?;
@@ -926,7 +904,7 @@ pub fn save_merged(decoder: &Decoder, assets: &TextAssets, dir: &Path, dtype: Ex
 
     let tok = &assets.tokenizer;
     let tok_json = tokenizer_json(assets)?;
-    write_atomic(&dir.join("tokenizer.json"), |w| {
+    files::write_atomic_with(&dir.join("tokenizer.json"), |w| {
         w.write_all(tok_json.as_bytes())
             .map_err(|e| Error::io(dir.join("tokenizer.json"), e))
     })?;

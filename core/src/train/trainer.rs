@@ -116,6 +116,20 @@ fn default_eager_mib() -> u64 {
 /// with LoRA dropout, recompute every layer.
 pub const DEFAULT_EAGER_ACTIVATION_MIB: u64 = 1024;
 
+impl TrainConfig {
+    /// The recipe less what may change between a run and its resumption without changing the
+    /// result (checkpoint cadence and count, micro-batches, the loss's vocabulary chunk): what
+    /// `--resume` compares with the checkpoint, and what `sealong train` records beside it.
+    pub fn result_shaping(&self) -> TrainConfig {
+        let mut c = self.clone();
+        c.checkpoint_every = 0;
+        c.keep_checkpoints = 0;
+        c.micro_batch = 1;
+        c.loss_chunk = 0;
+        c
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -572,17 +586,8 @@ impl Trainer {
             .get("config")
             .cloned()
             .and_then(|v| serde_json::from_value(v).ok());
-        let comparable = |c: &TrainConfig| {
-            let mut c = c.clone();
-            // These may change between a run and its resumption without changing the result.
-            c.checkpoint_every = 0;
-            c.keep_checkpoints = 0;
-            c.micro_batch = 1;
-            c.loss_chunk = 0;
-            c
-        };
         match saved_config {
-            Some(c) if comparable(&c) == comparable(&self.config) => {}
+            Some(c) if c.result_shaping() == self.config.result_shaping() => {}
             Some(c) => {
                 return Err(Error::Invalid(format!(
                     "cannot resume from {}: it was trained with a different recipe ({}) than this run ({})",
@@ -629,9 +634,7 @@ impl Trainer {
             })
             .map(|l| format!("{l}\n"))
             .collect();
-        let tmp = path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, keep).map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        crate::files::write_atomic(&path, keep.as_bytes())
     }
 
     /// Optimizer steps of the whole run.

@@ -2,7 +2,6 @@
 //! one `{id, embedding}` (or `{id, embeddings}` for a list field) per record, appended and
 //! resumed by id; `.npy` output is one `[texts, dim]` f32 matrix written at the end.
 
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -69,6 +68,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
             }
             bar.inc(1);
         }
+        out.sync()?;
         bar.finish();
     }
     errln!("wrote {} ({} dims)", args.out.display(), e.dim());
@@ -95,10 +95,5 @@ fn write_npy(path: &Path, rows: &[Vec<f32>], dim: usize) -> Result<()> {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
     }
-    let tmp = path.with_extension("npy.partial");
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(&bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
+    Ok(sealong::files::write_atomic(path, &bytes)?)
 }

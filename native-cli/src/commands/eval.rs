@@ -164,6 +164,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
     let preds = args.out.join("predictions.jsonl");
     let done = jsonl::existing_ids(&preds, "key")?;
+    crate::resume::check(&preds, "eval", &record_settings(&args)?, !done.is_empty())?;
     let todo: Vec<&Item> = items.iter().filter(|i| !done.contains(&i.key)).collect();
     if !done.is_empty() {
         errln!(
@@ -173,6 +174,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             items.len()
         );
     }
+    let failures_file = args.out.join("failures.jsonl");
+    let mut failures = openai::Failures::start(failures_file.clone(), args.backend.on_error)?;
     if !todo.is_empty() {
         let embedder = if args.n > 1 {
             let dir = provision::resolve_model(&args.embedder)?;
@@ -231,27 +234,44 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     top_p: sampling.top_p,
                     max_tokens: args.decode.max_new_tokens,
                 };
-                let answer = |item: &&Item, cancel: &_| -> Result<Answered> {
+                let answer = |item: &&Item, cancel: &_| -> Result<std::result::Result<Answered, openai::Failed>> {
                     let q = &item.record;
                     let msg = prompts::user_message(&q.context, &q.input, strategy);
                     let what = format!("{} (question {})", item.source, item.key);
                     let seed = openai::request_seed(args.seed.seed, &item.key);
-                    let mut g = client.complete(&msg, 1, greedy, seed, &what, cancel)?;
+                    let mut g = match openai::or_failed("eval greedy", || {
+                        client.complete(&msg, 1, greedy, seed, &what, cancel)
+                    })? {
+                        Ok(g) => g,
+                        Err(f) => return Ok(Err(f)),
+                    };
                     let samples = if args.n > 0 {
-                        client
-                            .complete(&msg, args.n, sampled, seed.wrapping_add(1 << 20), &what, cancel)?
-                            .samples
+                        match openai::or_failed("eval samples", || {
+                            client.complete(&msg, args.n, sampled, seed.wrapping_add(1 << 20), &what, cancel)
+                        })? {
+                            Ok(s) => s.samples,
+                            Err(f) => return Ok(Err(f)),
+                        }
                     } else {
                         Vec::new()
                     };
-                    Ok(Answered {
+                    Ok(Ok(Answered {
                         greedy: g.samples.remove(0),
                         samples,
                         prompt_tokens: g.prompt_tokens,
                         truncated_tokens: 0,
-                    })
+                    }))
                 };
-                pool::ordered(&todo, args.backend.concurrency, answer, |item, a| write(item, a))?;
+                let outcome = pool::ordered(&todo, args.backend.concurrency, answer, |item, a| match a {
+                    Ok(a) => write(item, a),
+                    Err(f) => {
+                        failures.record(&item.key, &item.source, &f)?;
+                        bar.inc(1);
+                        Ok(())
+                    }
+                });
+                out.sync()?;
+                outcome?;
             }
             None => {
                 let dec = LoadedDecoder::load_with_adapter(&args.model.model, &args.device, args.adapter.as_deref())?;
@@ -302,9 +322,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     )?;
                     bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
                 }
+                out.sync()?;
             }
         }
+        failures.finish()?;
         bar.finish();
+    }
+    if failures.count > 0 && failures.count == items.len() {
+        bail!(
+            "every question failed (rejected by the server); see {}",
+            failures_file.display()
+        );
     }
 
     let keys: std::collections::HashSet<String> = items.iter().map(|i| i.key.clone()).collect();
@@ -318,14 +346,69 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "n": args.n, "max_new_tokens": args.decode.max_new_tokens, "temperature": args.temperature,
         "seed": args.seed.seed, "inputs": args.input,
         "tasks": table.tasks, "average": table.average,
+        // Questions the server rejected (`--on-error skip`): not in the table, listed in the file.
+        "failed": failures.count,
+        "failures": (failures.count > 0).then(|| failures_file.clone()),
     });
     let path = args.out.join("metrics.json");
-    let tmp = args.out.join("metrics.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&metrics)?)?;
-    std::fs::rename(&tmp, &path)?;
+    sealong::files::write_atomic(&path, (serde_json::to_string_pretty(&metrics)? + "\n").as_bytes())?;
     print_table(&table, args.n)?;
+    if failures.count > 0 {
+        errln!(
+            "{} of {} questions failed (rejected by the server) and are left out of the table; listed in {}, \
+             retried by a rerun",
+            failures.count,
+            items.len(),
+            failures_file.display()
+        );
+    }
     errln!("wrote {} and {}", preds.display(), path.display());
     Ok(())
+}
+
+/// The settings that shape a prediction record (recorded beside predictions.jsonl,
+/// `resume::check`): the model's files (or the server's model name), the adapter's files, the
+/// prompt (strategy, truncation), the token budget, the arithmetic; with samples, their N,
+/// temperature, top-p/k, seed and the MBR embedder. Left out: the device, `--limit`, the remote
+/// transport (as in `sample`), and the sampling settings of a greedy-only run (unused).
+fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings> {
+    let mut s = crate::resume::settings([
+        ("strategy", json!(args.decode.strategy)),
+        ("max_new_tokens", json!(args.decode.max_new_tokens)),
+        ("truncate_middle", json!(args.decode.truncate_middle)),
+        ("n", json!(args.n)),
+        ("backend", json!(crate::args::backend_name(args.backend.backend))),
+    ]);
+    match args.backend.backend {
+        Backend::Local => {
+            s.insert(
+                "model_sha256".into(),
+                json!(crate::resume::model_sha256(&args.model.model)?),
+            );
+            let adapter = match &args.adapter {
+                Some(a) => Some(sealong::loading::model_files::sha256_of(a)?),
+                None => None,
+            };
+            s.insert("adapter_sha256".into(), json!(adapter));
+            s.insert("precision".into(), json!(args.device.precision));
+        }
+        Backend::Openai => {
+            s.insert("api_model".into(), json!(args.backend.api_model));
+        }
+    }
+    if args.n > 0 {
+        s.insert("temperature".into(), json!(args.temperature));
+        s.insert("top_p".into(), json!(args.decode.top_p));
+        s.insert("top_k".into(), json!(args.decode.top_k));
+        s.insert("seed".into(), json!(args.seed.seed));
+    }
+    if args.n > 1 {
+        s.insert(
+            "embedder_sha256".into(),
+            json!(crate::resume::model_sha256(&args.embedder)?),
+        );
+    }
+    Ok(s)
 }
 
 fn fmt(x: Option<f64>) -> String {

@@ -37,7 +37,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
                 "model": dec.name, "adapter": args.adapter, "engine": dec.model.name(),
                 "prompt_ids": ids, "last_logits": logits, "generated_ids": out[0].ids,
             });
-            std::fs::write(path, serde_json::to_vec(&dump)?).with_context(|| format!("writing {}", path.display()))?;
+            sealong::files::write_atomic(path, &serde_json::to_vec(&dump)?)?;
         }
         let s = dec.sample_record(&out[0])?;
         outln!("{}", s.text)?;
@@ -83,6 +83,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         bar.set_message(format!("{:.1} tok/s", tokens as f64 / start.elapsed().as_secs_f64()));
         bar.inc(1);
     }
+    out.sync()?;
     bar.finish();
     errln!("wrote {}", out_path.display());
     Ok(())

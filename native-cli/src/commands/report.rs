@@ -3,10 +3,10 @@
 //! it atomically (a temporary file in the same directory, renamed into place) to
 //! DIR/report.html or `--out`.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sealong::eval::report::{self, Part, ReportData, ScoredRecord, ScoredStats, TrainStep, files};
 use serde::de::DeserializeOwned;
 
@@ -49,7 +49,7 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<PathBuf> {
         tracing::warn!("{w}");
     }
     let html = report::render(&data);
-    write_atomic(out, html.as_bytes())?;
+    sealong::files::write_atomic(out, html.as_bytes())?;
     Ok(out.to_path_buf())
 }
 
@@ -172,32 +172,4 @@ fn read_jsonl<T: DeserializeOwned>(path: &Path, warnings: &mut Vec<String>) -> P
         ));
     }
     Part::Loaded(records)
-}
-
-/// Writes `bytes` to a temporary file next to `path` and renames it into place, so a reader
-/// never sees half a report.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".report")
-        .suffix(".html.tmp")
-        .tempfile_in(&parent)
-        .with_context(|| format!("creating a temporary file in {}", parent.display()))?;
-    tmp.write_all(bytes)
-        .and_then(|()| tmp.as_file().sync_all())
-        .with_context(|| format!("writing {}", tmp.path().display()))?;
-    // Readable like a normally created file (tempfile creates it 0600).
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    tmp.persist(path)
-        .map_err(|e| e.error)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

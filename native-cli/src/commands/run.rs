@@ -117,6 +117,8 @@ struct RemoteSampling {
     concurrency: Option<usize>,
     request_timeout: Option<u64>,
     max_retries: Option<u32>,
+    /// `fail` (default) or `skip`: what a question the server rejects does (`--on-error`).
+    on_error: Option<String>,
 }
 
 impl RemoteSampling {
@@ -134,6 +136,7 @@ impl RemoteSampling {
             ("--concurrency", self.concurrency.map(|v| v.to_string())),
             ("--request-timeout", self.request_timeout.map(|v| v.to_string())),
             ("--max-retries", self.max_retries.map(|v| v.to_string())),
+            ("--on-error", self.on_error.clone()),
         ];
         for (flag, v) in opt {
             if let Some(v) = v {
@@ -213,13 +216,25 @@ struct Stages {
 
 impl Stages {
     fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        self.run_counting(name, None, f)
+    }
+
+    /// Like [`Stages::run`]; the questions listed in `failures` (the stage's failures file:
+    /// rejected by a server, `on_error = "skip"`) are counted in the summary as `failed`.
+    fn run_counting(&mut self, name: &str, failures: Option<&Path>, f: impl FnOnce() -> Result<()>) -> Result<()> {
         errln!("== {name}");
         let t = Instant::now();
         f().with_context(|| format!("stage {name}"))?;
-        self.log
-            .push(json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0}));
+        let mut entry = json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0});
+        if let Some(p) = failures {
+            let failed = std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
+            if failed > 0 {
+                entry["failed"] = json!(failed);
+            }
+        }
+        self.log.push(entry);
         let text = serde_json::to_string_pretty(&json!({"stages": self.log}))?;
-        std::fs::write(&self.path, text).with_context(|| format!("writing {}", self.path.display()))
+        Ok(sealong::files::write_atomic(&self.path, text.as_bytes())?)
     }
 }
 
@@ -236,13 +251,29 @@ pub fn run(args: RunArgs) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let copy = out.join("config.toml");
     match std::fs::read_to_string(&copy) {
-        Ok(prev) if prev != text => bail!(
-            "{} holds a run with a different config ({}); use another output directory",
-            out.display(),
-            copy.display()
-        ),
-        Ok(_) => errln!("continuing the run in {}", out.display()),
-        Err(_) => std::fs::write(&copy, &text).with_context(|| format!("writing {}", copy.display()))?,
+        Ok(prev) if prev == text => errln!("continuing the run in {}", out.display()),
+        Ok(prev) => {
+            let diffs = config_differences(&prev, &text)
+                .with_context(|| format!("{}: the copy of the run's config", copy.display()))?;
+            if !diffs.is_empty() {
+                bail!(
+                    "{} holds a run with a different config ({}): {}. Resuming would mix two recipes in one \
+                     set of files; use another output directory (--out or `out`), or delete {} to start afresh",
+                    out.display(),
+                    copy.display(),
+                    diffs.join(", "),
+                    out.display()
+                );
+            }
+            // Only settings that change no result differ (device, transport, checkpoint cadence):
+            // the copy becomes this config, so the directory records what ran last.
+            errln!(
+                "continuing the run in {} (with this config's device/transport settings)",
+                out.display()
+            );
+            sealong::files::write_atomic(&copy, text.as_bytes())?;
+        }
+        Err(_) => sealong::files::write_atomic(&copy, text.as_bytes())?,
     }
     let seed = cfg.seed.to_string();
     let device = ["--device".to_string(), cfg.device.clone()];
@@ -285,7 +316,8 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
 
     let sp = &cfg.sample;
-    stages.run("sample", || {
+    let sample_failures = crate::commands::sample::failures_path(&samples);
+    stages.run_counting("sample", Some(&sample_failures), || {
         let mut a = vec![
             "sample".into(),
             "--model".into(),
@@ -434,7 +466,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         let (recipe_table, export) = split_export_keys(&cfg.train)?;
         let recipe = out.join("train_recipe.toml");
-        std::fs::write(&recipe, toml::to_string(&recipe_table)?)?;
+        sealong::files::write_atomic(&recipe, toml::to_string(&recipe_table)?.as_bytes())?;
         let mut a = vec![
             "train".into(),
             "--model".into(),
@@ -455,7 +487,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         a.extend(device.clone());
         sealong(a)?;
-        std::fs::write(&done_mark, "{\"done\": true}\n")?;
+        sealong::files::write_atomic(&done_mark, b"{\"done\": true}\n")?;
         Ok(())
     })?;
 
@@ -474,6 +506,60 @@ pub fn run(args: RunArgs) -> Result<()> {
         Ok(())
     })?;
     print_summary(&out)
+}
+
+/// Config keys that change no record, so a rerun may change them: where the run writes, the
+/// device (the engines are held to each other by the parity tests), how the server is reached,
+/// and the trainer's knobs that do not change the update (as `TrainConfig::result_shaping`).
+const NOT_RECORD_SHAPING: &[&[&str]] = &[
+    &["out"],
+    &["device"],
+    &["sample", "remote", "base_url"],
+    &["sample", "remote", "api_key_env"],
+    &["sample", "remote", "concurrency"],
+    &["sample", "remote", "request_timeout"],
+    &["sample", "remote", "max_retries"],
+    &["sample", "remote", "on_error"],
+    &["train", "checkpoint_every"],
+    &["train", "keep_checkpoints"],
+    &["train", "micro_batch"],
+    &["train", "loss_chunk"],
+];
+
+/// The differences between the config a run directory was made with and this one, as
+/// `key = old (this config: new)`, leaving out [`NOT_RECORD_SHAPING`] keys and formatting.
+fn config_differences(old: &str, new: &str) -> Result<Vec<String>> {
+    let old: toml::Table = toml::from_str(old).context(
+        "not valid TOML (cut off by an interrupted write of an older version?); restore it from the \
+         config the run was started with",
+    )?;
+    let new: toml::Table = toml::from_str(new)?;
+    let mut out = Vec::new();
+    diff_tables(&old, &new, &mut Vec::new(), &mut out);
+    Ok(out)
+}
+
+fn diff_tables(old: &toml::Table, new: &toml::Table, path: &mut Vec<String>, out: &mut Vec<String>) {
+    let mut keys: Vec<&String> = old.keys().chain(new.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    for k in keys {
+        path.push(k.clone());
+        let ignored = NOT_RECORD_SHAPING
+            .iter()
+            .any(|p| p.len() == path.len() && p.iter().zip(path.iter()).all(|(a, b)| a == b));
+        if !ignored {
+            match (old.get(k), new.get(k)) {
+                (Some(toml::Value::Table(a)), Some(toml::Value::Table(b))) => diff_tables(a, b, path, out),
+                (a, b) if a == b => {}
+                (a, b) => {
+                    let show = |v: Option<&toml::Value>| v.map_or("(unset)".to_string(), ToString::to_string);
+                    out.push(format!("{} = {} (this config: {})", path.join("."), show(a), show(b)));
+                }
+            }
+        }
+        path.pop();
+    }
 }
 
 /// Splits `[train]` into the recipe `sealong train --config` reads and the flags of the merged
@@ -527,7 +613,57 @@ fn print_summary(out: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::split_export_keys;
+    use super::{RemoteSampling, Stages, config_differences, split_export_keys};
+
+    /// Issue 17: questions a server rejected with `on_error = "skip"` were nowhere in the
+    /// round's summary; `[sample.remote] on_error` reaches `sample`, and summary.json counts them.
+    #[test]
+    fn the_summary_counts_a_stages_failures_and_on_error_reaches_sample() {
+        let r: RemoteSampling =
+            toml::from_str("base_url = \"http://h/v1\"\napi_model = \"m\"\non_error = \"skip\"\n").expect("toml");
+        let a = r.args();
+        assert!(a.windows(2).any(|w| w == ["--on-error", "skip"]), "{a:?}");
+        let dir = std::env::temp_dir().join(format!("sealong-run-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let failures = dir.join("samples.failures.jsonl");
+        std::fs::write(&failures, "{\"id\": \"a\"}\n{\"id\": \"b\"}\n").expect("failures");
+        let mut stages = Stages {
+            log: Vec::new(),
+            path: dir.join("summary.json"),
+        };
+        stages
+            .run_counting("sample", Some(&failures), || Ok(()))
+            .expect("stage");
+        stages
+            .run_counting("score", Some(&dir.join("none.jsonl")), || Ok(()))
+            .expect("stage");
+        let summary: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary")).expect("json");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(summary["stages"][0]["failed"], 2, "{summary}");
+        assert!(summary["stages"][1].get("failed").is_none(), "{summary}");
+    }
+
+    /// Issue 17: the refusal named no difference; formatting, comments and the device made
+    /// it refuse while changing no record.
+    #[test]
+    fn config_differences_name_the_key_and_ignore_what_changes_no_record() {
+        let old = "seed = 1\ndevice = \"cpu\"\n[sample]\nn = 4\n[sample.remote]\nbase_url = \"http://a/v1\"\napi_model = \"m\"\n";
+        let same = "# a comment\nseed = 1\ndevice = \"gpu\"\n[sample]\nn  =  4\n[sample.remote]\nbase_url = \"http://b/v1\"\napi_model = \"m\"\n";
+        assert!(config_differences(old, same).expect("ok").is_empty());
+        let other = "seed = 2\n[sample]\nn = 8\ntemperature = 1.0\n[sample.remote]\nbase_url = \"http://a/v1\"\napi_model = \"m2\"\n";
+        assert_eq!(
+            config_differences(old, other).expect("ok"),
+            [
+                "sample.n = 4 (this config: 8)",
+                "sample.remote.api_model = \"m\" (this config: \"m2\")",
+                "sample.temperature = (unset) (this config: 1.0)",
+                "seed = 1 (this config: 2)",
+            ]
+        );
+        let e = config_differences("seed = 1\n[sam", old).expect_err("torn copy");
+        assert!(format!("{e:#}").contains("not valid TOML"), "{e:#}");
+    }
 
     fn split(t: &str) -> anyhow::Result<(toml::Table, Vec<String>)> {
         split_export_keys(&t.parse::<toml::Table>().expect("toml"))

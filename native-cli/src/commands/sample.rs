@@ -41,6 +41,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         questions.truncate(limit);
     }
     let done = jsonl::existing_ids(&args.out, "id")?;
+    crate::resume::check(&args.out, "sample", &record_settings(&args)?, !done.is_empty())?;
     let todo: Vec<_> = questions.iter().filter(|l| !done.contains(&l.value.id)).collect();
     if !done.is_empty() {
         errln!(
@@ -80,30 +81,49 @@ pub fn run(args: SampleArgs) -> Result<()> {
             top_p: sampling.top_p,
             max_tokens: args.decode.max_new_tokens,
         };
-        let answer = |l: &&Line<LongBenchRecord>, cancel: &_| -> Result<Answered> {
+        let mut failures = openai::Failures::start(failures_path(&args.out), args.backend.on_error)?;
+        let answer = |l: &&Line<LongBenchRecord>, cancel: &_| {
             let q = &l.value;
             let user_message = prompts::user_message(&q.context, &q.input, strategy);
             let what = format!("{}:{} (question {})", args.input.display(), l.line, q.id);
             let seed = openai::request_seed(args.seed.seed, &q.id);
-            let got = client.complete(&user_message, args.n, remote, seed, &what, cancel)?;
-            Ok(Answered {
-                user_message,
-                prompt_tokens: got.prompt_tokens,
-                truncated_tokens: 0,
-                samples: got.samples,
+            openai::or_failed("sample", || {
+                let got = client.complete(&user_message, args.n, remote, seed, &what, cancel)?;
+                Ok(Answered {
+                    user_message,
+                    prompt_tokens: got.prompt_tokens,
+                    truncated_tokens: 0,
+                    samples: got.samples,
+                })
             })
         };
-        pool::ordered(&todo, args.backend.concurrency, answer, |l, a| {
-            out.append(&record(&l.value, &model, a))?;
+        let outcome = pool::ordered(&todo, args.backend.concurrency, answer, |l, a| {
+            match a {
+                Ok(a) => out.append(&record(&l.value, &model, a))?,
+                Err(f) => failures.record(&l.value.id, &format!("{}:{}", args.input.display(), l.line), &f)?,
+            }
             bar.inc(1);
             Ok(())
-        })?;
+        });
+        out.sync()?;
+        outcome?;
+        failures.finish()?;
         bar.finish();
         errln!(
             "wrote {} ({:.2} questions/s)",
             args.out.display(),
             todo.len() as f64 / start.elapsed().as_secs_f64()
         );
+        if failures.count > 0 {
+            errln!(
+                "{} of {} questions failed (rejected by the server), listed in {}; they are not in {} and a \
+                 rerun retries them",
+                failures.count,
+                todo.len(),
+                failures.path().display(),
+                args.out.display()
+            );
+        }
         return Ok(());
     }
 
@@ -137,6 +157,7 @@ pub fn run(args: SampleArgs) -> Result<()> {
         out.append(&record(q, &dec.name, answered))?;
         bar.inc(1);
     }
+    out.sync()?;
     bar.finish();
     errln!(
         "wrote {} ({:.1} tok/s overall)",
@@ -144,4 +165,45 @@ pub fn run(args: SampleArgs) -> Result<()> {
         tokens as f64 / start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// `OUT.failures.jsonl` (for `samples.jsonl`: `samples.failures.jsonl`).
+pub fn failures_path(out: &std::path::Path) -> std::path::PathBuf {
+    crate::commands::subem::with_suffix(out, ".failures.jsonl")
+}
+
+/// The settings that shape a sample record, recorded beside the output so that a resume with
+/// other ones is refused (`resume::check`). Left out because they change no record: the device
+/// (the CPU engine and the burn twin compute the same model, held to each other by the parity
+/// tests, and moving a long run to another machine is a reason to resume), `--limit` (how many
+/// questions, not how), and the remote transport (`--base-url`: a server restarted elsewhere
+/// serves the same model; concurrency, timeouts, retries).
+fn record_settings(args: &SampleArgs) -> Result<sealong::data::settings::Settings> {
+    let mut s = crate::resume::settings([
+        ("n", json!(args.n)),
+        ("temperature", json!(args.temperature)),
+        ("top_p", json!(args.decode.top_p)),
+        ("top_k", json!(args.decode.top_k)),
+        ("max_new_tokens", json!(args.decode.max_new_tokens)),
+        ("strategy", json!(args.decode.strategy)),
+        ("seed", json!(args.seed.seed)),
+        ("truncate_middle", json!(args.decode.truncate_middle)),
+        // Recorded on its own: each backend records its own model key, and a key one side
+        // lacks is taken for a newer version's addition, not a difference.
+        ("backend", json!(crate::args::backend_name(args.backend.backend))),
+    ]);
+    match args.backend.backend {
+        crate::args::Backend::Local => {
+            s.insert(
+                "model_sha256".into(),
+                json!(crate::resume::model_sha256(&args.model.model)?),
+            );
+            // int8 rounds activations: other numbers, other samples.
+            s.insert("precision".into(), json!(args.device.precision));
+        }
+        crate::args::Backend::Openai => {
+            s.insert("api_model".into(), json!(args.backend.api_model));
+        }
+    }
+    Ok(s)
 }

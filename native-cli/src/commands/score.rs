@@ -85,6 +85,11 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         Some(p) => jsonl::existing_ids(p, "id")?,
         None => HashSet::new(),
     };
+    let settings = record_settings(&args)?;
+    crate::resume::check(&args.out, "score", &settings, !scored_done.is_empty())?;
+    if let Some(p) = &args.pairs {
+        crate::resume::check(p, "score", &settings, !pairs_done.is_empty())?;
+    }
     let todo: Vec<_> = sets
         .iter()
         .filter(|l| !scored_done.contains(&l.value.id) || (args.pairs.is_some() && !pairs_done.contains(&l.value.id)))
@@ -133,6 +138,10 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             }
             bar.inc(1);
         }
+        out.sync()?;
+        if let Some(p) = &pairs {
+            p.sync()?;
+        }
         bar.finish();
     }
     let summary = summarize(&args.out, args.seed.seed)?;
@@ -140,11 +149,39 @@ pub fn run(args: ScoreArgs) -> Result<()> {
         .summary
         .clone()
         .unwrap_or_else(|| with_suffix(&args.out, ".summary.json"));
-    std::fs::write(&summary_path, serde_json::to_string_pretty(&summary)? + "\n")
-        .with_context(|| format!("writing {}", summary_path.display()))?;
+    sealong::files::write_atomic(
+        &summary_path,
+        (serde_json::to_string_pretty(&summary)? + "\n").as_bytes(),
+    )?;
     print_summary(&summary)?;
     errln!("wrote {} and {}", args.out.display(), summary_path.display());
     Ok(())
+}
+
+/// The settings that shape scored records and pairs (recorded beside both, `resume::check`):
+/// the method, the seed (the rejected draw), and the model that judges: the embedder's files
+/// for `embedding`, the judge's files, its token budget and arithmetic for the self-eval
+/// methods. The device is left out (the engines are held to each other by the parity tests).
+fn record_settings(args: &ScoreArgs) -> Result<sealong::data::settings::Settings> {
+    let mut s = crate::resume::settings([
+        ("method", json!(method_name(args.method))),
+        ("seed", json!(args.seed.seed)),
+    ]);
+    match args.method {
+        ScoreMethod::Embedding => {
+            s.insert(
+                "embedder_sha256".into(),
+                json!(crate::resume::model_sha256(&args.embedder)?),
+            );
+        }
+        ScoreMethod::SelfEval | ScoreMethod::RefSelfEval => {
+            s.insert("judge_sha256".into(), json!(crate::resume::model_sha256(&args.judge)?));
+            s.insert("judge_max_new_tokens".into(), json!(args.judge_max_new_tokens));
+            s.insert("precision".into(), json!(args.device.precision));
+        }
+        ScoreMethod::RougeL | ScoreMethod::Random => {}
+    }
+    Ok(s)
 }
 
 fn load_scorer(args: &ScoreArgs) -> Result<Scorer> {

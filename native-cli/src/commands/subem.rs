@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use sealong::data::jsonl;
 use sealong::eval::sub_em;
 use serde_json::{Value, json};
@@ -106,15 +106,10 @@ pub fn run(args: SubemArgs) -> Result<()> {
     if to_stdout {
         write(&mut crate::output::Stdout)?;
     } else {
-        // Written whole to a temporary file and renamed: the output is never half written.
-        let dir = out_path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("writing in {}", dir.display()))?;
-        write(tmp.as_file_mut())?;
-        tmp.persist(&out_path)
-            .with_context(|| format!("writing {}", out_path.display()))?;
+        // Written whole: the output is never half written.
+        sealong::files::write_atomic_with(&out_path, |w| {
+            write(w).map_err(|e| sealong::Error::Invalid(format!("writing {}: {e:#}", out_path.display())))
+        })?;
     }
     let mut summary = serde_json::Map::new();
     let mut task_means = Vec::new();
@@ -155,8 +150,10 @@ pub fn run(args: SubemArgs) -> Result<()> {
         writeln!(console, "wrote {}", out_path.display())?;
     }
     if let Some(m) = &args.metrics {
-        std::fs::write(m, serde_json::to_string_pretty(&Value::Object(summary))? + "\n")
-            .with_context(|| format!("writing {}", m.display()))?;
+        sealong::files::write_atomic(
+            m,
+            (serde_json::to_string_pretty(&Value::Object(summary))? + "\n").as_bytes(),
+        )?;
     }
     Ok(())
 }

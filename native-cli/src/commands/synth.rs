@@ -192,6 +192,7 @@ fn write(synth: &mut Synthesizer, selected: &[SourceQuestion], out_path: &Path) 
         bar.set_message(format!("{tokens} context tokens"));
         bar.inc(1);
     }
+    out.sync()?;
     bar.finish();
     errln!("wrote {} ({} questions)", out_path.display(), selected.len());
     Ok(())

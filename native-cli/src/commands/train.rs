@@ -286,14 +286,28 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
 
     std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    // The checkpoints are what a resume continues: their sidecar records the model's files and
+    // the recipe (the trainer compares recipe and data with the checkpoint as well, but names no
+    // field and cannot see the model). Without --resume an existing checkpoint is refused by
+    // the trainer, so the record is left as it is.
+    let has = has_checkpoint(&args.out);
+    if args.resume || !has {
+        let mut settings = match serde_json::to_value(config.result_shaping())? {
+            serde_json::Value::Object(m) => m,
+            _ => bail!("the recipe does not serialize to a table"),
+        };
+        settings.insert(
+            "model_sha256".into(),
+            json!(sealong::loading::model_files::sha256_of(&model_path)?),
+        );
+        crate::resume::check(&args.out.join("checkpoints"), "train", &settings, has && args.resume)?;
+    }
     let mut trainer = Trainer::new(decoder, config.clone(), examples, &args.out, args.resume)?;
-    std::fs::write(
-        args.out.join("train_config.json"),
-        serde_json::to_string_pretty(&json!({
-            "model": args.model.model, "pairs": args.pairs, "config": config,
-            "examples": trainer.examples().len(), "skipped": skipped,
-        }))?,
-    )?;
+    let train_config = serde_json::to_string_pretty(&json!({
+        "model": args.model.model, "pairs": args.pairs, "config": config,
+        "examples": trainer.examples().len(), "skipped": skipped,
+    }))?;
+    sealong::files::write_atomic(&args.out.join("train_config.json"), train_config.as_bytes())?;
     if trainer.resumed_from() > 0 {
         errln!(
             "resuming {} at step {} of {}",

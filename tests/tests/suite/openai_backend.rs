@@ -461,3 +461,117 @@ fn a_round_samples_from_the_server_with_sample_remote() {
     server.run(&["run".into(), "--config".into(), cfg]);
     assert_eq!(std::fs::read(out.join("samples.jsonl")).expect("samples"), before);
 }
+
+/// Issue 17: a prompt over the server's context (HTTP 400) failed the whole stage with nothing
+/// recorded. Now the question goes to the failures file with the server's message; the default
+/// still stops (saying how to skip), `--on-error skip` goes on, a rerun retries the question,
+/// and `eval`'s metrics count it.
+#[test]
+fn a_prompt_over_the_servers_context_is_recorded_and_skipped_on_request() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let port = free_port();
+    let mut server = Server::start(port, &tmp.path().join("server.log"));
+    let input = questions(tmp.path(), 3);
+    // q01's context: far over the server's 4096 tokens.
+    let text = std::fs::read_to_string(&input).expect("questions");
+    let mut lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    lines[1]["context"] =
+        json!("Passage 1:\nRivers\n".to_string() + &"Many rivers cross the wide green land. ".repeat(900));
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(&input, text).expect("questions");
+
+    let samples = tmp.path().join("samples.jsonl");
+    let failures = tmp.path().join("samples.failures.jsonl");
+    let args = sample_args(port, &input, &samples, 2, 8);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let e = format!("{:#}", sealong(&argv).expect_err("the default fails loudly"));
+    server.assert_alive();
+    assert!(
+        e.contains("q01") && e.contains("HTTP 400") && e.contains("--on-error skip"),
+        "{e}"
+    );
+    let ids: Vec<String> = read_lines(&samples)
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, ["q00"], "the question before the failure is kept");
+    let failed = read_lines(&failures);
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["id"], "q01");
+    assert_eq!(failed[0]["step"], "sample");
+    assert_eq!(failed[0]["status"], 400);
+    assert!(
+        failed[0]["error"]
+            .as_str()
+            .expect("message")
+            .to_lowercase()
+            .contains("context"),
+        "the server's message: {failed:?}"
+    );
+
+    // --on-error skip: the rerun resumes after q00, retries q01 (it is not in the output),
+    // records it again and goes on to q02.
+    let mut skip = args.clone();
+    skip.extend(["--on-error".to_string(), "skip".to_string()]);
+    server.run(&skip);
+    let ids: Vec<String> = read_lines(&samples)
+        .iter()
+        .map(|r| r["id"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(ids, ["q00", "q02"]);
+    let failed = read_lines(&failures);
+    assert_eq!(
+        failed.len(),
+        1,
+        "the failures file lists the latest run's failures: {failed:?}"
+    );
+    assert_eq!(failed[0]["id"], "q01");
+    // Finishing the file with the local engine would mix two models' records: refused.
+    let e = sealong(&[
+        "sample",
+        "--device",
+        "cpu",
+        "-n",
+        "2",
+        "--max-new-tokens",
+        "8",
+        "--seed",
+        "3",
+        "--input",
+        &input.display().to_string(),
+        "--out",
+        &samples.display().to_string(),
+    ])
+    .expect_err("another backend is refused");
+    let e = format!("{e:#}");
+    assert!(e.contains("backend = \"openai\" (this run: \"local\")"), "{e}");
+
+    // eval: the greedy request is rejected; the table has the other two and counts the failure.
+    let eval_dir = tmp.path().join("eval");
+    server.run(&[
+        "eval".into(),
+        "--backend".into(),
+        "openai".into(),
+        "--base-url".into(),
+        format!("http://127.0.0.1:{port}/v1"),
+        "--api-model".into(),
+        "smollm2".into(),
+        "--max-new-tokens".into(),
+        "8".into(),
+        "--on-error".into(),
+        "skip".into(),
+        "--input".into(),
+        input.display().to_string(),
+        "--out".into(),
+        eval_dir.display().to_string(),
+    ]);
+    assert_eq!(read_lines(&eval_dir.join("predictions.jsonl")).len(), 2);
+    let failed = read_lines(&eval_dir.join("failures.jsonl"));
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["id"], "capitals/q01");
+    assert_eq!(failed[0]["step"], "eval greedy");
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(eval_dir.join("metrics.json")).expect("metrics")).expect("json");
+    assert_eq!(metrics["failed"], 1, "{metrics}");
+    assert_eq!(metrics["tasks"][0]["questions"], 2, "{metrics}");
+}

@@ -277,6 +277,30 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
         .map(|e| format!("{e:#}"))
         .unwrap_or_default();
     assert!(e.contains("different config"), "{e}");
+    // Issue 17: the refusal names the key with both values and how to start afresh.
+    assert!(
+        e.contains("seed = 7 (this config: 8)") && e.contains("another output directory"),
+        "{e}"
+    );
+    // A config that differs only in what changes no record (here the device, and formatting)
+    // continues the round, and becomes the directory's copy.
+    let moved = tmp.path().join("d.toml");
+    let moved_text = tiny_config(&killed).replace("device = \"cpu\"", "device  =  \"auto\"");
+    std::fs::write(&moved, &moved_text).expect("config");
+    let before = std::fs::read(killed.join("samples.jsonl")).expect("samples");
+    sealong(&["run", "--config", &moved.display().to_string()]).expect("a device change continues");
+    assert_eq!(std::fs::read(killed.join("samples.jsonl")).expect("samples"), before);
+    assert_eq!(
+        std::fs::read_to_string(killed.join("config.toml")).expect("copy"),
+        moved_text
+    );
+    // A copy torn by an older version's plain write is named as such, not as a different config.
+    std::fs::write(killed.join("config.toml"), &moved_text[..20]).expect("tear");
+    let e = sealong(&["run", "--config", &moved.display().to_string()])
+        .err()
+        .map(|e| format!("{e:#}"))
+        .unwrap_or_default();
+    assert!(e.contains("config.toml") && e.contains("not valid TOML"), "{e}");
 }
 
 fn sealong_tests_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {

@@ -142,3 +142,64 @@ fn generate_writes_greedy_predictions() {
     ])
     .expect("prompt");
 }
+
+/// Issue 17: a rerun with another `--n` or `--seed` appended records made differently to the
+/// same file. Now it is refused, naming the field with both values, and the file is untouched;
+/// the same settings resume; an output made before sidecars existed is adopted.
+#[test]
+fn a_rerun_with_other_settings_is_refused_and_the_same_settings_resume() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let q = questions(dir.path());
+    let out = dir.path().join("s.jsonl");
+    run_sample(&q, &out, &["--limit", "1"]);
+    let meta = dir.path().join("s.jsonl.meta.json");
+    let recorded: Value = serde_json::from_slice(&std::fs::read(&meta).expect("sidecar")).expect("json");
+    assert_eq!(recorded["stage"], "sample");
+    assert_eq!(recorded["settings"]["n"], 3);
+    assert_eq!(recorded["settings"]["seed"], 5);
+    assert_eq!(
+        recorded["settings"]["model_sha256"].as_str().expect("model hash").len(),
+        64
+    );
+    let before = std::fs::read(&out).expect("out");
+    let rerun = |n: &str, seed: &str| {
+        sealong(&[
+            "sample",
+            "--device",
+            "cpu",
+            "-n",
+            n,
+            "--max-new-tokens",
+            "12",
+            "--seed",
+            seed,
+            "--input",
+            q.to_str().expect("utf8"),
+            "--out",
+            out.to_str().expect("utf8"),
+        ])
+    };
+    let e = format!("{:#}", rerun("2", "5").expect_err("another --n is refused"));
+    assert!(e.contains("n = 3 (this run: 2)"), "{e}");
+    assert!(
+        e.contains("s.jsonl.meta.json") && e.contains("another output path"),
+        "{e}"
+    );
+    let e = format!("{:#}", rerun("3", "6").expect_err("another --seed is refused"));
+    assert!(e.contains("seed = 5 (this run: 6)"), "{e}");
+    assert_eq!(
+        std::fs::read(&out).expect("out"),
+        before,
+        "a refused rerun writes nothing"
+    );
+    // The device is not a setting of the records: the same settings resume to all questions.
+    run_sample(&q, &out, &[]);
+    let text = std::fs::read_to_string(&out).expect("out");
+    assert!(text.starts_with(std::str::from_utf8(&before).expect("utf8")));
+    assert_eq!(text.lines().count(), 3);
+    // An output without a sidecar (an older version's) is adopted with this run's settings.
+    std::fs::remove_file(&meta).expect("rm");
+    run_sample(&q, &out, &[]);
+    assert!(meta.is_file(), "the sidecar is written on adoption");
+    assert_eq!(std::fs::read_to_string(&out).expect("out"), text);
+}

@@ -348,3 +348,54 @@ fn embed_writes_jsonl_and_npy() {
     ]);
     assert!(format!("{:#}", missing.expect_err("missing field")).contains(":1: no \"nope\" field"));
 }
+
+/// Issue 17: a rerun with another method or seed appended records selected differently to the
+/// scored and pairs files. Now both are refused naming the field; the summary is rewritten
+/// whole (no temporary file left beside it) and the same settings resume.
+#[test]
+fn a_rerun_with_another_method_or_seed_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (input, _) = samples_file(dir.path(), "rouge.json");
+    let out = dir.path().join("scored.jsonl");
+    let pairs = dir.path().join("pairs.jsonl");
+    let p = pairs.to_str().expect("utf8");
+    score(&input, &out, "random", &["--seed", "3", "--pairs", p]).expect("score");
+    let (scored, paired) = (
+        std::fs::read(&out).expect("scored"),
+        std::fs::read(&pairs).expect("pairs"),
+    );
+    let e = format!(
+        "{:#}",
+        score(&input, &out, "rouge-l", &["--seed", "3", "--pairs", p]).expect_err("method")
+    );
+    assert!(e.contains("method = \"random\" (this run: \"rouge-l\")"), "{e}");
+    let e = format!(
+        "{:#}",
+        score(&input, &out, "random", &["--seed", "4", "--pairs", p]).expect_err("seed")
+    );
+    assert!(
+        e.contains("seed = 3 (this run: 4)") && e.contains("scored.jsonl"),
+        "{e}"
+    );
+    // The pairs file has its own record: a new scored file with the old pairs is refused too.
+    let other = dir.path().join("other.jsonl");
+    let e = format!(
+        "{:#}",
+        score(&input, &other, "random", &["--seed", "4", "--pairs", p]).expect_err("pairs")
+    );
+    assert!(e.contains("pairs.jsonl was made with other settings"), "{e}");
+    assert_eq!(std::fs::read(&out).expect("scored"), scored);
+    assert_eq!(std::fs::read(&pairs).expect("pairs"), paired);
+    score(&input, &out, "random", &["--seed", "3", "--pairs", p]).expect("same settings resume");
+    assert_eq!(std::fs::read(&out).expect("scored"), scored);
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("scored.summary.json")).expect("summary"))
+            .expect("whole JSON");
+    assert_eq!(summary["method"], "random");
+}

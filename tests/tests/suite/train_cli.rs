@@ -252,6 +252,16 @@ fn a_killed_run_resumes_to_the_same_adapter() {
     assert!(e.contains("--resume"), "{e}");
     let mut resumed = args.clone();
     resumed.push("--resume".into());
+    // Issue 17: resuming with another recipe is refused, naming the field and both values.
+    let other: Vec<String> = resumed
+        .iter()
+        .map(|a| if a == "1e-3" { "3e-3".to_string() } else { a.clone() })
+        .collect();
+    let e = run(&other).err().map(|e| format!("{e:#}")).unwrap_or_default();
+    assert!(
+        e.contains("lr = 0.001 (this run: 0.003)") && e.contains("checkpoints.meta.json"),
+        "{e}"
+    );
     run(&resumed).expect("resume");
     assert_eq!(metric_steps(&killed), vec![1, 2, 3, 4, 5]);
     for f in ["adapter_model.safetensors", "adapter_config.json"] {
