@@ -46,7 +46,34 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&mut dyn Write) -> Resu
         let _ = std::fs::remove_file(&tmp);
         return result;
     }
+    remove_stale_temporaries(&dir, &file_name);
     sync_dir(&dir)
+}
+
+/// Removes the temporary files of `file_name` that killed writers left behind (found by the kill
+/// sweep: a round killed while exporting kept `.model.safetensors.<pid>.tmp` beside the model for
+/// good). A temporary whose process still runs is another writer's and stays; where processes
+/// cannot be looked up (no `/proc`), nothing is removed.
+fn remove_stale_temporaries(dir: &Path, file_name: &str) {
+    let proc_fs = Path::new("/proc/self");
+    if !proc_fs.exists() {
+        return;
+    }
+    let prefix = format!(".{file_name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(&prefix)
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Flushes a directory's entries (a rename or a new file in it) to disk. On platforms where a
@@ -92,6 +119,29 @@ mod tests {
         write_atomic(&p, b"{}").expect("second");
         assert_eq!(std::fs::read(&p).expect("read"), b"{}");
         assert_eq!(names(&dir.path().join("sub")), ["summary.json"]);
+    }
+
+    /// A writer killed between creating its temporary file and renaming it leaves the temporary;
+    /// the next write of the same file removes it, unless its process still runs.
+    #[test]
+    fn a_killed_writers_temporary_is_removed_by_the_next_write() {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("model.safetensors");
+        // u32::MAX is above every Linux pid limit: no such process.
+        let stale = dir.path().join(format!(".model.safetensors.{}.tmp", u32::MAX));
+        std::fs::write(&stale, b"half").expect("stale");
+        // A live process's temporary (this process's parent) stays.
+        let live = dir.path().join(format!(".model.safetensors.{}.tmp", std::os::unix::process::parent_id()));
+        std::fs::write(&live, b"busy").expect("live");
+        let other = dir.path().join(format!(".other.json.{}.tmp", u32::MAX));
+        std::fs::write(&other, b"x").expect("other");
+        write_atomic(&p, b"whole").expect("write");
+        assert!(!stale.exists(), "the dead writer's temporary is gone");
+        assert!(live.exists(), "a running writer's temporary stays");
+        assert!(other.exists(), "another file's temporary is not this write's business");
     }
 
     /// Issue 17: a write that fails half-way (a kill, a full disk, a serialization error)
