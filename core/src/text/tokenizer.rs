@@ -73,7 +73,12 @@ impl Tokenizer {
     /// tokenizer_config.json), see [`Tokenizer::set_special_tokens`].
     pub fn from_json_bytes(bytes: &[u8], source: impl Into<String>) -> Result<Self> {
         let source = source.into();
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(&source, e))?;
+        // The syntax first: tokenizers 0.23 `expect`s the result of reading a `decoder` entry,
+        // so malformed JSON inside one panicked instead of failing (issue 17's fuzzing). This
+        // pass allocates nothing and gives serde's line and column.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| Error::tokenizer(&source, format!("malformed JSON: {e}")))?;
+        let inner = guarded(&source, || tokenizers::Tokenizer::from_bytes(bytes))?;
         Self::from_inner(inner, source)
     }
 
@@ -131,10 +136,7 @@ impl Tokenizer {
     /// Token ids of `text` (special tokens written in the text are matched whole, as HF does).
     /// `add_special_tokens` applies the tokenizer's post-processor (e.g. a BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let enc = guarded(&self.source, || self.inner.encode_fast(text, add_special_tokens))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -145,17 +147,12 @@ impl Tokenizer {
 
     /// Token strings (byte-level pieces for BPE models) of `text`.
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let enc = guarded(&self.source, || self.inner.encode_fast(text, false))?;
         Ok(enc.get_tokens().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::tokenizer(&self.source, e))
+        guarded(&self.source, || self.inner.decode(ids, skip_special_tokens))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -234,6 +231,27 @@ fn pre_tokenizer_for(pre: &str, source: &str) -> Result<Value> {
             ));
         }
     })
+}
+
+/// Runs a call into the `tokenizers` crate, a panic in it becoming an error naming `source`.
+/// Why: the crate `expect`s in places on values a file controls (a normalizer's precompiled
+/// charsmap, a decoder entry it cannot re-read), and a tokenizer file is outside input: it must
+/// give an error, not take the process down (issue 17). Where panics abort (wasm), they still do.
+fn guarded<T>(source: &str, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| Error::tokenizer(source, e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::tokenizer(
+                source,
+                format!("the tokenizers library failed on this file ({what}); is it a valid tokenizer.json?"),
+            ))
+        }
+    }
 }
 
 /// Builds a tokenizer.json (as a JSON value) from GGUF metadata.
