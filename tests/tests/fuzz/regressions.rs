@@ -76,3 +76,25 @@ fn chat_templates_that_repeat_without_bound() {
         "<|im_start|>user\n".len() + long.trim().len() + "<|im_end|>\n".len()
     );
 }
+
+/// `"head_dim": 2147483648` in a config.json made the RoPE tables ask for 8 GB (found by
+/// `config_json`); the head dimension is now capped with an error naming the key.
+#[test]
+fn config_json_with_a_huge_head_dim() {
+    use sealong::models::decoder::DecoderConfig;
+    let mut v = serde_json::json!({
+        "model_type": "llama", "vocab_size": 64, "hidden_size": 32, "intermediate_size": 48,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 64
+    });
+    let ok = DecoderConfig::from_hf_json(&v, "ok/config.json").expect("valid");
+    assert_eq!(ok.rope_inv_freq().len(), 4);
+    v["head_dim"] = serde_json::json!(1u64 << 31);
+    let e = DecoderConfig::from_hf_json(&v, "big/config.json")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("big/config.json") && e.contains("head_dim 2147483648") && e.contains("4096"),
+        "{e}"
+    );
+}
