@@ -49,9 +49,9 @@ fn note(add: usize, sub: usize) -> bool {
                 // No allocation here: format into a stack buffer.
                 let mut buf = [0u8; 256];
                 let mut w = &mut buf[..];
-                let _ = write!(
+                let _ = writeln!(
                     w,
-                    "fuzz: {} case {} asked for one allocation of {add} bytes (cap {HARD_CAP})\n",
+                    "fuzz: {} case {} asked for one allocation of {add} bytes (cap {HARD_CAP})",
                     st.label, st.case
                 );
                 let left = w.len();

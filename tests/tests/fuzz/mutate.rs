@@ -260,7 +260,7 @@ pub fn mutate_json_value(rng: &mut SplitMix, v: &mut Value, keys: &[String]) {
                     .filter(|&i| s.is_char_boundary(i))
                     .nth(rng.below(s.chars().count() + 1))
                     .unwrap_or(0);
-                let tok: &str = *pick(rng, TEXT_TOKENS);
+                let tok: &&str = pick(rng, TEXT_TOKENS);
                 s.insert_str(at, tok);
             } else {
                 *node = hostile_value(rng);
