@@ -98,3 +98,18 @@ fn config_json_with_a_huge_head_dim() {
         "{e}"
     );
 }
+
+/// A tokenizer.json whose decoder holds objects nested ~100 deep took 52 MB for its 55 KB
+/// (the tokenizers crate re-reads untagged parts at every level; found by `tokenizer_json` at
+/// 100,000 cases). Nesting is now limited to 32 (real files: about 6), checked in one pass.
+#[test]
+fn tokenizer_json_nested_deeply() {
+    let bytes = include_bytes!("deeply_nested_tokenizer.json");
+    let (r, usage) = crate::alloc::measure("regression", 0, || Tokenizer::from_json_bytes(bytes, "deep.json"));
+    let e = r.unwrap_err().to_string();
+    assert!(
+        e.contains("deep.json") && e.contains("nested") && e.contains("at most 32"),
+        "{e}"
+    );
+    assert!(usage.peak < 1 << 20, "peak {} bytes", usage.peak);
+}
