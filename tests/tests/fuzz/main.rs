@@ -212,6 +212,11 @@ pub fn fuzz(t: &Target, n: u64) -> Outcome {
 
 /// Fuzzes one target, reports, and fails on a panic or an over-bound allocation.
 pub fn check(t: Target) {
+    // Panics print their message, never a backtrace: a parser's panic the code catches and
+    // turns into an error (`Tokenizer`'s guard) would otherwise count the backtrace's
+    // symbolization (tens of MB with RUST_BACKTRACE set) against the parser's bound.
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| std::panic::set_hook(Box::new(|info| eprintln!("{info}"))));
     let n = cases();
     let o = fuzz(&t, n);
     let line = format!(
