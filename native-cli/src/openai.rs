@@ -352,14 +352,16 @@ impl Client {
     }
 }
 
+/// The token counts a response reports (`usage`), when it does.
 #[derive(Debug, Default)]
-struct Usage {
-    prompt_tokens: Option<usize>,
-    completion_tokens: Option<usize>,
+pub struct Usage {
+    pub prompt_tokens: Option<usize>,
+    pub completion_tokens: Option<usize>,
 }
 
-/// The choices of a chat-completions response, in `index` order.
-fn parse_response(v: &Value) -> Result<(Vec<SampleText>, Usage)> {
+/// The choices of a chat-completions response, in `index` order. Public for the fuzz test
+/// (tests/tests/fuzz): a server's body is outside input.
+pub fn parse_response(v: &Value) -> Result<(Vec<SampleText>, Usage)> {
     let choices = v["choices"]
         .as_array()
         .ok_or_else(|| anyhow!("no \"choices\" list in {}", clip(&v.to_string())))?;
@@ -395,7 +397,7 @@ fn parse_response(v: &Value) -> Result<(Vec<SampleText>, Usage)> {
 }
 
 /// `{"error": {"message": ..}}` (OpenAI, vLLM), `{"detail": ..}` (FastAPI) or the raw body.
-fn server_message(body: &str) -> String {
+pub fn server_message(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
     let m = v["error"]["message"]
         .as_str()

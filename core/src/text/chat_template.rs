@@ -62,6 +62,8 @@ impl std::fmt::Debug for ChatTemplate {
 }
 
 const TEMPLATE_NAME: &str = "chat";
+/// The part of a render's fuel that does not grow with the input (see [`ChatTemplate::render`]).
+const BASE_FUEL: u64 = 1 << 18;
 
 impl ChatTemplate {
     /// Compiles `source`. `bos_token` / `eos_token` are the strings HF passes to the template.
@@ -94,8 +96,20 @@ impl ChatTemplate {
 
     /// Renders `messages`; with `add_generation_prompt` the template opens the assistant turn.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
-        let tmpl = self
-            .env
+        // A template is code from the model file: its work and the bytes it makes are bounded
+        // by a budget linear in its input (issue 17), so a template that loops or repeats
+        // without bound fails instead of taking the memory. minijinja's fuel charges one fuel
+        // per instruction and per 64 bytes made (output, strings, lists), checked before a
+        // large allocation; the budget is 2^18 + one per input byte, so a render makes at most
+        // 16 MiB + 64 bytes per input byte. Real templates use a small part of it.
+        let input = self.source.len()
+            + self.bos_token.len()
+            + self.eos_token.len()
+            + messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>();
+        let fuel = BASE_FUEL + input as u64;
+        let mut env = (*self.env).clone();
+        env.set_fuel(Some(fuel));
+        let tmpl = env
             .get_template(TEMPLATE_NAME)
             .map_err(|e| Error::Template(e.to_string()))?;
         let ctx = minijinja::context! {
@@ -106,6 +120,12 @@ impl ChatTemplate {
         };
         tmpl.render(ctx).map_err(|e| {
             let mut msg = e.to_string();
+            if e.kind() == ErrorKind::OutOfFuel {
+                msg.push_str(&format!(
+                    " (a template may do {fuel} steps for these {input} bytes of template and messages; \
+                     this one loops or repeats without bound)"
+                ));
+            }
             let mut src = std::error::Error::source(&e);
             while let Some(s) = src {
                 msg.push_str(&format!(": {s}"));

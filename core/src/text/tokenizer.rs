@@ -73,7 +73,22 @@ impl Tokenizer {
     /// tokenizer_config.json), see [`Tokenizer::set_special_tokens`].
     pub fn from_json_bytes(bytes: &[u8], source: impl Into<String>) -> Result<Self> {
         let source = source.into();
-        let inner = tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| Error::tokenizer(&source, e))?;
+        // The syntax first: tokenizers 0.23 `expect`s the result of reading a `decoder` entry,
+        // so malformed JSON inside one panicked instead of failing (issue 17's fuzzing). This
+        // pass allocates nothing and gives serde's line and column.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| Error::tokenizer(&source, format!("malformed JSON: {e}")))?;
+        // The crate buffers and re-reads its untagged parts at every level, so a deeply nested
+        // value took ~1000 times its text in memory (55 KB made 52 MB). Real files nest about 6
+        // deep.
+        let depth = json_depth(bytes);
+        if depth > MAX_JSON_DEPTH {
+            return Err(Error::tokenizer(
+                &source,
+                format!("values nested {depth} deep (a tokenizer.json nests at most {MAX_JSON_DEPTH})"),
+            ));
+        }
+        let inner = guarded(&source, || tokenizers::Tokenizer::from_bytes(bytes))?;
         Self::from_inner(inner, source)
     }
 
@@ -131,10 +146,7 @@ impl Tokenizer {
     /// Token ids of `text` (special tokens written in the text are matched whole, as HF does).
     /// `add_special_tokens` applies the tokenizer's post-processor (e.g. a BOS).
     pub fn encode(&self, text: &str, add_special_tokens: bool) -> Result<Vec<u32>> {
-        let enc = self
-            .inner
-            .encode_fast(text, add_special_tokens)
-            .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let enc = guarded(&self.source, || self.inner.encode_fast(text, add_special_tokens))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -145,17 +157,12 @@ impl Tokenizer {
 
     /// Token strings (byte-level pieces for BPE models) of `text`.
     pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
-        let enc = self
-            .inner
-            .encode_fast(text, false)
-            .map_err(|e| Error::tokenizer(&self.source, e))?;
+        let enc = guarded(&self.source, || self.inner.encode_fast(text, false))?;
         Ok(enc.get_tokens().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        self.inner
-            .decode(ids, skip_special_tokens)
-            .map_err(|e| Error::tokenizer(&self.source, e))
+        guarded(&self.source, || self.inner.decode(ids, skip_special_tokens))
     }
 
     pub fn token_to_id(&self, token: &str) -> Option<u32> {
@@ -234,6 +241,57 @@ fn pre_tokenizer_for(pre: &str, source: &str) -> Result<Value> {
             ));
         }
     })
+}
+
+/// The deepest nesting accepted in a tokenizer.json (real files: about 6).
+const MAX_JSON_DEPTH: usize = 32;
+
+/// How deep the arrays and objects of a JSON text nest (brackets inside strings not counted);
+/// the text has been checked to be JSON.
+fn json_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+/// Runs a call into the `tokenizers` crate, a panic in it becoming an error naming `source`.
+/// Why: the crate `expect`s in places on values a file controls (a normalizer's precompiled
+/// charsmap, a decoder entry it cannot re-read), and a tokenizer file is outside input: it must
+/// give an error, not take the process down (issue 17). Where panics abort (wasm), they still do.
+fn guarded<T>(source: &str, f: impl FnOnce() -> tokenizers::Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r.map_err(|e| Error::tokenizer(source, e)),
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(Error::tokenizer(
+                source,
+                format!("the tokenizers library failed on this file ({what}); is it a valid tokenizer.json?"),
+            ))
+        }
+    }
 }
 
 /// Builds a tokenizer.json (as a JSON value) from GGUF metadata.

@@ -114,8 +114,9 @@ fn read_items(args: &EvalArgs) -> Result<Vec<Item>> {
     Ok(items)
 }
 
-/// The table of the predictions file (only the keys of this evaluation).
-fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<Vec<Outcome>> {
+/// The table of the predictions file (only the keys of this evaluation). Public for the fuzz
+/// test (tests/tests/fuzz).
+pub fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<Vec<Outcome>> {
     let lines = jsonl::read::<Value>(path)?;
     let mut out = Vec::new();
     for l in lines {

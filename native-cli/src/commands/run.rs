@@ -30,9 +30,10 @@ pub struct RunArgs {
     pub out: Option<PathBuf>,
 }
 
+/// A run config (`sealong run --config`), as parsed; read with [`parse_config`].
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunConfig {
+pub struct RunConfig {
     out: Option<PathBuf>,
     #[serde(default = "default_model")]
     model: String,
@@ -51,6 +52,11 @@ struct RunConfig {
     #[serde(default)]
     train: toml::Table,
     eval: EvalStage,
+}
+
+/// Parses a run config's text (unknown keys are errors naming them); `path` labels errors.
+pub fn parse_config(text: &str, path: &Path) -> Result<RunConfig> {
+    toml::from_str(text).with_context(|| format!("{}: not a valid run config", path.display()))
 }
 
 fn default_model() -> String {
@@ -240,8 +246,7 @@ impl Stages {
 
 pub fn run(args: RunArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
-    let cfg: RunConfig =
-        toml::from_str(&text).with_context(|| format!("{}: not a valid run config", args.config.display()))?;
+    let cfg = parse_config(&text, &args.config)?;
     let Some(out) = args.out.clone().or(cfg.out.clone()) else {
         bail!(
             "no output directory: set `out` in {} or pass --out",

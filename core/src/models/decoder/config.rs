@@ -161,6 +161,12 @@ impl DecoderConfig {
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return err(format!("head_dim {} must be even and positive", self.head_dim));
         }
+        if self.head_dim > MAX_HEAD_DIM {
+            return err(format!(
+                "head_dim {} is more than the {MAX_HEAD_DIM} this loader accepts",
+                self.head_dim
+            ));
+        }
         if self.hidden_size == 0 || self.num_hidden_layers == 0 || self.vocab_size == 0 {
             return err("hidden_size, num_hidden_layers and vocab_size must be positive".into());
         }
@@ -602,6 +608,11 @@ impl DecoderConfig {
 /// More decoder layers than any model has (the largest have ~130); a header asking for more is
 /// corrupt, and per-layer tables would be sized by it.
 pub const MAX_LAYERS: usize = 4096;
+
+/// The largest head dimension accepted. Released models use 64 to 256; a config's number is
+/// outside input, and the RoPE tables are sized by it before any weight is read, so
+/// `"head_dim": 2147483648` asked for gigabytes (issue 17's fuzzing).
+pub const MAX_HEAD_DIM: usize = 4096;
 
 fn check_layer_count(n: usize, key: &str, source: &str) -> Result<()> {
     if n > MAX_LAYERS {
