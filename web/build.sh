@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Builds the browser page's WebAssembly: the sealong-web crate for wasm32 (release), then
-# wasm-bindgen's ES-module glue into web/www/pkg (gitignored). `sealong` embeds web/www when it compiles
-# (native-cli/build.rs), so build this before sealong, or rebuild sealong after it.
+# Builds the browser page's WebAssembly: the sealong-web crate for wasm32 at the `wasm` profile
+# (Cargo.toml: sized for download, fat LTO; the release profile stays the native benchmarks'),
+# then wasm-bindgen's ES-module glue into web/www/pkg (gitignored). No wasm-opt: Debian's
+# binaryen (108) shrank the module by 20% but its output fails in Chromium
+# ("WebAssembly.Table.set(): Argument 1 is invalid for table"), see BENCHMARKS.md.
+# `sealong` embeds web/www when it compiles (native-cli/build.rs), so build this before sealong,
+# or rebuild sealong after it.
 # Idempotent: installs wasm-bindgen-cli only when the installed one is not Cargo.lock's version
 # (the CLI and the crate must match exactly), and a second run with nothing changed takes
-# seconds. The name section is dropped: 6 MB of function names the page does not need (a
+# seconds. The name section is dropped: 8 MB of function names the page does not need (a
 # panic's message still reaches the page through the panic hook).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +32,10 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; th
 fi
 rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 
-cargo build -p sealong-web --target wasm32-unknown-unknown --release --locked
+cargo build -p sealong-web --target wasm32-unknown-unknown --profile wasm --locked
 target_dir=${CARGO_TARGET_DIR:-target}
-wasm="$target_dir/wasm32-unknown-unknown/release/sealong_web.wasm"
+# A custom profile's output directory is named after it.
+wasm="$target_dir/wasm32-unknown-unknown/wasm/sealong_web.wasm"
 out=web/www/pkg
 if [ ! -f "$out/sealong_web_bg.wasm" ] || [ "$wasm" -nt "$out/sealong_web_bg.wasm" ]; then
   wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$out" "$wasm"

@@ -2,7 +2,7 @@
 # The web crate's tests in headless Chromium: wasm-bindgen-test-runner serves the test wasm and
 # drives Debian's chromium through chromedriver; the tests run in a dedicated Web Worker (as the
 # page's worker does) with WebGPU on Chromium's SwiftShader adapter (web/tests/webdriver.json).
-# Release profile, so the dependencies are the ones `web/build.sh` already compiled.
+# The `wasm` profile, so the dependencies are the ones `web/build.sh` already compiled.
 # Needs: wasm-bindgen-cli of Cargo.lock's version (web/build.sh installs it), chromium and
 # chromium-driver (apt-get install chromium chromium-driver).
 set -euo pipefail
@@ -13,4 +13,4 @@ export WASM_BINDGEN_TEST_WEBDRIVER_JSON=$PWD/web/tests/webdriver.json
 # SwiftShader compiles each WGSL kernel on the CPU; the default 20 s per test is too short.
 export WASM_BINDGEN_TEST_TIMEOUT=${WASM_BINDGEN_TEST_TIMEOUT:-300}
 export WASM_BINDGEN_TEST_DRIVER_TIMEOUT=${WASM_BINDGEN_TEST_DRIVER_TIMEOUT:-60}
-cargo test -p sealong-web --target wasm32-unknown-unknown --release --locked "$@"
+cargo test -p sealong-web --target wasm32-unknown-unknown --profile wasm --locked "$@"

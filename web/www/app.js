@@ -150,6 +150,9 @@ function onWorkerMessage(w, m) {
     case 'scored':
       if (m.gen !== app.gen) break;
       m.result.ms = m.ms;
+      // The first result of each utility since navigation, for the page-load benchmark
+      // (bench/page_load.sh reads these marks).
+      if (!performance.getEntriesByName(`first-${m.utility}`, 'mark').length) performance.mark(`first-${m.utility}`);
       app.results[m.utility][m.index] = m.result;
       markOption(m.index);
       if (m.index === app.index) renderQuestion();

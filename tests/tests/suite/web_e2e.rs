@@ -613,3 +613,94 @@ fn page_matches_native_scores_on_webgpu() {
 fn page_matches_native_scores_on_cpu_fallback() {
     run(false);
 }
+
+/// The page's first-result marks (ms since navigation), once the first embedding result is in.
+struct FirstResults {
+    rouge_ms: f64,
+    embedding_ms: f64,
+}
+
+/// Polls (every 100 ms) until the page has marked its first embedding result; fails with the
+/// page's Problems panel if it stops on an error instead.
+fn wait_first_results(browser: &Browser, what: &str) -> FirstResults {
+    let t0 = Instant::now();
+    loop {
+        let v = browser.js(
+            "const at = (n) => performance.getEntriesByName(n, 'mark')[0]?.startTime ?? null;
+             return {rouge: at('first-rouge-l'), embedding: at('first-embedding'), state: document.body.dataset.state};",
+            json!([]),
+        );
+        if let (Some(rouge_ms), Some(embedding_ms)) = (v["rouge"].as_f64(), v["embedding"].as_f64()) {
+            return FirstResults { rouge_ms, embedding_ms };
+        }
+        if v["state"] == "error" || v["state"] == "ready" || t0.elapsed() > COMPUTE_TIMEOUT {
+            browser.screenshot(&format!("failed-{what}"));
+            panic!(
+                "{what}: no first embedding result ({v}) after {:?}; problems: {}",
+                t0.elapsed(),
+                browser.js("return document.getElementById('errors').innerText", json!([]))
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn median(xs: &[f64]) -> f64 {
+    let mut s = xs.to_vec();
+    s.sort_by(f64::total_cmp);
+    let m = s.len() / 2;
+    if s.len() % 2 == 1 {
+        s[m]
+    } else {
+        (s[m - 1] + s[m]) / 2.0
+    }
+}
+
+/// Time to the first MBR result, as BENCHMARKS.md reports it (`bench/page_load.sh` runs this).
+/// Each load is a fresh Chromium with an empty profile (nothing cached: a first visit, so the
+/// wasm is downloaded and compiled every time) opening the page with the golden samples file;
+/// the page marks its first ROUGE-L result (the wasm loaded and running) and its first
+/// embedding result (also the model downloaded and loaded, and one question embedded) in ms
+/// since navigation start. `SEALONG_PAGE_LOADS` loads per backend (default 3), WebGPU
+/// (SwiftShader) and the CPU engine; `SEALONG_WWW` serves another page directory (another
+/// build's pkg/) instead of the one embedded in this binary.
+#[test]
+#[ignore = "a measurement of minutes: bench/page_load.sh"]
+fn time_to_first_mbr_result() {
+    let _one = BROWSER.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let loads: usize = std::env::var("SEALONG_PAGE_LOADS")
+        .map(|v| v.parse().expect("SEALONG_PAGE_LOADS is a count"))
+        .unwrap_or(3);
+    assert!(loads > 0, "SEALONG_PAGE_LOADS must be at least 1");
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut args = view_args(samples(dir.path()));
+    args.www = std::env::var_os("SEALONG_WWW").map(PathBuf::from);
+    let server = Server::start(&args).unwrap_or_else(|e| panic!("sealong view: {e:#}"));
+    let page = args
+        .www
+        .as_ref()
+        .map_or("embedded page".into(), |w| w.display().to_string());
+    for webgpu in [true, false] {
+        let label = if webgpu { "webgpu" } else { "cpu" };
+        let (mut rouge, mut embedding) = (Vec::new(), Vec::new());
+        for k in 0..loads {
+            let browser = Browser::launch(webgpu);
+            browser.go(&server.url());
+            let first = wait_first_results(&browser, &format!("{label}-load-{k}"));
+            let backend = browser.js("return document.body.dataset.backend", json!([]));
+            assert_eq!(backend, label, "load {k} ran on {backend}, expected {label}");
+            eprintln!(
+                "{label} load {k}: first ROUGE-L {:.0} ms, first embedding {:.0} ms",
+                first.rouge_ms, first.embedding_ms
+            );
+            rouge.push(first.rouge_ms);
+            embedding.push(first.embedding_ms);
+        }
+        println!(
+            "time to first MBR result ({page}, {label}, median of {loads}): ROUGE-L {:.0} ms, embedding {:.0} ms (embedding loads: {:?})",
+            median(&rouge),
+            median(&embedding),
+            embedding.iter().map(|x| x.round()).collect::<Vec<_>>()
+        );
+    }
+}
