@@ -123,6 +123,7 @@ mod tests {
 
     /// A writer killed between creating its temporary file and renaming it leaves the temporary;
     /// the next write of the same file removes it, unless its process still runs.
+    #[cfg(unix)]
     #[test]
     fn a_killed_writers_temporary_is_removed_by_the_next_write() {
         if !Path::new("/proc/self").exists() {
@@ -134,7 +135,10 @@ mod tests {
         let stale = dir.path().join(format!(".model.safetensors.{}.tmp", u32::MAX));
         std::fs::write(&stale, b"half").expect("stale");
         // A live process's temporary (this process's parent) stays.
-        let live = dir.path().join(format!(".model.safetensors.{}.tmp", std::os::unix::process::parent_id()));
+        let live = dir.path().join(format!(
+            ".model.safetensors.{}.tmp",
+            std::os::unix::process::parent_id()
+        ));
         std::fs::write(&live, b"busy").expect("live");
         let other = dir.path().join(format!(".other.json.{}.tmp", u32::MAX));
         std::fs::write(&other, b"x").expect("other");
