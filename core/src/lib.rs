@@ -19,4 +19,7 @@ pub mod rng;
 pub mod text;
 pub mod train;
 
+#[cfg(test)]
+mod floors;
+
 pub use error::{Error, Result};

@@ -16,8 +16,7 @@ pub mod stored;
 pub mod swiglu;
 
 pub use loss::{
-    DEFAULT_CHUNK, LossError, ORPO_BETA, OrpoOutput, OrpoStats, label_logprobs, label_logprobs_chunked,
-    label_logprobs_reference, log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64, segment_logprob_sums,
-    segment_logprob_sums_chunked, segment_logprob_sums_reference, segment_sums, sft_loss,
+    DEFAULT_CHUNK, LossError, label_logprobs, label_logprobs_chunked, label_logprobs_reference, segment_logprob_sums,
+    segment_logprob_sums_chunked, segment_logprob_sums_reference, segment_sums,
 };
 pub use mbr::{MbrError, MbrOutput, embeddings_from_data, mbr_scores, mbr_scores_auto, mbr_scores_reference};

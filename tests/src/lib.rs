@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod eager;
 pub mod tiny;
 
 use serde_json::Value;

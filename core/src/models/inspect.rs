@@ -89,7 +89,7 @@ pub fn inspect(model: &ModelPath) -> Result<ModelReport> {
         ModelPath::HfDir(dir) => {
             let config = DecoderConfig::from_hf_dir(dir)?;
             let mut tensors = Vec::new();
-            for file in crate::models::decoder::weights::safetensors_files(dir)? {
+            for file in crate::models::files::safetensors_files(dir)? {
                 let bytes = map_file(&file)?;
                 let label = file.display().to_string();
                 let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {

@@ -1,5 +1,7 @@
-//! Models: the decoder that generates and trains, and the sentence encoder that scores.
+//! Models: the decoder that generates and trains, the sentence encoder that scores, and finding
+//! a model directory's files ([`files`]).
 
 pub mod decoder;
 pub mod encoder;
+pub(crate) mod files;
 pub mod inspect;

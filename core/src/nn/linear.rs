@@ -13,7 +13,7 @@ use burn::prelude::*;
 
 use sealong_shaders::frozen::{Frozen, frozen_linear, frozen_lora_linear};
 
-use crate::models::decoder::weights::{Weight, WeightData};
+use crate::loading::weight::{Weight, WeightData};
 use crate::quant::{QuantMatrix, int8, kernels};
 
 /// Activation rows up to which the quantized kernels beat dequantize + GEMM.

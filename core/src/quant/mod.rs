@@ -18,6 +18,7 @@
 //! activations) runs their fused dots ([`raw_dots`]); more rows go through the dequantizing
 //! GEMM path, as for the other formats.
 
+mod ggml_type;
 pub mod int8;
 pub mod k_quants;
 pub mod kernels;
@@ -26,7 +27,8 @@ pub mod raw_dots;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::loading::gguf::GgmlType;
+
+pub use ggml_type::GgmlType;
 
 /// The ggml types a model may be stored in, as the errors list them.
 pub const SUPPORTED_TYPES: &str = "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";

@@ -38,12 +38,13 @@ use crate::nn::{KvCache, LinearWeight};
 use crate::train::lora::{LoraTarget, target_linear};
 use crate::train::loss::{ResponseHidden, gather_response_hidden, response_input_rows};
 use crate::train::optim::GradAccumulator;
+use crate::train::orpo::OrpoStats;
 
 /// A LoRA dropout key: `(run seed, pass key)`.
 type DropoutKey = Option<(u64, u64)>;
 
-/// The loss of the response hidden states and the values the trainer logs.
-pub type LossFn<'a> = dyn FnMut(&Decoder, ResponseHidden) -> Result<(Tensor<1>, [f64; 5])> + 'a;
+/// The loss of the response hidden states and the statistics the trainer logs.
+pub type LossFn<'a> = dyn FnMut(&Decoder, ResponseHidden) -> Result<(Tensor<1>, OrpoStats)> + 'a;
 
 /// `layer` with its adapters' dropout keyed by `key` (a cheap clone: tensors share storage).
 fn keyed(layer: &DecoderLayer, key: DropoutKey) -> DecoderLayer {
@@ -133,7 +134,7 @@ pub fn shared_prompt_step(
     eager_layers: usize,
     loss: &mut LossFn<'_>,
     acc: &mut GradAccumulator,
-) -> Result<[f64; 5]> {
+) -> Result<OrpoStats> {
     if prompt.is_empty() || responses.is_empty() || responses.iter().any(|r| r.is_empty()) {
         return Err(Error::Invalid(
             "a shared-prompt batch needs a non-empty prompt and non-empty responses".into(),
@@ -183,7 +184,7 @@ pub fn shared_prompt_step(
     let hr = xr.map(|x| Tensor::from_inner(x).require_grad());
     let rh = head_hidden(decoder, hp.clone(), hr.clone(), responses, inputs);
     let (value, logged) = loss(decoder, rh)?;
-    if !logged[0].is_finite() {
+    if !logged.loss.is_finite() {
         // The caller reports it; no gradient is added.
         return Ok(logged);
     }

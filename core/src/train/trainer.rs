@@ -32,6 +32,7 @@ use crate::train::checkpoint;
 use crate::train::lora::{TrainMode, prepare_training};
 use crate::train::loss::{ResponseHidden, shared_prompt_hidden};
 use crate::train::optim::{AdamW, AdamWConfig, GradAccumulator, clip_factor};
+use crate::train::orpo::{self, OrpoStats};
 use crate::train::recompute;
 use crate::train::schedule::Schedule;
 
@@ -135,7 +136,7 @@ impl Default for TrainConfig {
         TrainConfig {
             method: Method::Orpo,
             mode: TrainMode::Lora(crate::train::LoraConfig::default()),
-            beta: 0.1,
+            beta: crate::train::orpo::DEFAULT_BETA,
             lr: 5e-5,
             adam: AdamWConfig::default(),
             max_grad_norm: 1.0,
@@ -384,11 +385,16 @@ fn lm_head(decoder: &Decoder) -> Head {
     }
 }
 
-/// The loss of the response hidden states through the fused vocabulary-chunked kernel, and the
-/// logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`).
-fn loss_from_hidden(config: &TrainConfig, head: Head, id: &str, rh: ResponseHidden) -> Result<(Tensor<1>, [f64; 5])> {
+/// The loss of the response hidden states through the fused vocabulary-chunked kernel and the
+/// objective ([`orpo`]), with the statistics the objective returns (what `metrics.jsonl` logs;
+/// SFT fills only the loss and NLL, `lp_chosen = −NLL`, the rest 0).
+fn loss_from_hidden(config: &TrainConfig, head: Head, id: &str, rh: ResponseHidden) -> Result<(Tensor<1>, OrpoStats)> {
     use sealong_shaders::loss as fused;
     let lossy = |e: fused::LossError| Error::Invalid(format!("example {id:?}: {e}"));
+    let objective = |e: Error| match e {
+        Error::Invalid(m) => Error::Invalid(format!("example {id:?}: {m}")),
+        e => e,
+    };
     let mut segments = Vec::new();
     let mut start = 0;
     for &c in &rh.counts {
@@ -404,12 +410,12 @@ fn loss_from_hidden(config: &TrainConfig, head: Head, id: &str, rh: ResponseHidd
     .map_err(lossy)?;
     match config.method {
         Method::Orpo => {
-            let out = fused::orpo_loss(sums, &rh.counts, config.beta as f32).map_err(lossy)?;
+            let out = orpo::orpo_loss(sums, &rh.counts, config.beta as f32).map_err(objective)?;
             let s = out.stats();
-            Ok((out.loss, [s.loss, s.nll, s.lp_chosen, s.lp_rejected, s.log_odds]))
+            Ok((out.loss, s))
         }
         Method::Sft => {
-            let loss = fused::sft_loss(sums, &rh.counts).map_err(lossy)?;
+            let loss = orpo::sft_loss(sums, &rh.counts).map_err(objective)?;
             let v = f64::from(
                 loss.clone()
                     .detach()
@@ -418,7 +424,20 @@ fn loss_from_hidden(config: &TrainConfig, head: Head, id: &str, rh: ResponseHidd
                     .next()
                     .unwrap_or(f32::NAN),
             );
-            Ok((loss, [v, v, -v, 0.0, 0.0]))
+            Ok((
+                loss,
+                OrpoStats {
+                    loss: v,
+                    nll: v,
+                    lp_chosen: -v,
+                    lp_rejected: 0.0,
+                    chosen_reward: 0.0,
+                    rejected_reward: 0.0,
+                    reward_accuracy: 0.0,
+                    margin: 0.0,
+                    log_odds: 0.0,
+                },
+            ))
         }
     }
 }
@@ -684,9 +703,9 @@ impl Trainer {
         (responses, dropout)
     }
 
-    /// The loss of one example and its logged quantities (`[loss, nll, lp_w, lp_l, log_odds]`),
-    /// with the whole forward's graph kept (no activation checkpointing).
-    fn example_loss(&mut self, ex: &Example, key: u64) -> Result<(Tensor<1>, [f64; 5])> {
+    /// The loss of one example and its logged statistics, with the whole forward's graph kept
+    /// (no activation checkpointing).
+    fn example_loss(&mut self, ex: &Example, key: u64) -> Result<(Tensor<1>, OrpoStats)> {
         let (responses, dropout) = self.example_inputs(ex, key);
         let rh = shared_prompt_hidden(&mut self.decoder, &ex.prompt, &responses, dropout)?;
         loss_from_hidden(&self.config, lm_head(&self.decoder), &ex.id, rh)
@@ -728,15 +747,15 @@ impl Trainer {
                         &mut |d, rh| loss_from_hidden(config, lm_head(d), &ex.id, rh),
                         &mut acc,
                     )?;
-                    if !values[0].is_finite() {
-                        return Err(self.non_finite(&format!("loss {} on example {:?}", values[0], ex.id)));
+                    if !values.loss.is_finite() {
+                        return Err(self.non_finite(&format!("loss {} on example {:?}", values.loss, ex.id)));
                     }
                     logged.push(values);
                     continue;
                 }
                 let (loss, values) = self.example_loss(&ex, key)?;
-                if !values[0].is_finite() {
-                    return Err(self.non_finite(&format!("loss {} on example {:?}", values[0], ex.id)));
+                if !values.loss.is_finite() {
+                    return Err(self.non_finite(&format!("loss {} on example {:?}", values.loss, ex.id)));
                 }
                 logged.push(values);
                 let loss = loss.div_scalar(n as f64);
@@ -769,25 +788,22 @@ impl Trainer {
         self.optim.step(&mut self.decoder, acc.take(), lr)?;
         self.step += 1;
 
-        let mean = |k: usize| logged.iter().map(|v| v[k]).sum::<f64>() / logged.len() as f64;
-        let beta = self.config.beta;
-        let (orpo, wins) = (
-            self.config.method == Method::Orpo,
-            logged.iter().filter(|v| beta * v[2] > beta * v[3]).count(),
-        );
+        // Each pair's statistics are the objective's own (SFT's rewards are 0); a step logs their
+        // means over its pairs.
+        let mean = |f: fn(&OrpoStats) -> f64| logged.iter().map(f).sum::<f64>() / logged.len() as f64;
         let secs = started.elapsed().as_secs_f64();
         let metrics = StepMetrics {
             step: self.step,
             total_steps: self.total_steps(),
             epoch,
             lr,
-            loss: mean(0),
-            nll: mean(1),
-            chosen_reward: if orpo { beta * mean(2) } else { 0.0 },
-            rejected_reward: if orpo { beta * mean(3) } else { 0.0 },
-            reward_accuracy: if orpo { wins as f64 / n as f64 } else { 0.0 },
-            margin: if orpo { beta * (mean(2) - mean(3)) } else { 0.0 },
-            log_odds: mean(4),
+            loss: mean(|s| s.loss),
+            nll: mean(|s| s.nll),
+            chosen_reward: mean(|s| s.chosen_reward),
+            rejected_reward: mean(|s| s.rejected_reward),
+            reward_accuracy: mean(|s| s.reward_accuracy),
+            margin: mean(|s| s.margin),
+            log_odds: mean(|s| s.log_odds),
             grad_norm: norm,
             pairs: n,
             tokens,

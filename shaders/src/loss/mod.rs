@@ -1,5 +1,5 @@
-//! The SFT/ORPO loss over response positions, fused with the LM head and chunked over the
-//! vocabulary, with its plain-burn reference twin.
+//! The label log-probabilities that SFT and ORPO are built from, over response positions, fused
+//! with the LM head and chunked over the vocabulary, with its plain-burn reference twin.
 //!
 //! Inputs (shared by both paths):
 //! - `hidden` `[T, H]`: the final-normed hidden states at the `T` positions whose next token is a
@@ -21,8 +21,8 @@
 //! Both run on every backend (CPU `flex`, wgpu) and under autodiff; gradients flow to `hidden`
 //! and to `lm_head` when they are tracked.
 //!
-//! From the per-segment sums, [`orpo_loss`] and [`sft_loss`] build the training losses exactly as
-//! SEALONG.md ("ORPO loss", XTuner's form) with the logged quantities.
+//! The objective built from the per-segment sums (ORPO and SFT, SEALONG.md "ORPO loss") lives in
+//! core (`sealong::train::orpo`): this crate keeps the kernels and their twins only.
 
 use std::ops::Range;
 
@@ -34,21 +34,16 @@ mod chunked;
 mod frozen_head;
 #[cfg(feature = "wgpu")]
 mod kernel;
-mod orpo;
 mod reference;
 
 pub use chunked::FusedLossOps;
 pub use frozen_head::{
     FrozenHeadLossOps, host_backward as frozen_head_host_backward, host_forward as frozen_head_host_forward,
 };
-pub use orpo::{OrpoOutput, OrpoStats, log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64, sft_loss};
 pub use reference::{label_logprobs_reference, segment_logprob_sums_reference};
 
 /// The default vocabulary chunk of the fused path (columns of `[T, chunk]` logits at a time).
 pub const DEFAULT_CHUNK: usize = 8192;
-
-/// ORPO's default `beta` (SEALONG.md).
-pub const ORPO_BETA: f32 = 0.1;
 
 /// Why the loss refused its input.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +82,6 @@ pub enum LossError {
         /// Rows of `hidden`.
         rows: usize,
     },
-    /// ORPO needs chosen/rejected pairs: an even, non-zero number of segments, each non-empty.
-    Pairs {
-        /// What is wrong, in words.
-        reason: String,
-    },
 }
 
 impl std::fmt::Display for LossError {
@@ -111,7 +101,6 @@ impl std::fmt::Display for LossError {
             Self::Segment { index, range, rows } => {
                 write!(f, "loss: segment {index} ({range:?}) is not a range inside 0..{rows}")
             }
-            Self::Pairs { reason } => write!(f, "ORPO: {reason}"),
         }
     }
 }

@@ -206,7 +206,7 @@ proptest! {
     fn raw_block_matrices_from_arbitrary_bytes_never_panic(
         ty in 0usize..8, rows in 0usize..4, cols in 0usize..600, delta in 0usize..5, seed in any::<u64>()
     ) {
-        use sealong::loading::gguf::GgmlType;
+        use sealong::quant::GgmlType;
         use sealong::quant::{QuantMatrix, WeightFormat};
         let types = [GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K,
                      GgmlType::Q5K, GgmlType::Q6K, GgmlType::Q8K];

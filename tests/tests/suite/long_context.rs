@@ -19,6 +19,7 @@ use sealong::models::decoder::Decoder;
 use sealong::nn::LinearWeight;
 use sealong::train::loss::{ResponseHidden, shared_prompt_hidden};
 use sealong::train::optim::GradAccumulator;
+use sealong::train::orpo::{OrpoStats, orpo_loss};
 use sealong::train::recompute::shared_prompt_step;
 use sealong::train::{LoraConfig, LoraTarget, TrainMode, prepare_training};
 use sealong_shaders::attention::{attention_reference, flash_attention};
@@ -142,7 +143,7 @@ fn tiny_model(dir: &Path, spec: &TinySpec) -> Decoder {
 }
 
 /// ORPO through the fused vocabulary-chunked loss, as the trainer computes it.
-fn orpo(decoder: &Decoder, rh: ResponseHidden) -> sealong::Result<(Tensor<1>, [f64; 5])> {
+fn orpo(decoder: &Decoder, rh: ResponseHidden) -> sealong::Result<(Tensor<1>, OrpoStats)> {
     use sealong_shaders::loss as fused;
     let mut segments = Vec::new();
     let mut start = 0;
@@ -162,9 +163,9 @@ fn orpo(decoder: &Decoder, rh: ResponseHidden) -> sealong::Result<(Tensor<1>, [f
         ),
     }
     .expect("sums");
-    let out = fused::orpo_loss(sums, &rh.counts, 0.1).expect("orpo");
+    let out = orpo_loss(sums, &rh.counts, 0.1).expect("orpo");
     let s = out.stats();
-    Ok((out.loss, [s.loss, s.nll, s.lp_chosen, s.lp_rejected, s.log_odds]))
+    Ok((out.loss, s))
 }
 
 type Grads = BTreeMap<String, Vec<f32>>;
@@ -181,7 +182,7 @@ fn eager_step(model: &mut Decoder, prompt: &[u32], responses: &[&[u32]], dropout
     let mut grads = loss.backward();
     let mut acc = GradAccumulator::default();
     acc.add(model, &mut grads);
-    (logged[0], grads_of(&mut acc))
+    (logged.loss, grads_of(&mut acc))
 }
 
 /// The checkpointed step with the fused attention, every layer recomputed.
@@ -205,7 +206,7 @@ fn partly_checkpointed_step(
     model.fused_attention = true;
     let mut acc = GradAccumulator::default();
     let logged = shared_prompt_step(model, prompt, responses, dropout, 1.0, eager, &mut orpo, &mut acc).expect("step");
-    (logged[0], grads_of(&mut acc))
+    (logged.loss, grads_of(&mut acc))
 }
 
 fn compare(what: &str, eager: &(f64, Grads), ckpt: &(f64, Grads)) {
@@ -590,7 +591,7 @@ fn frozen_head_case(device: &Device, head: &sealong_shaders::frozen::Frozen, chu
             fused::segment_logprob_sums_chunked(x.clone(), dense.clone(), &labels, &segments, chunk)
         }
         .expect("sums");
-        let loss = fused::orpo_loss(sums, &counts, 0.1).expect("orpo").loss;
+        let loss = orpo_loss(sums, &counts, 0.1).expect("orpo").loss;
         let value = values(loss.clone().detach())[0];
         let grads = loss.backward();
         (value, values(x.grad(&grads).expect("d hidden")))

@@ -1,6 +1,7 @@
 //! The fused, vocabulary-chunked label log-probability (`sealong_shaders::label_logprobs*`,
 //! `segment_logprob_sums*`) against its eager twin (`*_reference`), its custom backward against
-//! the twin's autodiff and against finite differences, and the ORPO/SFT scalars.
+//! the twin's autodiff and against finite differences, and the ORPO/SFT scalars of core's objective
+//! (`sealong::train::orpo`) on those sums.
 //!
 //! Tolerances (all f32 on device):
 //! - forward: per-segment log-prob sums, relative |d| / max(|ref|, 1) <= 1e-5 (flex and wgpu);
@@ -24,9 +25,10 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use burn::tensor::DType;
+use sealong::train::orpo::{log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64, sft_loss};
 use sealong_shaders::{
-    LossError, label_logprobs_chunked, label_logprobs_reference, log1m_exp, log1m_exp_f64, orpo_loss, orpo_stats_f64,
-    segment_logprob_sums_chunked, segment_logprob_sums_reference, sft_loss,
+    LossError, label_logprobs_chunked, label_logprobs_reference, segment_logprob_sums_chunked,
+    segment_logprob_sums_reference,
 };
 use sealong_tests::{SplitMix as Rng, wgpu_device as gpu};
 
@@ -393,11 +395,11 @@ fn bad_inputs_are_refused() {
     let sums = Tensor::<1>::from_data(TensorData::new(vec![-1.0f32, -2.0, -3.0], [3]), (&device, DType::F32));
     assert!(matches!(
         orpo_loss(sums.clone(), &[1, 1, 1], 0.1),
-        Err(LossError::Pairs { .. })
+        Err(sealong::Error::Invalid(m)) if m.starts_with("ORPO: segments must alternate")
     ));
     assert!(matches!(
         orpo_loss(sums.narrow(0, 0, 2), &[1, 0], 0.1),
-        Err(LossError::Pairs { .. })
+        Err(sealong::Error::Invalid(m)) if m == "ORPO: segment 1 has no response tokens"
     ));
 }
 

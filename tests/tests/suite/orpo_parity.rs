@@ -13,11 +13,11 @@ use sealong::loading::{ModelPath, TextAssets};
 use sealong::models::decoder::Decoder;
 use sealong::nn::LinearWeight;
 use sealong::train::lora::{ParamMut, gradients, set_lora_dropout, visit_params_mut};
-use sealong::train::loss::label_logprobs;
 use sealong::train::{
-    LoraConfig, LoraTarget, Tokenized, TokenizedPair, TrainMode, apply_lora, merge_lora, orpo_loss, pair_logps,
-    prepare_training, response_hidden, response_logps, set_trainable, sft_loss, tokenize_pair,
+    LoraConfig, LoraTarget, Tokenized, TokenizedPair, TrainMode, apply_lora, merge_lora, prepare_training,
+    set_trainable, tokenize_pair,
 };
+use sealong_tests::eager::{label_logprobs, orpo_loss, pair_logps, response_hidden, response_logps, sft_loss};
 use sealong_tests::tiny::{self, TinySpec};
 use sealong_tests::{golden_dir, golden_json, ids, s, smollm_path};
 use serde_json::Value;

@@ -8,7 +8,7 @@
 //! every value must be equal bit for bit, through `dequantize` on the stored bytes and through a
 //! `QuantMatrix` (the form a loaded model keeps).
 
-use sealong::loading::gguf::GgmlType;
+use sealong::quant::GgmlType;
 use sealong::quant::{QuantMatrix, WeightFormat, dequantize};
 
 pub(crate) fn format_of(name: &str) -> WeightFormat {

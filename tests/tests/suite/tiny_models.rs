@@ -228,7 +228,7 @@ fn a_missing_or_extra_or_misshaped_tensor_is_named() {
 /// compute what the f64 reference computes from the rounded values (the same tolerance).
 #[test]
 fn half_precision_safetensors_stay_half_and_match_the_reference() {
-    use sealong::models::decoder::weights::WeightData;
+    use sealong::loading::weight::WeightData;
     use sealong::quant::WeightFormat;
     let spec = TinySpec::qwen2().in_whole_blocks();
     let weights = tiny::random_weights(&spec, 12);
@@ -261,7 +261,7 @@ fn half_precision_safetensors_stay_half_and_match_the_reference() {
 
 /// What a decoder's loaded weights hold, in bytes (the oracle of `models inspect`'s figure).
 fn held_bytes(w: &DecoderWeights, names: &[String]) -> u64 {
-    use sealong::models::decoder::weights::WeightData;
+    use sealong::loading::weight::WeightData;
     names
         .iter()
         .filter_map(|n| w.get(n))

@@ -18,11 +18,12 @@ use burn::prelude::*;
 use sealong::loading::ModelPath;
 use sealong::models::decoder::Decoder;
 use sealong::train::lora::{ParamMut, visit_params_mut};
-use sealong::train::loss::{response_logps, shared_prompt_hidden};
+use sealong::train::loss::shared_prompt_hidden;
 use sealong::train::optim::{AdamW, AdamWConfig, GradAccumulator};
 use sealong::train::{
     Example, LoraConfig, LoraTarget, Method, Tokenized, TrainConfig, TrainMode, Trainer, prepare_training,
 };
+use sealong_tests::eager::response_logps;
 use sealong_tests::tiny::{self, TinySpec};
 
 fn tiny_spec() -> TinySpec {
@@ -147,7 +148,7 @@ fn shared_prompt_forward_equals_full_sequences() {
         sealong::nn::LinearWeight::Dense(w) => w.clone(),
         _ => panic!("dense head expected on autodiff"),
     };
-    let shared = sealong::train::loss::label_logprobs(rh.hidden, w, &rh.labels).expect("logps");
+    let shared = sealong_tests::eager::label_logprobs(rh.hidden, w, &rh.labels).expect("logps");
     let shared_vals = vec1(shared.clone());
     let worst = eager_vals
         .iter()
@@ -203,7 +204,7 @@ fn adamw_step_matches_torch_formulas() {
             sealong::nn::LinearWeight::Dense(w) => w.clone(),
             _ => panic!("dense"),
         };
-        let loss = sealong::train::loss::label_logprobs(rh.hidden, w, &rh.labels)
+        let loss = sealong_tests::eager::label_logprobs(rh.hidden, w, &rh.labels)
             .expect("logps")
             .sum()
             .neg();

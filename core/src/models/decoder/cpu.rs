@@ -14,8 +14,9 @@ use std::sync::Arc;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::loading::weight::{Weight, WeightData};
 use crate::models::decoder::config::DecoderConfig;
-use crate::models::decoder::weights::{DecoderWeights, Weight, WeightData};
+use crate::models::decoder::weights::DecoderWeights;
 use crate::nn::linear::Precision;
 use crate::ops::decode_attention::{self, HeadKv};
 use crate::ops::host::{self, HostMatrix};

@@ -129,7 +129,7 @@ impl SentenceEmbedder {
         let st = optional("sentence_bert_config.json")?;
         let modules = optional("modules.json")?;
         let tokenizer_config = optional("tokenizer_config.json")?;
-        let files = crate::models::decoder::weights::safetensors_files(dir)?;
+        let files = crate::models::files::safetensors_files(dir)?;
         let maps = files
             .iter()
             .map(|f| crate::loading::model_files::map_file(f))

@@ -8,12 +8,25 @@
 //! - `L = NLL − beta · mean_i log_sigmoid(log_odds_i)`,
 //! - logged: chosen/rejected rewards `beta · lp`, reward accuracy `mean[beta·lp_w > beta·lp_l]`,
 //!   margin `mean(beta·lp_w − beta·lp_l)`, log odds (mean), NLL.
+//!
+//! This is the objective: a formula on log-prob sums, the one home of ORPO (and of its
+//! [`DEFAULT_BETA`]). The sums come from the shaders crate's fused, vocabulary-chunked kernels
+//! (or their reference twin), which know nothing of pairs or rewards.
 
 use burn::prelude::*;
 use burn::tensor::DType;
 use burn::tensor::activation::log_sigmoid;
 
-use super::LossError;
+use crate::error::{Error, Result};
+
+/// ORPO's beta (XTuner's and SEALONG's default): `TrainConfig::default`, the CLI's `--beta`
+/// help and the docs all read this one constant.
+pub const DEFAULT_BETA: f64 = 0.1;
+
+/// Bad segment sums or lengths, as [`Error::Invalid`] (the trainer prefixes the example).
+fn pairs_error(reason: String) -> Error {
+    Error::Invalid(format!("ORPO: {reason}"))
+}
 
 /// `ln 2`, where [`log1m_exp`] switches formula.
 const LN_2: f32 = std::f32::consts::LN_2;
@@ -62,21 +75,17 @@ pub fn log1m_exp_f64(x: f64) -> f64 {
 
 /// SFT: the token-mean NLL over all given segments, `−Σ sums / Σ lengths` (`[1]`, tracked when
 /// `sums` is). Pass the chosen responses' segments only.
-pub fn sft_loss(sums: Tensor<1>, lengths: &[usize]) -> Result<Tensor<1>, LossError> {
+pub fn sft_loss(sums: Tensor<1>, lengths: &[usize]) -> Result<Tensor<1>> {
     let [n] = sums.dims();
     if n != lengths.len() || n == 0 {
-        return Err(LossError::Pairs {
-            reason: format!(
-                "SFT needs one length per segment sum and at least one segment ({n} sums, {} lengths)",
-                lengths.len()
-            ),
-        });
+        return Err(pairs_error(format!(
+            "SFT needs one length per segment sum and at least one segment ({n} sums, {} lengths)",
+            lengths.len()
+        )));
     }
     let tokens: usize = lengths.iter().sum();
     if tokens == 0 {
-        return Err(LossError::Pairs {
-            reason: "SFT segments hold no tokens".into(),
-        });
+        return Err(pairs_error("SFT segments hold no tokens".into()));
     }
     Ok(sums.sum().neg().div_scalar(tokens as f32))
 }
@@ -156,28 +165,27 @@ fn stats_from(loss: f64, nll: f64, w: &[f64], l: &[f64], odds: &[f64], beta: f64
     }
 }
 
-fn check_pairs(n_sums: usize, lengths: &[usize]) -> Result<usize, LossError> {
+fn check_pairs(n_sums: usize, lengths: &[usize]) -> Result<usize> {
     if n_sums != lengths.len() {
-        return Err(LossError::Pairs {
-            reason: format!("{n_sums} segment sums but {} lengths", lengths.len()),
-        });
+        return Err(pairs_error(format!(
+            "{n_sums} segment sums but {} lengths",
+            lengths.len()
+        )));
     }
     if n_sums == 0 || !n_sums.is_multiple_of(2) {
-        return Err(LossError::Pairs {
-            reason: format!("segments must alternate chosen, rejected (an even, non-zero count), got {n_sums}"),
-        });
+        return Err(pairs_error(format!(
+            "segments must alternate chosen, rejected (an even, non-zero count), got {n_sums}"
+        )));
     }
     if let Some(i) = lengths.iter().position(|&n| n == 0) {
-        return Err(LossError::Pairs {
-            reason: format!("segment {i} has no response tokens"),
-        });
+        return Err(pairs_error(format!("segment {i} has no response tokens")));
     }
     Ok(n_sums / 2)
 }
 
 /// ORPO from per-segment log-prob sums (`[2P]`, chosen/rejected alternating) and their token
 /// counts; see the module docs. Differentiable through `sums`.
-pub fn orpo_loss(sums: Tensor<1>, lengths: &[usize], beta: f32) -> Result<OrpoOutput, LossError> {
+pub fn orpo_loss(sums: Tensor<1>, lengths: &[usize], beta: f32) -> Result<OrpoOutput> {
     let [n] = sums.dims();
     let p = check_pairs(n, lengths)?;
     let device = sums.device();
@@ -206,7 +214,7 @@ pub fn orpo_loss(sums: Tensor<1>, lengths: &[usize], beta: f32) -> Result<OrpoOu
 }
 
 /// [`orpo_loss`]'s quantities computed on the host in f64 (the hand-checkable twin).
-pub fn orpo_stats_f64(sums: &[f64], lengths: &[usize], beta: f64) -> Result<OrpoStats, LossError> {
+pub fn orpo_stats_f64(sums: &[f64], lengths: &[usize], beta: f64) -> Result<OrpoStats> {
     let p = check_pairs(sums.len(), lengths)?;
     let chosen_tokens: usize = lengths.iter().step_by(2).sum();
     let nll = -(0..p).map(|i| sums[2 * i]).sum::<f64>() / chosen_tokens as f64;
