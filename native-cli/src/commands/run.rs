@@ -59,6 +59,35 @@ pub fn parse_config(text: &str, path: &Path) -> Result<RunConfig> {
     toml::from_str(text).with_context(|| format!("{}: not a valid run config", path.display()))
 }
 
+/// Checks a parsed config the way its stages will read it, without running anything: the
+/// `[train]` recipe resolves as `sealong train --config` resolves it, the strategies, scorer and
+/// device are names the commands accept, the synth range is not empty, and long evaluation files
+/// have a pool. Paths are not checked (an example names a model the user supplies).
+pub fn check_config(cfg: &RunConfig) -> Result<()> {
+    use std::str::FromStr;
+    let (recipe, _) = split_export_keys(&cfg.train)?;
+    let recipe: crate::commands::train::Recipe = toml::Value::Table(recipe)
+        .try_into()
+        .context("[train]: not a valid recipe")?;
+    crate::commands::train::resolve(recipe).context("[train]")?;
+    for (key, s) in [("sample.strategy", &cfg.sample.strategy), ("eval.strategy", &cfg.eval.strategy)] {
+        sealong::text::prompts::Strategy::from_str(s).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
+    }
+    <crate::args::ScoreMethod as clap::ValueEnum>::from_str(&cfg.score.method, true)
+        .map_err(|e| anyhow::anyhow!("score.method {:?}: {e}", cfg.score.method))?;
+    <crate::device::DeviceChoice as clap::ValueEnum>::from_str(&cfg.device, true)
+        .map_err(|e| anyhow::anyhow!("device {:?}: {e}", cfg.device))?;
+    let s = &cfg.synth;
+    if s.n == 0 || s.min_k == 0 || s.min_k > s.max_k {
+        bail!("[synth]: n = {}, min_k = {}, max_k = {}: n and min_k must be positive and min_k <= max_k", s.n, s.min_k, s.max_k);
+    }
+    let e = &cfg.eval;
+    if !e.target_tokens.is_empty() && (e.pool.is_empty() || e.longbench) {
+        bail!("[eval]: target_tokens pads the dev sets' questions with `pool` passages: set pool, and not longbench");
+    }
+    Ok(())
+}
+
 fn default_model() -> String {
     crate::provision::DEFAULT_DECODER.into()
 }
@@ -247,6 +276,7 @@ impl Stages {
 pub fn run(args: RunArgs) -> Result<()> {
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let cfg = parse_config(&text, &args.config)?;
+    check_config(&cfg).with_context(|| format!("{}: not a valid run config", args.config.display()))?;
     let Some(out) = args.out.clone().or(cfg.out.clone()) else {
         bail!(
             "no output directory: set `out` in {} or pass --out",

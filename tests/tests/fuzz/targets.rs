@@ -8,7 +8,8 @@ use serde_json::{Value, json};
 
 use sealong::data::{pairs, records, samples};
 use sealong::eval::report::Part;
-use sealong::loading::gguf::{GgmlType, Gguf, GgufValue};
+use sealong::loading::gguf::{Gguf, GgufValue};
+use sealong::quant::GgmlType;
 use sealong::loading::model_files::{ModelPath, TextAssets};
 use sealong::loading::safetensors::{read_dense, read_tensors};
 use sealong::models::decoder::DecoderConfig;

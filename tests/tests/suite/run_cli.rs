@@ -306,3 +306,43 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
 fn sealong_tests_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
     sealong::train::checkpoint::list(&out.join("train")).expect("list checkpoints")
 }
+
+/// Every shipped example config parses and passes the checks `sealong run` makes before its first
+/// stage (issue 16: `examples/paper.toml` included), and the checks catch what they are for.
+#[test]
+fn every_example_config_is_valid() {
+    use sealong_cli::commands::run::{check_config, parse_config};
+    let dir = repo_root().join("examples");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).expect("examples") {
+        let p = e.expect("entry").path();
+        if p.extension().and_then(|x| x.to_str()) != Some("toml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&p).expect("read");
+        let cfg = parse_config(&text, &p).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        check_config(&cfg).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+        seen += 1;
+    }
+    assert!(seen >= 2, "only {seen} example configs");
+    // The quickstart's inputs are the shipped data, relative to the repository root.
+    let quick = std::fs::read_to_string(dir.join("quickstart.toml")).expect("quickstart");
+    for line in quick.lines().filter(|l| l.contains("data/")) {
+        for part in line.split('"').filter(|s| s.starts_with("data/")) {
+            assert!(repo_root().join(part).is_file(), "quickstart.toml names {part}, which is missing");
+        }
+    }
+    let bad = |edit: &dyn Fn(String) -> String, want: &str| {
+        let p = dir.join("quickstart.toml");
+        let text = edit(std::fs::read_to_string(&p).expect("read"));
+        let e = parse_config(&text, &p).and_then(|c| check_config(&c));
+        let msg = format!("{:#}", e.expect_err(want));
+        assert!(msg.contains(want), "{msg}");
+    };
+    bad(&|t| t.replace("lr = 2e-4", "lr = 2e-4\nlearning_rate = 1"), "learning_rate");
+    bad(&|t| t.replacen("strategy = \"plan_and_solve\"", "strategy = \"think_hard\"", 1), "sample.strategy");
+    bad(&|t| t.replace("method = \"embedding\"", "method = \"bleu\""), "score.method");
+    bad(&|t| t.replace("method = \"orpo\"", "method = \"dpo\""), "[train]");
+    bad(&|t| t.replace("max_k = 1", "max_k = 0"), "min_k <= max_k");
+    bad(&|t| t.replace("[eval]", "[eval]\ntarget_tokens = [4096]"), "set pool");
+}
