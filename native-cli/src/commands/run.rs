@@ -70,7 +70,10 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
         .try_into()
         .context("[train]: not a valid recipe")?;
     crate::commands::train::resolve(recipe).context("[train]")?;
-    for (key, s) in [("sample.strategy", &cfg.sample.strategy), ("eval.strategy", &cfg.eval.strategy)] {
+    for (key, s) in [
+        ("sample.strategy", &cfg.sample.strategy),
+        ("eval.strategy", &cfg.eval.strategy),
+    ] {
         sealong::text::prompts::Strategy::from_str(s).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     }
     <crate::args::ScoreMethod as clap::ValueEnum>::from_str(&cfg.score.method, true)
@@ -79,7 +82,12 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("device {:?}: {e}", cfg.device))?;
     let s = &cfg.synth;
     if s.n == 0 || s.min_k == 0 || s.min_k > s.max_k {
-        bail!("[synth]: n = {}, min_k = {}, max_k = {}: n and min_k must be positive and min_k <= max_k", s.n, s.min_k, s.max_k);
+        bail!(
+            "[synth]: n = {}, min_k = {}, max_k = {}: n and min_k must be positive and min_k <= max_k",
+            s.n,
+            s.min_k,
+            s.max_k
+        );
     }
     let e = &cfg.eval;
     if !e.target_tokens.is_empty() && (e.pool.is_empty() || e.longbench) {

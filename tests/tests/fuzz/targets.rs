@@ -9,11 +9,11 @@ use serde_json::{Value, json};
 use sealong::data::{pairs, records, samples};
 use sealong::eval::report::Part;
 use sealong::loading::gguf::{Gguf, GgufValue};
-use sealong::quant::GgmlType;
 use sealong::loading::model_files::{ModelPath, TextAssets};
 use sealong::loading::safetensors::{read_dense, read_tensors};
 use sealong::models::decoder::DecoderConfig;
 use sealong::models::encoder::config::{EncoderConfig, SentenceConfig};
+use sealong::quant::GgmlType;
 use sealong::text::{ChatTemplate, Message, Tokenizer};
 use sealong_tests::{SplitMix, golden_dir, repo_root};
 

@@ -329,7 +329,10 @@ fn every_example_config_is_valid() {
     let quick = std::fs::read_to_string(dir.join("quickstart.toml")).expect("quickstart");
     for line in quick.lines().filter(|l| l.contains("data/")) {
         for part in line.split('"').filter(|s| s.starts_with("data/")) {
-            assert!(repo_root().join(part).is_file(), "quickstart.toml names {part}, which is missing");
+            assert!(
+                repo_root().join(part).is_file(),
+                "quickstart.toml names {part}, which is missing"
+            );
         }
     }
     let bad = |edit: &dyn Fn(String) -> String, want: &str| {
@@ -339,9 +342,18 @@ fn every_example_config_is_valid() {
         let msg = format!("{:#}", e.expect_err(want));
         assert!(msg.contains(want), "{msg}");
     };
-    bad(&|t| t.replace("lr = 2e-4", "lr = 2e-4\nlearning_rate = 1"), "learning_rate");
-    bad(&|t| t.replacen("strategy = \"plan_and_solve\"", "strategy = \"think_hard\"", 1), "sample.strategy");
-    bad(&|t| t.replace("method = \"embedding\"", "method = \"bleu\""), "score.method");
+    bad(
+        &|t| t.replace("lr = 2e-4", "lr = 2e-4\nlearning_rate = 1"),
+        "learning_rate",
+    );
+    bad(
+        &|t| t.replacen("strategy = \"plan_and_solve\"", "strategy = \"think_hard\"", 1),
+        "sample.strategy",
+    );
+    bad(
+        &|t| t.replace("method = \"embedding\"", "method = \"bleu\""),
+        "score.method",
+    );
     bad(&|t| t.replace("method = \"orpo\"", "method = \"dpo\""), "[train]");
     bad(&|t| t.replace("max_k = 1", "max_k = 0"), "min_k <= max_k");
     bad(&|t| t.replace("[eval]", "[eval]\ntarget_tokens = [4096]"), "set pool");
