@@ -154,14 +154,12 @@ fn sweep(stage: &Stage, work: &Path) -> Outcome {
     while out.kills < want {
         out.chains += 1;
         let dir = work.join(format!("{}-chain{}", stage.name, out.chains));
-        let mut first = true;
-        loop {
-            let first_start = first;
+        for start in 0.. {
+            let first_start = start == 0;
             let mut args = (stage.args)(&dir);
-            if !first {
+            if !first_start {
                 args.extend((stage.rerun)(&dir));
             }
-            first = false;
             let at = Duration::from_secs_f64(t.as_secs_f64() * (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64);
             let mut child = spawn(&args);
             let begun = Instant::now();
@@ -383,18 +381,10 @@ fn questions(dir: &Path) -> PathBuf {
     p
 }
 
-fn sample_args(q: &Path, out: &Path) -> Vec<String> {
-    let mut a = strings(&[
-        "sample",
-        "--device",
-        "cpu",
-        "-n",
-        "3",
-        "--max-new-tokens",
-        "12",
-        "--seed",
-        "5",
-    ]);
+/// `sample`'s command line: `n` samples of 12 tokens a question.
+fn sample_args(q: &Path, out: &Path, n: usize) -> Vec<String> {
+    let mut a = strings(&["sample", "--device", "cpu", "--max-new-tokens", "12", "--seed", "5"]);
+    a.extend(["-n".into(), n.to_string()]);
     a.extend(["--input".into(), s(q), "--out".into(), s(&out.join("samples.jsonl"))]);
     a
 }
@@ -430,7 +420,7 @@ fn sample_survives_kills() {
     let q = questions(tmp.path());
     let stage = Stage {
         name: "sample",
-        args: Box::new(move |out| sample_args(&q, out)),
+        args: Box::new(move |out| sample_args(&q, out, 3)),
         rerun: none,
         progress: &["samples.jsonl"],
     };
@@ -442,8 +432,8 @@ fn score_survives_kills() {
     let tmp = tempfile::tempdir().expect("tmp");
     let q = questions(tmp.path());
     let samples_dir = tmp.path().join("samples");
-    let mut a = sample_args(&q, &samples_dir);
-    a[6] = "8".into(); // eight samples a question: more for the scorer to do
+    // Eight samples a question: more for the scorer to do.
+    let a = sample_args(&q, &samples_dir, 8);
     let argv: Vec<&str> = a.iter().map(String::as_str).collect();
     sealong(&argv).expect("sample for the scorer");
     let samples = samples_dir.join("samples.jsonl");

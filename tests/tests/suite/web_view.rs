@@ -30,8 +30,18 @@ fn args(file: PathBuf, www: Option<PathBuf>, no_model: bool) -> ViewArgs {
 /// A raw HTTP/1.1 request with the server's token (as the page's own requests carry it: the
 /// cookie); returns (status line, headers, body).
 fn get(server: &Server, method: &str, path: &str, host: Option<&str>) -> (String, String, Vec<u8>) {
+    try_get(server, method, path, host).expect("request")
+}
+
+/// [`get`], with the connection's errors returned (see [`try_request`]).
+fn try_get(
+    server: &Server,
+    method: &str,
+    path: &str,
+    host: Option<&str>,
+) -> std::io::Result<(String, String, Vec<u8>)> {
     let cookie = format!("Cookie: sealong-view-{}={}\r\n", server.addr().port(), server.token());
-    request(loopback(server.addr()), method, path, host, &cookie)
+    try_request(loopback(server.addr()), method, path, host, &cookie)
 }
 
 /// The server's address as a client reaches it (127.0.0.1 for a server bound to 0.0.0.0).
@@ -426,8 +436,7 @@ fn a_full_queue_gets_503_and_the_server_recovers() {
     loop {
         // While the server still counts the idle clients, it answers 503, or resets a request it
         // refused before reading it: both mean "not yet".
-        let cookie = format!("Cookie: sealong-view-{}={}\r\n", server.addr().port(), server.token());
-        let status = match try_request(addr, "GET", "/session.json", None, &cookie) {
+        let status = match try_get(&server, "GET", "/session.json", None) {
             Ok((status, _, _)) => status,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "HTTP/1.1 503 (reset)".into(),
             Err(e) => panic!("request: {e}"),
