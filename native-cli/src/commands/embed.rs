@@ -37,6 +37,15 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     } else {
         jsonl::existing_ids(&args.out, "id")?
     };
+    if !npy {
+        // The `.npy` matrix is written whole at the end (no resume), so only JSONL has a sidecar.
+        let settings = crate::resume::settings([
+            ("embedder_sha256", json!(crate::resume::model_sha256(&args.model)?)),
+            ("field", json!(args.field)),
+            ("id_field", json!(args.id_field)),
+        ]);
+        crate::resume::check(&args.out, "embed", &settings, !done.is_empty())?;
+    }
     let todo: Vec<_> = records.iter().filter(|r| !done.contains(&r.0)).collect();
     if todo.is_empty() {
         errln!("{}: every record is already embedded", args.out.display());

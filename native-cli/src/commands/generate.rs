@@ -54,6 +54,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let out_path = args.out.clone().context("--input needs --out")?;
     let questions = records::read_longbench(input)?;
     let done = jsonl::existing_ids(&out_path, "_id")?;
+    crate::resume::check(&out_path, "generate", &record_settings(&args)?, !done.is_empty())?;
     let todo: Vec<_> = questions.iter().filter(|l| !done.contains(&l.value.id)).collect();
     let mut out = Appender::open(&out_path)?;
     let bar = progress::bar(todo.len() as u64, "questions");
@@ -87,4 +88,27 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     bar.finish();
     errln!("wrote {}", out_path.display());
     Ok(())
+}
+
+/// The settings that shape a generated record (recorded beside `--out`, `resume::check`): the
+/// model's and the adapter's files, the prompt (strategy, truncation), the token budget, the
+/// sampling settings and seed, and the arithmetic. Left out: the device (as in `sample`) and
+/// `--dump-logits` (prompt mode only).
+fn record_settings(args: &GenerateArgs) -> Result<sealong::data::settings::Settings> {
+    let adapter = match &args.adapter {
+        Some(a) => Some(sealong::loading::model_files::sha256_of(a)?),
+        None => None,
+    };
+    Ok(crate::resume::settings([
+        ("model_sha256", json!(crate::resume::model_sha256(&args.model.model)?)),
+        ("adapter_sha256", json!(adapter)),
+        ("strategy", json!(args.decode.strategy)),
+        ("max_new_tokens", json!(args.decode.max_new_tokens)),
+        ("truncate_middle", json!(args.decode.truncate_middle)),
+        ("temperature", json!(args.temperature)),
+        ("top_p", json!(args.decode.top_p)),
+        ("top_k", json!(args.decode.top_k)),
+        ("seed", json!(args.seed.seed)),
+        ("precision", json!(args.device.precision)),
+    ]))
 }

@@ -6,8 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use sealong::data::jsonl::{self, Appender};
 use sealong::data::records::{self, Paragraph};
+use sealong::data::settings::Settings;
 use sealong::data::synth::{self, PassageFormat, SourceQuestion, SynthConfig, Synthesizer, Target};
 use sealong::loading::{ModelPath, TextAssets};
+use serde_json::json;
 
 use crate::args::{PassageFormatArg, SourceFormat, SynthArgs};
 use crate::progress;
@@ -136,10 +138,24 @@ pub fn run(args: SynthArgs) -> Result<()> {
     };
     let model_path = provision::resolve_model(&args.model.model)?;
     let assets = TextAssets::load(&ModelPath::detect(&model_path)?).context("loading the tokenizer")?;
-    let selected = synth::select_questions(questions, args.seed.seed, args.n);
+    let available = questions.len();
+    let mut selected = synth::select_questions(questions, args.seed.seed, args.n.map(|n| n + args.skip));
+    if args.skip > 0 {
+        if args.skip >= selected.len() {
+            bail!(
+                "{}: --skip {} leaves no question ({available} usable in the file)",
+                args.input.display(),
+                args.skip
+            );
+        }
+        selected.drain(..args.skip);
+    }
+    let settings = record_settings(&args, format, &model_path)?;
     if args.target_tokens.is_empty() {
+        let mut settings = settings;
+        settings.insert("target".into(), target_setting(&config.target));
         let mut synth = Synthesizer::new(&assets.tokenizer, pool, config)?;
-        return write(&mut synth, &selected, &args.out);
+        return write(&mut synth, &selected, &args.out, &settings);
     }
     for &tokens in &args.target_tokens {
         let out = target_path(&args.out, tokens, args.target_tokens.len());
@@ -147,10 +163,47 @@ pub fn run(args: SynthArgs) -> Result<()> {
             target: Target::Tokens(tokens),
             ..config.clone()
         };
+        let mut settings = settings.clone();
+        settings.insert("target".into(), target_setting(&config.target));
         let mut synth = Synthesizer::new(&assets.tokenizer, pool.clone(), config)?;
-        write(&mut synth, &selected, &out)?;
+        write(&mut synth, &selected, &out, &settings)?;
     }
     Ok(())
+}
+
+/// The settings that shape a built record (recorded beside each output, `resume::check`): the
+/// source and pool files' contents (the selection and the padding draw from them), the seed,
+/// the layout, the dataset name and the tokenizer's model files (lengths
+/// are counted in its tokens); the target is added per output file. Left out: paths (a moved
+/// file is the same file) and `-n` (the selection is a prefix of one seeded order, so a rerun
+/// with a larger `-n` extends the file as one run would).
+fn record_settings(args: &SynthArgs, format: SourceFormat, model_path: &Path) -> Result<Settings> {
+    let mut pools = Vec::with_capacity(args.pool.len());
+    for p in &args.pool {
+        pools.push(sealong::loading::model_files::sha256_of(p)?);
+    }
+    Ok(crate::resume::settings([
+        ("source_sha256", json!(sealong::loading::model_files::sha256_of(&args.input)?)),
+        ("source_format", json!(format!("{format:?}").to_lowercase())),
+        ("pool_sha256", json!(pools)),
+        ("seed", json!(args.seed.seed)),
+        ("skip", json!(args.skip)),
+        ("eval", json!(args.eval)),
+        ("own_only", json!(args.own_only)),
+        ("passage_format", json!(format!("{:?}", args.format).to_lowercase())),
+        ("dataset", json!(args.dataset)),
+        ("allow_short", json!(args.allow_short)),
+        ("tokenizer_sha256", json!(sealong::loading::model_files::sha256_of(model_path)?)),
+    ]))
+}
+
+/// A length target as recorded: `"own"`, `{"min_k", "max_k"}` or `{"tokens"}`.
+fn target_setting(target: &Target) -> serde_json::Value {
+    match target {
+        Target::Own => json!("own"),
+        Target::Range { min_k, max_k } => json!({"min_k": min_k, "max_k": max_k}),
+        Target::Tokens(t) => json!({"tokens": t}),
+    }
 }
 
 /// Where the file for one of `count` token targets goes: `out` itself when there is one,
@@ -171,8 +224,9 @@ pub fn target_path(out: &Path, tokens: usize, count: usize) -> std::path::PathBu
 }
 
 /// Builds every selected question not yet in `out` and appends it.
-fn write(synth: &mut Synthesizer, selected: &[SourceQuestion], out_path: &Path) -> Result<()> {
+fn write(synth: &mut Synthesizer, selected: &[SourceQuestion], out_path: &Path, settings: &Settings) -> Result<()> {
     let done = jsonl::existing_ids(out_path, "_id")?;
+    crate::resume::check(out_path, "synth", settings, !done.is_empty())?;
     let todo: Vec<&SourceQuestion> = selected.iter().filter(|q| !done.contains(&q.id)).collect();
     if !done.is_empty() {
         errln!(

@@ -131,6 +131,23 @@ fn generate_writes_greedy_predictions() {
     );
     // The predictions file is SubEM-ready.
     sealong(&["subem", "--input", out.to_str().expect("utf8")]).expect("subem");
+    // Issue 17: a rerun with another budget is refused (the records were cut at 16 tokens).
+    let before = std::fs::read(&out).expect("out");
+    let e = sealong(&[
+        "generate",
+        "--device",
+        "cpu",
+        "--max-new-tokens",
+        "8",
+        "--input",
+        q.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ])
+    .expect_err("another --max-new-tokens is refused");
+    let e = format!("{e:#}");
+    assert!(e.contains("max_new_tokens = 16 (this run: 8)") && e.contains("pred.jsonl.meta.json"), "{e}");
+    assert_eq!(std::fs::read(&out).expect("out"), before, "a refused rerun writes nothing");
     sealong(&[
         "generate",
         "--device",

@@ -323,6 +323,18 @@ fn embed_writes_jsonl_and_npy() {
     assert!((v.iter().map(|x| x * x).sum::<f64>() - 1.0).abs() < 1e-4);
     sealong(&args).expect("rerun skips done ids");
     assert_eq!(read_jsonl(&out).len(), 2);
+    // Issue 17: the JSONL output records what shaped it; a rerun keyed by another field is
+    // refused instead of appending a second set of embeddings under other ids.
+    let meta: Value = serde_json::from_slice(&std::fs::read(dir.path().join("e.jsonl.meta.json")).expect("sidecar"))
+        .expect("json");
+    assert_eq!(meta["stage"], "embed");
+    assert_eq!(meta["settings"]["field"], "text");
+    assert_eq!(meta["settings"]["embedder_sha256"].as_str().expect("hash").len(), 64);
+    let mut other = args.to_vec();
+    other.extend(["--id-field", "key"]);
+    let e = format!("{:#}", sealong(&other).expect_err("another id field is refused"));
+    assert!(e.contains("id_field = \"id\" (this run: \"key\")"), "{e}");
+    assert_eq!(read_jsonl(&out).len(), 2);
     let npy = dir.path().join("e.npy");
     sealong(&[
         "embed",

@@ -61,6 +61,30 @@ fn same_seed_same_bytes_and_resume_equals_one_run() {
     assert_ne!(bytes_a, std::fs::read(&other).expect("d"), "another seed should differ");
 }
 
+/// Issue 17: a rerun into the same file with another seed (or another length rule) would
+/// append questions drawn differently; it is refused, naming the setting, and writes nothing.
+#[test]
+fn a_rerun_with_other_settings_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let a = dir.path().join("a.jsonl");
+    synth(&a, &["-n", "2", "--seed", "7"]).expect("synth");
+    let before = std::fs::read(&a).expect("a");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("a.jsonl.meta.json")).expect("sidecar")).expect("json");
+    assert_eq!(meta["stage"], "synth");
+    assert_eq!(meta["settings"]["target"], serde_json::json!({"min_k": 1, "max_k": 6}));
+    let e = format!("{:#}", synth(&a, &["-n", "2", "--seed", "8"]).expect_err("another seed"));
+    assert!(e.contains("seed = 7 (this run: 8)") && e.contains("a.jsonl.meta.json"), "{e}");
+    let e = format!(
+        "{:#}",
+        synth(&a, &["-n", "2", "--seed", "7", "--allow-short"]).expect_err("another length rule")
+    );
+    assert!(e.contains("allow_short = false (this run: true)"), "{e}");
+    assert_eq!(std::fs::read(&a).expect("a"), before, "a refused rerun writes nothing");
+    // More questions are not another setting: the selection is a prefix of one seeded order.
+    synth(&a, &["-n", "3", "--seed", "7"]).expect("resume");
+}
+
 #[test]
 fn records_keep_the_invariants() {
     let dir = tempfile::tempdir().expect("tmp");
