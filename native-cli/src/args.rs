@@ -215,6 +215,10 @@ pub struct SynthArgs {
     /// Number of questions (default: all answerable ones).
     #[arg(long, short = 'n')]
     pub n: Option<usize>,
+    /// Leave out the first this many questions of the seeded order, then take `-n`: the next
+    /// questions after an earlier file made with the same seed (`run`'s later rounds).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
     /// Smallest context target, in units of 1024 tokens.
     #[arg(long, default_value_t = 4)]
     pub min_k: u32,

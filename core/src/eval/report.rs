@@ -230,6 +230,8 @@ pub struct ReportData {
     pub train: Part<Vec<TrainStep>>,
     pub eval_before: Part<EvalMetrics>,
     pub eval_after: Part<EvalMetrics>,
+    /// `round-k/eval/after/metrics.json` for k = 2, 3, ... (`rounds = K`); empty for one round.
+    pub later_rounds: Vec<Part<EvalMetrics>>,
     /// `summary.json`, shown as a table whatever its shape.
     pub run_summary: Part<Value>,
     /// Problems that did not stop a file from being used (e.g. a skipped malformed line).
@@ -254,6 +256,8 @@ pub fn escape(s: &str) -> String {
 
 /// Inline SVG charts over plain data. Non-finite values are skipped; a chart without any
 /// finite value still draws its frame and says "no data".
+mod rounds;
+
 pub mod chart {
     use std::fmt::Write as _;
 
@@ -982,6 +986,7 @@ pub fn render(d: &ReportData) -> String {
         h.push_str("</ul></div>\n");
     }
     evaluation(&mut h, d);
+    rounds::section(&mut h, d);
     scoring(&mut h, d);
     training(&mut h, d);
     run_summary(&mut h, d);

@@ -53,6 +53,21 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<PathBuf> {
     Ok(out.to_path_buf())
 }
 
+/// Where round `k` (1-based) writes: the run directory itself for round 1, `round-k/` after.
+pub fn round_dir(out: &Path, k: usize) -> PathBuf {
+    if k == 1 { out.to_path_buf() } else { out.join(format!("round-{k}")) }
+}
+
+/// How many rounds a run directory holds results of: 1 plus each `round-k/` (k = 2, 3, ...)
+/// present in order.
+pub fn rounds_in(out: &Path) -> usize {
+    let mut k = 1;
+    while round_dir(out, k + 1).is_dir() {
+        k += 1;
+    }
+    k
+}
+
 /// Everything the report shows, read from `dir`; nothing here fails: a missing file is
 /// `Missing`, a file that cannot be used is `Unreadable` with the reason.
 pub fn collect(dir: &Path) -> ReportData {
@@ -76,6 +91,9 @@ pub fn collect(dir: &Path) -> ReportData {
         train,
         eval_before: read_json(&dir.join(files::EVAL_BEFORE)),
         eval_after: read_json(&dir.join(files::EVAL_AFTER)),
+        later_rounds: (2..=rounds_in(dir))
+            .map(|k| read_json(&round_dir(dir, k).join(files::EVAL_AFTER)))
+            .collect(),
         run_summary: read_json(&dir.join(files::RUN_SUMMARY)),
         warnings,
     }

@@ -1,5 +1,7 @@
-//! `sealong run --config FILE.toml`: one SEALONG round in one output directory:
-//! synth -> sample -> score -> eval (before) -> train -> eval (after) -> report.
+//! `sealong run --config FILE.toml`: SEALONG rounds in one output directory:
+//! synth -> sample -> score -> eval (before) -> train -> eval (after) -> report; with
+//! `rounds = K`, rounds 2..K follow before the report (synth -> sample -> score -> train ->
+//! eval (after)), each with the previous round's merged model.
 //!
 //! Every stage is the same command a user would run by hand (built as a command line and parsed
 //! by clap, so defaults and checks are the commands' own), and every stage resumes: a killed run
@@ -10,7 +12,9 @@
 //! Layout of DIR: config.toml, questions.jsonl, samples.jsonl, scored.jsonl (+ .summary.json),
 //! pairs.jsonl, train/ (metrics.jsonl, checkpoints/, adapter/, merged/), eval_data/ (the
 //! LongBench-style files built from the dev sets), eval/before/ and eval/after/
-//! (predictions.jsonl, metrics.json), report.html, summary.json.
+//! (predictions.jsonl, metrics.json), report.html, summary.json. Round k >= 2 writes its own
+//! questions.jsonl, samples.jsonl, scored.jsonl, pairs.jsonl, train/ and eval/after/ under
+//! `round-k/`; the evaluation files and eval/before/ are shared by every round.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,6 +23,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+use crate::commands::report::{round_dir, rounds_in};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -43,6 +49,12 @@ pub struct RunConfig {
     device: String,
     #[serde(default = "default_seed")]
     seed: u64,
+    /// Rounds of self-improvement (default 1). Round k+1 samples, scores and trains with round
+    /// k's merged model (`train/merged`), on the next `synth.n` questions of the same seeded
+    /// order (no question twice), with seed + k for its sampling, scoring and training; every
+    /// round is evaluated on the same files with the same evaluation seed.
+    #[serde(default = "default_rounds")]
+    rounds: usize,
     synth: SynthStage,
     #[serde(default)]
     sample: SampleStage,
@@ -65,7 +77,17 @@ pub fn parse_config(text: &str, path: &Path) -> Result<RunConfig> {
 /// have a pool. Paths are not checked (an example names a model the user supplies).
 pub fn check_config(cfg: &RunConfig) -> Result<()> {
     use std::str::FromStr;
-    let (recipe, _) = split_export_keys(&cfg.train)?;
+    let (recipe, export) = split_export_keys(&cfg.train)?;
+    if cfg.rounds == 0 {
+        bail!("rounds = 0: a run has at least one round");
+    }
+    if cfg.rounds > 1 && export.iter().any(|f| f == "--no-merge") {
+        bail!(
+            "rounds = {} with [train] merge = false: round k+1 starts from round k's merged model; \
+             leave merge at its default (true)",
+            cfg.rounds
+        );
+    }
     let recipe: crate::commands::train::Recipe = toml::Value::Table(recipe)
         .try_into()
         .context("[train]: not a valid recipe")?;
@@ -108,6 +130,10 @@ fn default_device() -> String {
 fn default_seed() -> u64 {
     42
 }
+fn default_rounds() -> usize {
+    1
+}
+
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -324,14 +350,38 @@ pub fn run(args: RunArgs) -> Result<()> {
         log: Vec::new(),
         path: out.join("summary.json"),
     };
-    let (questions, samples, scored, pairs) = (
-        out.join("questions.jsonl"),
-        out.join("samples.jsonl"),
-        out.join("scored.jsonl"),
-        out.join("pairs.jsonl"),
-    );
+    // Round k's model, seed and stage names: round 1 starts from the config's model with its
+    // seed, and names its stages plainly (as a one-round run always has).
+    let round_model = |k: usize| -> String {
+        if k == 1 {
+            cfg.model.clone()
+        } else {
+            s(&round_dir(&out, k - 1).join("train/merged"))
+        }
+    };
+    let round_seed = |k: usize| (cfg.seed + k as u64 - 1).to_string();
+    let label = |k: usize, name: &str| {
+        if k == 1 {
+            name.to_string()
+        } else {
+            format!("round {k} {name}")
+        }
+    };
+    let paths = |k: usize| {
+        let d = round_dir(&out, k);
+        (
+            d.join("questions.jsonl"),
+            d.join("samples.jsonl"),
+            d.join("scored.jsonl"),
+            d.join("pairs.jsonl"),
+        )
+    };
 
-    stages.run("synth", || {
+    let synth = |k: usize| -> Result<()> {
+        let (questions, ..) = paths(k);
+        if let Some(dir) = questions.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
         let mut a = vec![
             "synth".into(),
             "--input".into(),
@@ -346,9 +396,13 @@ pub fn run(args: RunArgs) -> Result<()> {
             cfg.synth.min_k.to_string(),
             "--max-k".into(),
             cfg.synth.max_k.to_string(),
+            // One seeded order for every round; round k takes its next n questions.
             "--seed".into(),
             seed.clone(),
         ];
+        if k > 1 {
+            a.extend(["--skip".into(), ((k - 1) * cfg.synth.n).to_string()]);
+        }
         for p in &cfg.synth.pool {
             a.extend(["--pool".into(), s(p)]);
         }
@@ -356,15 +410,15 @@ pub fn run(args: RunArgs) -> Result<()> {
             a.push("--allow-short".into());
         }
         sealong(a)
-    })?;
+    };
 
     let sp = &cfg.sample;
-    let sample_failures = crate::commands::sample::failures_path(&samples);
-    stages.run_counting("sample", Some(&sample_failures), || {
+    let sample = |k: usize| -> Result<()> {
+        let (questions, samples, ..) = paths(k);
         let mut a = vec![
             "sample".into(),
             "--model".into(),
-            cfg.model.clone(),
+            round_model(k),
             "--input".into(),
             s(&questions),
             "--out".into(),
@@ -380,7 +434,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--strategy".into(),
             sp.strategy.clone(),
             "--seed".into(),
-            seed.clone(),
+            round_seed(k),
         ];
         match &sp.remote {
             // The server applies its own template and context limit; no local truncation.
@@ -391,9 +445,10 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
         sealong(a)
-    })?;
+    };
 
-    stages.run("score", || {
+    let score = |k: usize| -> Result<()> {
+        let (_, samples, scored, pairs) = paths(k);
         let mut a = vec![
             "score".into(),
             "--input".into(),
@@ -407,12 +462,20 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--pairs".into(),
             s(&pairs),
             "--seed".into(),
-            seed.clone(),
+            round_seed(k),
         ];
         a.extend(device.clone());
         sealong(a)
-    })?;
+    };
 
+    let samples_of = |k: usize| paths(k).1;
+    stages.run("synth", || synth(1))?;
+    stages.run_counting(
+        "sample",
+        Some(&crate::commands::sample::failures_path(&samples_of(1))),
+        || sample(1),
+    )?;
+    stages.run("score", || score(1))?;
     // The evaluation files, built once from the dev sets (or LongBench files as they are).
     let eval_dir = out.join("eval_data");
     let mut eval_files = Vec::new();
@@ -500,22 +563,22 @@ pub fn run(args: RunArgs) -> Result<()> {
     };
     stages.run("eval before", || eval(&out.join("eval/before"), None, &cfg.model))?;
 
-    let train_dir = out.join("train");
-    let done_mark = train_dir.join("done.json");
-    stages.run("train", || {
+    let train = |k: usize| -> Result<()> {
+        let train_dir = round_dir(&out, k).join("train");
+        let done_mark = train_dir.join("done.json");
         if done_mark.exists() {
             errln!("training already finished ({})", done_mark.display());
             return Ok(());
         }
         let (recipe_table, export) = split_export_keys(&cfg.train)?;
-        let recipe = out.join("train_recipe.toml");
+        let recipe = round_dir(&out, k).join("train_recipe.toml");
         sealong::files::write_atomic(&recipe, toml::to_string(&recipe_table)?.as_bytes())?;
         let mut a = vec![
             "train".into(),
             "--model".into(),
-            cfg.model.clone(),
+            round_model(k),
             "--pairs".into(),
-            s(&pairs),
+            s(&paths(k).3),
             "--out".into(),
             s(&train_dir),
             "--config".into(),
@@ -523,7 +586,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         ];
         a.extend(export);
         if !cfg.train.contains_key("seed") {
-            a.extend(["--seed".into(), seed.clone()]);
+            a.extend(["--seed".into(), round_seed(k)]);
         }
         if train_dir.join("checkpoints").is_dir() && crate::commands::train::has_checkpoint(&train_dir) {
             a.push("--resume".into());
@@ -532,16 +595,34 @@ pub fn run(args: RunArgs) -> Result<()> {
         sealong(a)?;
         sealong::files::write_atomic(&done_mark, b"{\"done\": true}\n")?;
         Ok(())
-    })?;
+    };
 
-    stages.run("eval after", || {
+    // Round k's trained model on the evaluation files: its adapter over the model it started
+    // from, or (a full fine-tune) its merged weights.
+    let eval_after = |k: usize| -> Result<()> {
+        let train_dir = round_dir(&out, k).join("train");
+        let dir = round_dir(&out, k).join("eval/after");
         let adapter = train_dir.join("adapter");
         if adapter.join("adapter_config.json").is_file() {
-            eval(&out.join("eval/after"), Some(&adapter), &cfg.model)
+            eval(&dir, Some(&adapter), &round_model(k))
         } else {
-            eval(&out.join("eval/after"), None, &s(&train_dir.join("merged")))
+            eval(&dir, None, &s(&train_dir.join("merged")))
         }
-    })?;
+    };
+
+    stages.run("train", || train(1))?;
+    stages.run("eval after", || eval_after(1))?;
+    for k in 2..=cfg.rounds {
+        stages.run(&label(k, "synth"), || synth(k))?;
+        stages.run_counting(
+            &label(k, "sample"),
+            Some(&crate::commands::sample::failures_path(&samples_of(k))),
+            || sample(k),
+        )?;
+        stages.run(&label(k, "score"), || score(k))?;
+        stages.run(&label(k, "train"), || train(k))?;
+        stages.run(&label(k, "eval after"), || eval_after(k))?;
+    }
 
     stages.run("report", || {
         let path = crate::commands::report::write_report(&out)?;
@@ -552,10 +633,14 @@ pub fn run(args: RunArgs) -> Result<()> {
 }
 
 /// Config keys that change no record, so a rerun may change them: where the run writes, the
-/// device (the engines are held to each other by the parity tests), how the server is reached,
+/// device (the engines are held to each other by the parity tests), the number of rounds, how
+/// the server is reached,
 /// and the trainer's knobs that do not change the update (as `TrainConfig::result_shaping`).
 const NOT_RECORD_SHAPING: &[&[&str]] = &[
     &["out"],
+    // No round's files depend on how many rounds follow it: raising `rounds` continues a
+    // finished run with more rounds, lowering it leaves the later rounds' files unused.
+    &["rounds"],
     &["device"],
     &["sample", "remote", "base_url"],
     &["sample", "remote", "api_key_env"],
@@ -636,19 +721,32 @@ fn split_export_keys(train: &toml::Table) -> Result<(toml::Table, Vec<String>)> 
     Ok((recipe, flags))
 }
 
-/// Before/after averages from the two metrics files.
+/// Before/after averages from the metrics files: before training, then after each round.
 fn print_summary(out: &Path) -> Result<()> {
     let read = |p: PathBuf| -> Option<Value> { serde_json::from_slice(&std::fs::read(p).ok()?).ok() };
-    let (Some(b), Some(a)) = (
-        read(out.join("eval/before/metrics.json")),
-        read(out.join("eval/after/metrics.json")),
-    ) else {
+    let Some(before) = read(out.join("eval/before/metrics.json")) else {
         return Ok(());
     };
-    errln!("\nSubEM x 100 (average over tasks)   before -> after");
+    let mut columns = vec![before];
+    for k in 1..=rounds_in(out) {
+        match read(round_dir(out, k).join("eval/after/metrics.json")) {
+            Some(m) => columns.push(m),
+            None => break,
+        }
+    }
+    if columns.len() < 2 {
+        return Ok(());
+    }
+    let heads: Vec<String> = (1..columns.len()).map(|k| format!("round {k}")).collect();
+    errln!(
+        "\nSubEM x 100 (average over tasks)   before -> {}",
+        if heads.len() == 1 { "after".to_string() } else { heads.join(" -> ") }
+    );
     for k in ["greedy", "mbr", "random", "oracle"] {
-        if let (Some(x), Some(y)) = (b["average"][k].as_f64(), a["average"][k].as_f64()) {
-            errln!("  {k:<32} {x:>6.1} -> {y:>6.1}");
+        let values: Option<Vec<f64>> = columns.iter().map(|m| m["average"][k].as_f64()).collect();
+        if let Some(v) = values {
+            let cells: Vec<String> = v.iter().map(|x| format!("{x:>6.1}")).collect();
+            errln!("  {k:<32} {}", cells.join(" -> "));
         }
     }
     Ok(())

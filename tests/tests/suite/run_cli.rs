@@ -303,6 +303,113 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
     assert!(e.contains("config.toml") && e.contains("not valid TOML"), "{e}");
 }
 
+/// Issue 16 item 5: `rounds = 2`. Round 2 takes the next questions of the same seeded order,
+/// samples with round 1's merged model and its own seed, trains and is evaluated on the same
+/// files; the summary names its stages. A one-round run raised to two rounds continues, and a
+/// second round cut in its sampling (its later files gone) resumes to the files of a straight
+/// two-round run.
+#[test]
+fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let two = |out: &Path| format!("rounds = 2\n{}", tiny_config(out));
+    let straight = tmp.path().join("straight");
+    let cfg = tmp.path().join("a.toml");
+    std::fs::write(&cfg, two(&straight)).expect("config");
+    sealong(&["run", "--config", &cfg.display().to_string()]).expect("two rounds");
+    let r2 = straight.join("round-2");
+    let ids = |p: &Path| -> Vec<String> {
+        read_lines(p)
+            .iter()
+            .map(|r| r["_id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let (q1, q2) = (ids(&straight.join("questions.jsonl")), ids(&r2.join("questions.jsonl")));
+    assert_eq!((q1.len(), q2.len()), (2, 2));
+    assert!(q2.iter().all(|q| !q1.contains(q)), "round 2 repeats a question: {q1:?} {q2:?}");
+    // The next two of the one seeded order: a 4-question file with the same seed starts with
+    // round 1's and then round 2's.
+    let four = tmp.path().join("four.jsonl");
+    let root = repo_root();
+    sealong(&[
+        "synth",
+        "--input",
+        &root.join("data/musique/train.jsonl").display().to_string(),
+        "--pool",
+        &root.join("data/musique/paragraphs.jsonl").display().to_string(),
+        "--out",
+        &four.display().to_string(),
+        "-n",
+        "4",
+        "--min-k",
+        "1",
+        "--max-k",
+        "1",
+        "--allow-short",
+        "--seed",
+        "7",
+    ])
+    .expect("synth 4");
+    assert_eq!(ids(&four), [q1.clone(), q2.clone()].concat());
+    // Round 2 sampled with round 1's merged model, and with its own seed.
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(r2.join("samples.jsonl.meta.json")).expect("sidecar")).expect("json");
+    let merged1 = sealong::loading::model_files::sha256_of(&straight.join("train/merged")).expect("hash");
+    assert_eq!(meta["settings"]["model_sha256"], merged1.as_str());
+    assert_eq!(meta["settings"]["seed"], 8);
+    for f in ["scored.jsonl", "pairs.jsonl", "train/adapter/adapter_model.safetensors", "eval/after/metrics.json"] {
+        assert!(r2.join(f).is_file(), "round-2/{f} is missing");
+    }
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(straight.join("summary.json")).expect("s")).expect("json");
+    let stages: Vec<&str> = summary["stages"]
+        .as_array()
+        .expect("stages")
+        .iter()
+        .filter_map(|s| s["stage"].as_str())
+        .collect();
+    assert_eq!(
+        &stages[8..],
+        ["round 2 synth", "round 2 sample", "round 2 score", "round 2 train", "round 2 eval after", "report"]
+    );
+    assert!(
+        std::fs::read_to_string(straight.join("report.html")).expect("report").contains("Round 2"),
+        "the report shows the second round"
+    );
+
+    // One round, then the same config raised to two: the run continues into round 2.
+    let grown = tmp.path().join("grown");
+    let one = tmp.path().join("b.toml");
+    std::fs::write(&one, tiny_config(&grown)).expect("config");
+    sealong(&["run", "--config", &one.display().to_string()]).expect("one round");
+    assert!(!grown.join("round-2").exists());
+    let cfg2 = tmp.path().join("c.toml");
+    std::fs::write(&cfg2, two(&grown)).expect("config");
+    sealong(&["run", "--config", &cfg2.display().to_string()]).expect("raised to two rounds");
+    // Round 2 cut after its first sample: its later files are gone, the samples file holds one
+    // record and half of the next.
+    let g2 = grown.join("round-2");
+    let first = std::fs::read_to_string(g2.join("samples.jsonl")).expect("samples");
+    let first = first.lines().next().expect("a sample").to_string();
+    std::fs::write(g2.join("samples.jsonl"), format!("{first}\n{{\"_id\": \"ha")).expect("cut");
+    for f in ["scored.jsonl", "pairs.jsonl", "scored.summary.json"] {
+        std::fs::remove_file(g2.join(f)).expect("remove");
+    }
+    std::fs::remove_dir_all(g2.join("train")).expect("remove train");
+    std::fs::remove_dir_all(g2.join("eval")).expect("remove eval");
+    sealong(&["run", "--config", &cfg2.display().to_string()]).expect("resumed in round 2");
+    for f in SAME {
+        for round in [".", "round-2"] {
+            if round == "round-2" && f.starts_with("eval/before") {
+                continue;
+            }
+            let path = Path::new(round).join(f);
+            let a = std::fs::read(straight.join(&path)).expect("straight file");
+            let b = std::fs::read(grown.join(&path)).expect("resumed file");
+            assert!(a == b, "{} differs between the straight and the resumed two rounds", path.display());
+        }
+    }
+}
+
 fn sealong_tests_checkpoints(out: &Path) -> Vec<(usize, PathBuf)> {
     sealong::train::checkpoint::list(&out.join("train")).expect("list checkpoints")
 }
