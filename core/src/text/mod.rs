@@ -1,5 +1,6 @@
 //! Text: tokenizers, chat templates, SEALONG prompts, and the Python string semantics they need.
 
+pub mod answer;
 pub mod chat_template;
 pub mod prompts;
 pub mod pystr;

@@ -40,7 +40,10 @@ pub struct EncoderFiles<'a> {
 #[derive(Debug, Clone)]
 pub struct SentenceEmbedder {
     pub sentence: SentenceConfig,
+    /// Truncates at `max_seq_length`, as sentence-transformers does.
     tokenizer: Tokenizer,
+    /// The same tokenizer without truncation: windows and the over-window check.
+    full: Tokenizer,
     engine: EncoderEngine,
 }
 
@@ -76,8 +79,8 @@ impl SentenceEmbedder {
         // sentence-transformers ignores the truncation/padding a tokenizer.json may carry
         // (MiniLM's says 128 and pads): no padding, truncation at max_seq_length, specials
         // included.
-        let tokenizer = Tokenizer::from_json_bytes(files.tokenizer_json, format!("{}/tokenizer.json", files.source))?
-            .truncating(sentence.max_seq_length)?;
+        let full = Tokenizer::from_json_bytes(files.tokenizer_json, format!("{}/tokenizer.json", files.source))?;
+        let tokenizer = full.truncating(sentence.max_seq_length)?;
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(Error::Model {
                 path: files.source.clone(),
@@ -96,6 +99,7 @@ impl SentenceEmbedder {
         Ok(SentenceEmbedder {
             sentence,
             tokenizer,
+            full,
             engine,
         })
     }
@@ -184,13 +188,92 @@ impl SentenceEmbedder {
         let mut out = Vec::with_capacity(texts.len());
         for chunk in texts.chunks(FORWARD_BATCH) {
             let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
-            let pooled = match &self.engine {
-                EncoderEngine::Cpu(e) => e.pooled(&ids, self.sentence.pooling),
-                EncoderEngine::Burn(e) => rows(e.pooled(&ids, self.sentence.pooling).into_data())?,
-            };
-            self.finish(pooled, &mut out);
+            self.finish(self.pooled(&ids)?, &mut out);
         }
         Ok(out)
+    }
+
+    /// Pooled (not yet normalized) vectors of token id sequences.
+    fn pooled(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        Ok(match &self.engine {
+            EncoderEngine::Cpu(e) => e.pooled(ids, self.sentence.pooling),
+            EncoderEngine::Burn(e) => rows(e.pooled(ids, self.sentence.pooling).into_data())?,
+        })
+    }
+
+    /// Whether `text` is longer than the model's window (`max_seq_length` tokens, specials
+    /// included), so that [`SentenceEmbedder::embed`] sees only its beginning.
+    pub fn over_window(&self, text: &str) -> Result<bool> {
+        Ok(self.full.encode(text, true)?.len() > self.sentence.max_seq_length)
+    }
+
+    /// The id sequences the windowed embedding runs for `text`: the truncated ids when the text
+    /// fits the window; else its tokens cut into consecutive, non-overlapping windows of
+    /// `max_seq_length` minus the special tokens, each wrapped in the special tokens as the
+    /// tokenizer's post-processor wraps a text (`[CLS] ... [SEP]` for BERT).
+    pub fn window_ids(&self, text: &str) -> Result<Vec<Vec<u32>>> {
+        let with = self.full.encode(text, true)?;
+        if with.len() <= self.sentence.max_seq_length {
+            return Ok(vec![with]);
+        }
+        let content = self.full.encode(text, false)?;
+        // Where the content sits between the specials: the post-processor adds a fixed prefix
+        // and suffix, found by where the content begins in the wrapped ids.
+        let prefix = (0..=with.len().saturating_sub(content.len()))
+            .find(|&i| with[i..].starts_with(&content))
+            .ok_or_else(|| Error::Invalid("the tokenizer's special tokens do not wrap the text; cannot window it".into()))?;
+        let (head, tail) = (&with[..prefix], &with[prefix + content.len()..]);
+        let room = self.sentence.max_seq_length.saturating_sub(head.len() + tail.len());
+        if room == 0 {
+            return Err(Error::Invalid(format!(
+                "max_seq_length {} leaves no room for text between {} special tokens",
+                self.sentence.max_seq_length,
+                head.len() + tail.len()
+            )));
+        }
+        Ok(content
+            .chunks(room)
+            .map(|c| [head, c, tail].concat())
+            .collect())
+    }
+
+    /// Sentence vectors that see the whole of each text: a text that fits the window is
+    /// embedded exactly as [`SentenceEmbedder::embed`] does; a longer one is the mean of its
+    /// windows' L2-normalized vectors ([`SentenceEmbedder::window_ids`]), normalized again when
+    /// the model normalizes (so the MBR cosine stays a cosine). Returns the vectors and how many
+    /// texts needed more than one window.
+    pub fn embed_windowed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
+        let mut out = Vec::with_capacity(texts.len());
+        let mut windowed = 0;
+        for chunk in texts.chunks(FORWARD_BATCH) {
+            let per_text = chunk.iter().map(|t| self.window_ids(t)).collect::<Result<Vec<_>>>()?;
+            let flat: Vec<Vec<u32>> = per_text.iter().flatten().cloned().collect();
+            let mut pooled = Vec::with_capacity(flat.len());
+            for batch in flat.chunks(FORWARD_BATCH) {
+                pooled.extend(self.pooled(batch)?);
+            }
+            let mut next = pooled.into_iter();
+            for windows in &per_text {
+                let vs: Vec<Vec<f32>> = next.by_ref().take(windows.len()).collect();
+                if vs.len() == 1 {
+                    self.finish(vs, &mut out);
+                    continue;
+                }
+                windowed += 1;
+                let mut mean = vec![0f64; vs[0].len()];
+                for mut v in vs.iter().cloned() {
+                    normalize(&mut v);
+                    mean.iter_mut().zip(&v).for_each(|(m, x)| *m += f64::from(*x));
+                }
+                let k = vs.len() as f64;
+                let mut v: Vec<f32> = mean.iter().map(|m| (m / k) as f32).collect();
+                if self.sentence.normalize {
+                    normalize(&mut v);
+                }
+                out.push(v);
+            }
+        }
+        Ok((out, windowed))
     }
 
     /// [`SentenceEmbedder::embed`] for callers that must not block on a device read: the
