@@ -32,7 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "train",
         &[
-            "data", "error", "files", "loading", "mem", "models", "nn", "ops", "rng", "text",
+            "data", "error", "files", "loading", "mem", "models", "nn", "rng", "text",
         ],
     ),
 ];
