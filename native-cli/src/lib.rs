@@ -7,36 +7,19 @@
 pub mod output;
 
 pub mod args;
+pub mod cli;
 pub mod commands;
+pub mod decode;
 pub mod device;
+#[cfg(test)]
+mod layers;
 pub mod openai;
 pub mod pool;
 pub mod progress;
 pub mod provision;
 pub mod resume;
 
-use anyhow::Result;
-
-/// Runs one parsed command.
-pub fn run(cli: args::Cli) -> Result<()> {
-    use args::Command;
-    match cli.command {
-        Command::Models(c) => commands::models::run(c),
-        Command::Tokenize(a) => commands::tokenize::run(a),
-        Command::Synth(a) => commands::synth::run(a),
-        Command::Subem(a) => commands::subem::run(a),
-        Command::Generate(a) => commands::generate::run(a),
-        Command::Sample(a) => commands::sample::run(a),
-        Command::Score(a) => commands::score::run(a),
-        Command::Embed(a) => commands::embed::run(a),
-        Command::Train(a) => commands::train::run(*a),
-        Command::Eval(a) => commands::eval::run(*a),
-        Command::Run(a) => commands::run::run(a),
-        Command::Report(a) => commands::report::run(a),
-        Command::Bench(c) => commands::bench::run(c),
-        Command::View(a) => commands::view::run(a),
-    }
-}
+pub use cli::run;
 
 /// Keeps freed memory in the process instead of handing it back to the kernel.
 ///
@@ -74,7 +57,7 @@ pub fn main() -> std::process::ExitCode {
     use clap::Parser;
     use tracing_subscriber::EnvFilter;
     tune_allocator();
-    let cli = args::Cli::parse();
+    let cli = cli::Cli::parse();
     let default_level = match cli.verbose {
         0 => "warn",
         1 => "info",

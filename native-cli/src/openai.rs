@@ -19,10 +19,108 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 
-use crate::commands::decode::SampleText;
+use crate::decode::SampleText;
 use sealong::generate::FinishReason;
+
+/// Where `sample` and `eval` get their answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The model of --model, run here on --device.
+    Local,
+    /// An OpenAI-compatible chat-completions server (vLLM, llama.cpp's server, hosted APIs).
+    Openai,
+}
+
+/// What `sample` and `eval` do when the server rejects one question (`--on-error`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnError {
+    /// Record the question in the failures file and stop the stage (the default: nothing is
+    /// silently missing from an output).
+    Fail,
+    /// Record the question in the failures file and go on with the others.
+    Skip,
+}
+
+/// A backend's name as written in settings records.
+pub fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Local => "local",
+        Backend::Openai => "openai",
+    }
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BackendArgs {
+    /// Where answers come from: `local` (--model on --device) or `openai` (a chat-completions
+    /// server at --base-url; the server applies its own chat template and context limit).
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: Backend,
+    /// The server's base URL including the API version, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long, required_if_eq("backend", "openai"))]
+    pub base_url: Option<String>,
+    /// The model name to send in each request (as the server lists it under /v1/models).
+    #[arg(long, required_if_eq("backend", "openai"))]
+    pub api_model: Option<String>,
+    /// Environment variable that holds the API key (sent as a Bearer token when it is set).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Questions in flight at once (openai backend); records are still written in input order.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Seconds allowed for one request, connection to last byte (openai backend).
+    #[arg(long, default_value_t = 600)]
+    pub request_timeout: u64,
+    /// Further tries of a request after a retryable failure: connection refused or reset,
+    /// timeout, 408, 409, 429, 5xx (openai backend; waits 0.5 s doubling to 30 s, or Retry-After).
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+    /// Most completions asked for in one request (`n`); servers that return fewer are topped up
+    /// with further requests (openai backend).
+    #[arg(long, default_value_t = 64)]
+    pub max_n_per_request: usize,
+    /// When the server rejects a question's request (HTTP 400/413/422, e.g. a prompt over its
+    /// context): `fail` stops the stage, `skip` goes on; either way the question is written to
+    /// the failures file with the server's message (openai backend). A rerun retries it.
+    #[arg(long, value_enum, default_value = "fail")]
+    pub on_error: OnError,
+}
+
+impl BackendArgs {
+    /// The client of `--backend openai`, or None for the local engine. Flags that only mean
+    /// something to one backend are refused for the other rather than ignored.
+    pub fn client(&self, top_k: usize, truncate_middle: bool) -> anyhow::Result<Option<crate::openai::Client>> {
+        if self.backend == Backend::Local {
+            return Ok(None);
+        }
+        if top_k != 0 {
+            anyhow::bail!("--top-k is not a chat-completions parameter; leave it at 0 with --backend openai");
+        }
+        if truncate_middle {
+            anyhow::bail!(
+                "--truncate-middle needs the model's tokenizer, which --backend openai does not have; \
+                 the server reports a prompt over its context as an error"
+            );
+        }
+        if self.concurrency == 0 {
+            anyhow::bail!("--concurrency must be at least 1");
+        }
+        let (Some(base_url), Some(model)) = (&self.base_url, &self.api_model) else {
+            anyhow::bail!("--backend openai needs --base-url and --api-model");
+        };
+        let api_key = std::env::var(&self.api_key_env).ok().filter(|k| !k.is_empty());
+        Ok(Some(crate::openai::Client::new(crate::openai::ClientConfig {
+            base_url: base_url.clone(),
+            model: model.clone(),
+            api_key,
+            timeout: std::time::Duration::from_secs(self.request_timeout.max(1)),
+            max_retries: self.max_retries,
+            max_n_per_request: self.max_n_per_request.max(1),
+        })?))
+    }
+}
 
 /// Where and how to reach the server.
 #[derive(Debug, Clone)]
@@ -112,13 +210,13 @@ pub fn or_failed<T>(step: &'static str, request: impl FnOnce() -> Result<T>) -> 
 pub struct Failures {
     path: std::path::PathBuf,
     file: Option<sealong::data::jsonl::Appender>,
-    on_error: crate::args::OnError,
+    on_error: OnError,
     pub count: usize,
 }
 
 impl Failures {
     /// Removes the previous run's file; the new one is created at the first failure.
-    pub fn start(path: std::path::PathBuf, on_error: crate::args::OnError) -> Result<Self> {
+    pub fn start(path: std::path::PathBuf, on_error: OnError) -> Result<Self> {
         match std::fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -148,7 +246,7 @@ impl Failures {
             }))?;
         }
         self.count += 1;
-        if self.on_error == crate::args::OnError::Fail {
+        if self.on_error == OnError::Fail {
             self.finish()?;
             bail!(
                 "{source} (question {id}): the server rejected the {} request: {}. Recorded in {}; pass                  --on-error skip to record such questions and go on with the others (a rerun retries them)",

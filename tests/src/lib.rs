@@ -84,7 +84,7 @@ pub fn sealong(args: &[&str]) -> anyhow::Result<()> {
     use clap::Parser;
     let mut argv = vec!["sealong"];
     argv.extend_from_slice(args);
-    let cli = sealong_cli::args::Cli::try_parse_from(argv)?;
+    let cli = sealong_cli::cli::Cli::try_parse_from(argv)?;
     sealong_cli::run(cli)
 }
 

@@ -1,6 +1,13 @@
-//! Reading safetensors checkpoints into f32, shared by the decoder and the encoder.
+//! The safetensors format: reading checkpoints into f32 (or their stored f16/bf16 bytes), shared
+//! by the decoder and the encoder, and writing files tensor after tensor ([`write_safetensors`]),
+//! which the exports (adapter, merged model) and the trainer's checkpoints use.
+
+use std::path::Path;
+
+use serde_json::{Value, json};
 
 use crate::error::{Error, Result};
+use crate::files;
 use crate::quant::{WeightFormat, dequantize};
 
 /// One tensor read from a safetensors file, converted to f32.
@@ -90,4 +97,147 @@ pub fn read_tensors<'a>(
         out.push(LoadedTensor { name, shape, values });
     }
     Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+/// Element type of exported model weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportDtype {
+    #[default]
+    F32,
+    Bf16,
+    F16,
+}
+
+impl ExportDtype {
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            ExportDtype::F32 => "F32",
+            ExportDtype::Bf16 => "BF16",
+            ExportDtype::F16 => "F16",
+        }
+    }
+
+    /// The `torch_dtype` config.json records.
+    pub fn torch_name(self) -> &'static str {
+        match self {
+            ExportDtype::F32 => "float32",
+            ExportDtype::Bf16 => "bfloat16",
+            ExportDtype::F16 => "float16",
+        }
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            ExportDtype::F32 => 4,
+            ExportDtype::Bf16 | ExportDtype::F16 => 2,
+        }
+    }
+
+    /// Appends `values` in this type (round to nearest even, as torch's `.to()` does). A
+    /// finite value that f16 cannot hold is an error naming the tensor, not a silent inf.
+    fn encode(self, name: &str, values: &[f32], out: &mut Vec<u8>) -> Result<()> {
+        out.reserve(values.len() * self.bytes());
+        match self {
+            ExportDtype::F32 => values.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            ExportDtype::Bf16 => values
+                .iter()
+                .for_each(|&v| out.extend_from_slice(&half::bf16::from_f32(v).to_le_bytes())),
+            ExportDtype::F16 => {
+                for &v in values {
+                    let h = half::f16::from_f32(v);
+                    if v.is_finite() && !h.is_finite() {
+                        return Err(Error::Invalid(format!(
+                            "tensor {name:?} holds {v}, beyond float16's range; export as bf16 or f32"
+                        )));
+                    }
+                    out.extend_from_slice(&h.to_le_bytes());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for ExportDtype {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" | "float32" => Ok(ExportDtype::F32),
+            "bf16" | "bfloat16" => Ok(ExportDtype::Bf16),
+            "f16" | "float16" => Ok(ExportDtype::F16),
+            other => Err(Error::Invalid(format!(
+                "unknown export dtype {other:?} (expected f32, bf16 or f16)"
+            ))),
+        }
+    }
+}
+
+/// A tensor to be written: its values are produced only when its turn comes, so a model is
+/// never held twice in memory.
+pub(crate) struct Planned<'a> {
+    pub(crate) name: String,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) values: Box<dyn Fn() -> Result<Vec<f32>> + 'a>,
+}
+
+/// Writes `tensors` as one safetensors file in `dtype` (with `format: pt` metadata, which
+/// transformers checks), streaming tensor after tensor.
+pub(crate) fn write_safetensors(path: &Path, tensors: &[Planned<'_>], dtype: ExportDtype) -> Result<()> {
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut offset = 0usize;
+    for t in tensors {
+        let n: usize = t.shape.iter().product();
+        let end = offset + n * dtype.bytes();
+        header.insert(
+            t.name.clone(),
+            json!({"dtype": dtype.safetensors_name(), "shape": t.shape, "data_offsets": [offset, end]}),
+        );
+        offset = end;
+    }
+    let mut header = serde_json::to_vec(&Value::Object(header)).map_err(|e| Error::Invalid(format!("{e}")))?;
+    // The data that follows starts 8-byte aligned (the format pads the header with spaces).
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    files::write_atomic_with(path, |w| {
+        let io = |e: std::io::Error| Error::io(path, e);
+        w.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
+        w.write_all(&header).map_err(io)?;
+        let mut buf = Vec::new();
+        for t in tensors {
+            let values = (t.values)()?;
+            let n: usize = t.shape.iter().product();
+            if values.len() != n {
+                return Err(Error::Invalid(format!(
+                    "tensor {:?} has {} values for shape {:?}",
+                    t.name,
+                    values.len(),
+                    t.shape
+                )));
+            }
+            buf.clear();
+            dtype.encode(&t.name, &values, &mut buf)?;
+            w.write_all(&buf).map_err(io)?;
+        }
+        Ok(())
+    })
+}
+
+/// Writes host tensors `(name, shape, values)` as one f32 safetensors file (checkpoints).
+pub(crate) fn write_host_safetensors(path: &Path, tensors: Vec<(String, Vec<usize>, Vec<f32>)>) -> Result<()> {
+    let planned: Vec<Planned<'_>> = tensors
+        .into_iter()
+        .map(|(name, shape, values)| Planned {
+            name,
+            shape,
+            values: Box::new(move || Ok(values.clone())),
+        })
+        .collect();
+    write_safetensors(path, &planned, ExportDtype::F32)
 }

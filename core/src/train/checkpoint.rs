@@ -120,7 +120,7 @@ pub fn save(out: &Path, step: usize, decoder: &mut Decoder, optim: &AdamW, mut s
     if let Some(e) = failure {
         return Err(e);
     }
-    crate::train::export::write_host_safetensors(&tmp.join("trainable.safetensors"), params)?;
+    crate::loading::safetensors::write_host_safetensors(&tmp.join("trainable.safetensors"), params)?;
 
     let mut moments = Vec::new();
     for (name, m) in &optim.moments {
@@ -128,7 +128,7 @@ pub fn save(out: &Path, step: usize, decoder: &mut Decoder, optim: &AdamW, mut s
         moments.push((format!("{name}.exp_avg"), vec![n], host(m.m.clone(), name)?));
         moments.push((format!("{name}.exp_avg_sq"), vec![n], host(m.v.clone(), name)?));
     }
-    crate::train::export::write_host_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
+    crate::loading::safetensors::write_host_safetensors(&tmp.join("optimizer.safetensors"), moments)?;
 
     if let Value::Object(map) = &mut state {
         map.insert("step".into(), step.into());

@@ -15,8 +15,10 @@ pub mod recompute;
 pub mod schedule;
 pub mod trainer;
 
+pub use crate::loading::safetensors::ExportDtype;
+pub use crate::models::decoder::adapter::{PeftAdapter, load_peft_adapter};
 pub use batch::{IGNORE_INDEX, Tokenized, TokenizedPair, tokenize_pair, tokenize_response};
-pub use export::{ExportDtype, PeftAdapter, load_peft_adapter, save_merged, save_peft_adapter};
+pub use export::{save_merged, save_peft_adapter};
 pub use lora::{LoraConfig, LoraTarget, ParamMut, TrainMode, apply_lora, merge_lora, prepare_training, set_trainable};
 pub use loss::{ResponseHidden, shared_prompt_hidden};
 pub use orpo::{DEFAULT_BETA, OrpoOutput, OrpoStats};

@@ -2,15 +2,58 @@
 //! llama.cpp peer script makes (bench/peers/llamacpp_decode.sh), best of `--runs`, printed as
 //! one JSON object; with `--peer FILE` (that script's JSON line) also the ratios.
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use crate::args::BenchCommand;
-use crate::commands::decode::LoadedDecoder;
+use crate::args::{DeviceArgs, ModelArgs};
+use crate::commands::bench_common::{best, default_text, figure, peak_rss_mib, print_ratios, rayon_threads};
+use crate::commands::bench_scoring::{BenchEmbedArgs, BenchMbrArgs, BenchRougeArgs};
+use crate::decode::LoadedDecoder;
 use sealong::generate::{self, GenerateOptions, SamplingParams};
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Prefill tok/s at 1k and 4k, decode tok/s, N = 8 samples over a shared 4k prompt vs 8
+    /// independent generations, peak memory.
+    Decode(BenchDecodeArgs),
+    /// Sentence embeddings/s (512 x 30 words, batch 32) and single-sentence latency.
+    Embed(BenchEmbedArgs),
+    /// Batched embedding MBR (scores + argmax) for questions x N x d random unit vectors.
+    Mbr(BenchMbrArgs),
+    /// ROUGE-L MBR seconds per question at N = 8 and 32 answers of 200 words.
+    Rouge(BenchRougeArgs),
+    /// One LoRA ORPO training step (512-token prompt, two 128-token responses) on the CPU.
+    Train(crate::commands::bench_train::BenchTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchDecodeArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Text to cut prompts from (default: the shipped MuSiQue paragraphs). The peer scripts
+    /// use `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Skip the 8 independent generations (the slowest part).
+    #[arg(long)]
+    pub skip_independent: bool,
+    /// Only load and one-stream decode (no prefill or sample figures): for models too large
+    /// to time the 4k figures in reasonable time (the peer's `DECODE_ONLY=1`).
+    #[arg(long)]
+    pub decode_only: bool,
+    /// A peer's JSON line (bench/peers/llamacpp_decode.sh output): print speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
 
 pub fn run(cmd: BenchCommand) -> Result<()> {
     match cmd {
@@ -22,30 +65,7 @@ pub fn run(cmd: BenchCommand) -> Result<()> {
     }
 }
 
-pub use sealong::mem::peak_rss_mib;
-
-pub(crate) fn load1() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
-/// The smallest of `runs` timings of `f` (seconds), and all of them.
-pub(crate) fn best(runs: usize, mut f: impl FnMut() -> Result<f64>) -> Result<(f64, Vec<f64>)> {
-    let mut all = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        all.push(f()?);
-    }
-    let min = all.iter().copied().fold(f64::INFINITY, f64::min);
-    Ok((min, all.iter().map(|t| (t * 1000.0).round() / 1000.0).collect()))
-}
-
-pub(crate) fn figure(value: f64, unit: &str, runs: Vec<f64>) -> Value {
-    json!({"value": (value * 1e4).round() / 1e4, "unit": unit, "load1": load1(), "runs_s": runs})
-}
-
-fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
+fn decode(a: BenchDecodeArgs) -> Result<()> {
     let t = Instant::now();
     let dec = LoadedDecoder::load(&a.model.model, &a.device)?;
     let load_s = t.elapsed().as_secs_f64();
@@ -156,55 +176,5 @@ fn decode(a: crate::args::BenchDecodeArgs) -> Result<()> {
         print_ratios(&out, peer)?;
     }
     outln!("{}", serde_json::to_string(&out)?)?;
-    Ok(())
-}
-
-pub(crate) fn rayon_threads() -> usize {
-    sealong::generate::in_pool(sealong::quant::kernels::threads)
-}
-
-/// Built-in benchmark text when no --text is given: the shipped MuSiQue paragraphs.
-pub(crate) fn default_text() -> Result<String> {
-    let p = Path::new("data/musique/paragraphs.jsonl");
-    let lines = sealong::data::records::read_paragraphs(p)
-        .context("no --text given and data/musique/paragraphs.jsonl is not here (run from the repository root)")?;
-    Ok(lines.into_iter().map(|l| l.value.text).collect::<Vec<_>>().join("\n"))
-}
-
-/// Prints ours / peer for every figure both have (tok/s: higher is better; s
-/// and MiB: lower is better, so the ratio is peer / ours: above 1 means we are better either way).
-pub(crate) fn print_ratios(ours: &Value, peer_path: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(peer_path).with_context(|| format!("reading {}", peer_path.display()))?;
-    let line = text
-        .lines()
-        .rev()
-        .find(|l| l.trim_start().starts_with('{'))
-        .context("no JSON line in the peer file")?;
-    let peer: Value = serde_json::from_str(line).context("parsing the peer JSON")?;
-    errln!(
-        "{:<38} {:>12} {:>12} {:>9}",
-        "figure",
-        "sealong",
-        peer["bench"].as_str().unwrap_or("peer"),
-        "speedup"
-    );
-    let pf = &peer["figures"];
-    for (name, f) in ours["figures"].as_object().into_iter().flatten() {
-        let peer_name = if name == "samples_8x256_p4096_independent_s" {
-            "samples_8x256_p4096_generate_s"
-        } else {
-            name
-        };
-        let (Some(a), Some(b)) = (f["value"].as_f64(), pf[peer_name]["value"].as_f64()) else {
-            continue;
-        };
-        // Seconds and MiB: lower is better.
-        let ratio = if f["unit"] == "s" || f["unit"] == "MiB" {
-            b / a
-        } else {
-            a / b
-        };
-        errln!("{name:<38} {a:>12.2} {b:>12.2} {ratio:>8.2}x");
-    }
     Ok(())
 }

@@ -2,17 +2,74 @@
 //! use (bench/peers/st_embed.sh, bench/peers/rouge_mbr.py), each printed as one JSON object;
 //! with `--peer FILE` (that script's JSON line) also the ratios, printed and put in the JSON.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use rand::RngExt;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::args::{BenchEmbedArgs, BenchMbrArgs, BenchRougeArgs};
-use crate::commands::bench::{best, default_text, figure, load1, peak_rss_mib, rayon_threads};
+use crate::commands::bench_common::{best, default_text, figure, load1, peak_rss_mib, rayon_threads};
+use crate::device::DeviceChoice;
 use sealong::text::pystr;
+
+#[derive(Debug, Args)]
+pub struct BenchEmbedArgs {
+    /// Sentence embedder: a default model's name or a sentence-transformers directory.
+    #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Text to cut the sentences from (default: the shipped MuSiQue paragraphs). The peer uses
+    /// `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Timed runs of the 512 sentences; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The peer's JSON line (bench/peers/st_embed.sh output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchMbrArgs {
+    /// Questions per batch.
+    #[arg(long, default_value_t = 1000)]
+    pub questions: usize,
+    /// Answers per question.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    pub n: usize,
+    /// Embedding width (d = 384 is measured as well).
+    #[arg(long, default_value_t = 1024)]
+    pub dim: usize,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Where the GPU kernel runs besides the CPU path (a GPU device adds a `gpu` figure).
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Seed of the random unit vectors.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The peer's JSON line (bench/peers/rouge_mbr.py output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchRougeArgs {
+    /// Text to draw the answers from (default: the shipped MuSiQue paragraphs). The peer uses
+    /// `python3 bench/peers/_peers.py > corpus.txt`.
+    #[arg(long)]
+    pub text: Option<PathBuf>,
+    /// Runs per figure; the best is reported.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// The peer's JSON line (bench/peers/rouge_mbr.py output): print and record speed ratios.
+    #[arg(long)]
+    pub peer: Option<PathBuf>,
+}
 
 /// One line of a figure on stderr, as the peers print theirs.
 fn say(name: &str, v: &Value) {

@@ -22,7 +22,7 @@ use sealong::train::{Example, LoraConfig, LoraTarget, TrainConfig, TrainMode, Tr
 use serde_json::json;
 
 use crate::args::ModelArgs;
-use crate::commands::bench::{default_text, figure, load1, peak_rss_mib};
+use crate::commands::bench_common::{default_text, figure, load1, peak_rss_mib};
 
 #[derive(Debug, Args)]
 pub struct BenchTrainArgs {
@@ -166,7 +166,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
         "bench": "sealong_train_step",
         "load1_start": load1(),
         "model": path.file_name().map(|n| n.to_string_lossy().into_owned()),
-        "threads": crate::commands::bench::rayon_threads(),
+        "threads": crate::commands::bench_common::rayon_threads(),
         "tokens_per_step": tokens,
         "prompt_tokens": prompt_len,
         "response_tokens": response_len,
@@ -183,7 +183,7 @@ pub fn train(a: BenchTrainArgs) -> Result<()> {
     });
     outln!("{ours}")?;
     if let Some(p) = &a.peer {
-        crate::commands::bench::print_ratios(&ours, p)?;
+        crate::commands::bench_common::print_ratios(&ours, p)?;
     }
     Ok(())
 }

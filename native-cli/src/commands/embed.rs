@@ -2,16 +2,39 @@
 //! one `{id, embedding}` (or `{id, embeddings}` for a list field) per record, appended and
 //! resumed by id; `.npy` output is one `[texts, dim]` f32 matrix written at the end.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use sealong::data::jsonl::{self, Appender};
 use sealong::models::encoder::SentenceEmbedder;
 use serde_json::{Value, json};
 
-use crate::args::EmbedArgs;
+use crate::args::DeviceArgs;
 use crate::commands::subem::predictions;
+use crate::provision::DEFAULT_EMBEDDER;
 use crate::{progress, provision};
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Sentence embedder: a default name or a sentence-transformers directory.
+    #[arg(long, short = 'm', default_value = DEFAULT_EMBEDDER)]
+    pub model: String,
+    /// Input JSONL.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Field holding the text: a string, or a list of strings / {text} samples (one vector each).
+    #[arg(long, default_value = "text")]
+    pub field: String,
+    /// Field with each record's id (for resuming); records without one are numbered by line.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Output: .jsonl (id + embedding per record, appended and resumed) or .npy (one f32 matrix).
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
 
 pub fn run(args: EmbedArgs) -> Result<()> {
     if args.out == args.input {

@@ -19,8 +19,9 @@ use sealong::models::encoder::SentenceEmbedder;
 use sealong::text::{Strategy, prompts};
 use serde_json::{Value, json};
 
-use crate::args::{Backend, BackendArgs, DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
-use crate::commands::decode::{LoadedDecoder, SampleText};
+use crate::args::{DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
+use crate::decode::{LoadedDecoder, SampleText};
+use crate::openai::{Backend, BackendArgs};
 use crate::{openai, pool, progress, provision};
 
 #[derive(Debug, Args, Clone)]
@@ -378,7 +379,7 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
         ("max_new_tokens", json!(args.decode.max_new_tokens)),
         ("truncate_middle", json!(args.decode.truncate_middle)),
         ("n", json!(args.n)),
-        ("backend", json!(crate::args::backend_name(args.backend.backend))),
+        ("backend", json!(crate::openai::backend_name(args.backend.backend))),
     ]);
     match args.backend.backend {
         Backend::Local => {

@@ -4,15 +4,48 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use clap::Args;
 use sealong::data::jsonl::{self, Appender};
 use sealong::data::records;
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::text::Strategy;
 use serde_json::json;
 
-use crate::args::GenerateArgs;
-use crate::commands::decode::LoadedDecoder;
+use crate::args::{DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
+use crate::decode::LoadedDecoder;
 use crate::progress;
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// A user message (rendered with the model's chat template).
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    pub prompt: Option<String>,
+    /// Questions (LongBench schema); writes one prediction per question to --out.
+    #[arg(long, short = 'i')]
+    pub input: Option<std::path::PathBuf>,
+    /// Predictions JSONL (with --input); appended to and resumed.
+    #[arg(long, short = 'o', requires = "input")]
+    pub out: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged
+    /// into the model's weights at load.
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
+    /// Debug: write the prompt's ids, the logits after its last token and the generated ids to
+    /// this JSON file (for comparisons with other implementations, bench/peers/check_export.py).
+    #[arg(long, hide = true, requires = "prompt")]
+    pub dump_logits: Option<std::path::PathBuf>,
+}
 
 pub fn run(args: GenerateArgs) -> Result<()> {
     let strategy: Strategy = args.decode.strategy.parse()?;

@@ -1,9 +1,10 @@
-//! One module per `sealong` command.
+//! One module per `sealong` command, each with its Args; `bench_common` is what the bench
+//! commands share.
 
 pub mod bench;
+pub mod bench_common;
 pub mod bench_scoring;
 pub mod bench_train;
-pub mod decode;
 pub mod embed;
 pub mod eval;
 pub mod generate;

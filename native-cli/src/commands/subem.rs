@@ -6,11 +6,30 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+use clap::Args;
 use sealong::data::jsonl;
 use sealong::eval::sub_em;
 use serde_json::{Value, json};
 
-use crate::args::SubemArgs;
+#[derive(Debug, Args)]
+pub struct SubemArgs {
+    /// Predictions JSONL.
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Field with the prediction: a string, or a list of strings / {text} samples.
+    #[arg(long, default_value = "prediction")]
+    pub pred_field: String,
+    /// Field with the gold answers: a string or a list of strings.
+    #[arg(long, default_value = "answers")]
+    pub gold_field: String,
+    /// Output JSONL (each record with `sub_em` added); `-` for stdout. Default: INPUT with
+    /// `.subem.jsonl` in place of `.jsonl`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Also write the summary (per dataset and average) as JSON here.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+}
 
 /// Gold answers from a field: a string, a list of strings, or a list of lists (flattened, as
 /// `drqa_metric_max_over_ground_truths` does).

@@ -1,9 +1,10 @@
 //! `sealong synth`: long-context questions in LongBench's schema from MuSiQue / HotpotQA / 2Wiki
 //! records, appended record by record and resumed by id.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
 use sealong::data::jsonl::{self, Appender};
 use sealong::data::records::{self, Paragraph};
 use sealong::data::settings::Settings;
@@ -11,9 +12,83 @@ use sealong::data::synth::{self, PassageFormat, SourceQuestion, SynthConfig, Syn
 use sealong::loading::{ModelPath, TextAssets};
 use serde_json::json;
 
-use crate::args::{PassageFormatArg, SourceFormat, SynthArgs};
+use crate::args::{ModelArgs, SeedArgs};
 use crate::progress;
 use crate::provision;
+
+/// Input dataset formats `synth` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SourceFormat {
+    /// Detect from the first record.
+    Auto,
+    /// MuSiQue v1.0 (`paragraphs` with `is_supporting`).
+    Musique,
+    /// HotpotQA / 2WikiMultihopQA distractor format (`context`, `supporting_facts`).
+    Multihop,
+}
+
+/// Passage layouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PassageFormatArg {
+    /// `Passage i:\n<text>` (SEALONG's training contexts).
+    Sealong,
+    /// `Passage i:\n<title>\n<text>` (LongBench's multi-document QA).
+    Longbench,
+}
+
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Dataset records (e.g. data/musique/train.jsonl, data/hotpotqa/dev.jsonl).
+    #[arg(long, short = 'i')]
+    pub input: PathBuf,
+    /// Output questions file (JSONL, LongBench schema); appended to and resumed.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Format of --input.
+    #[arg(long, value_enum, default_value_t = SourceFormat::Auto)]
+    pub source: SourceFormat,
+    /// Extra distractor paragraphs ({title, text} JSONL), used after a question's own ones.
+    #[arg(long)]
+    pub pool: Vec<PathBuf>,
+    /// Model whose tokenizer counts tokens (default model name or path).
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Number of questions (default: all answerable ones).
+    #[arg(long, short = 'n')]
+    pub n: Option<usize>,
+    /// Leave out the first this many questions of the seeded order, then take `-n`: the next
+    /// questions after an earlier file made with the same seed (`run`'s later rounds).
+    #[arg(long, default_value_t = 0)]
+    pub skip: usize,
+    /// Smallest context target, in units of 1024 tokens.
+    #[arg(long, default_value_t = 4)]
+    pub min_k: u32,
+    /// Largest context target, in units of 1024 tokens.
+    #[arg(long, default_value_t = 31)]
+    pub max_k: u32,
+    /// No length target: each question keeps exactly its own paragraphs (LongBench-style eval).
+    #[arg(long)]
+    pub own_only: bool,
+    /// How passages are written.
+    #[arg(long, value_enum, default_value_t = PassageFormatArg::Sealong)]
+    pub format: PassageFormatArg,
+    /// Evaluation-file preset: --own-only --format longbench.
+    #[arg(long)]
+    pub eval: bool,
+    /// Long evaluation files (with --eval): every question keeps its own paragraphs, padded with
+    /// --pool passages to each of these lengths in the model's tokens (e.g. 4096,8192). One
+    /// target writes --out; several write OUT-<tokens>.jsonl beside it.
+    #[arg(long, value_delimiter = ',', requires = "eval")]
+    pub target_tokens: Vec<usize>,
+    /// The `dataset` field of every record (default: musique, hotpotqa or 2wikimqa from the input).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Accept contexts shorter than the target when all paragraphs are used up.
+    #[arg(long)]
+    pub allow_short: bool,
+    #[command(flatten)]
+    pub seed: SeedArgs,
+}
 
 /// Detects the input format from the first record's fields.
 fn detect(path: &Path) -> Result<SourceFormat> {

@@ -3,15 +3,46 @@
 //! directory holding only the tokenizer files.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use clap::Args;
 use sealong::loading::{ModelPath, TextAssets};
 use sealong::text::Message;
 use serde_json::Value;
 
-use crate::args::TokenizeArgs;
+use crate::args::ModelArgs;
 use crate::provision;
+
+#[derive(Debug, Args)]
+pub struct TokenizeArgs {
+    // `--model` may also be a directory holding only the tokenizer files (tokenizer.json,
+    // tokenizer_config.json, special_tokens_map.json): nothing but those is read.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Text to tokenize as is (special tokens written in it are matched).
+    #[arg(long, conflicts_with_all = ["chat", "messages"], required_unless_present_any = ["chat", "messages"])]
+    pub text: Option<String>,
+    /// A user message: render the model's chat template, then tokenize.
+    #[arg(long, conflicts_with = "messages")]
+    pub chat: Option<String>,
+    /// A whole conversation to render with the model's chat template: a JSON file holding a
+    /// list of `{"role": ..., "content": ...}` objects.
+    #[arg(long, value_name = "FILE.json")]
+    pub messages: Option<PathBuf>,
+    /// With --chat or --messages: leave the generation prompt (the opened assistant turn) off.
+    #[arg(long)]
+    pub no_generation_prompt: bool,
+    /// Also apply the tokenizer's post-processor (e.g. BOS) when encoding. Chat templates write
+    /// their own BOS, so with --chat / --messages this shows what a server that encodes the
+    /// rendered string with special tokens gets (Llama-3: two BOS).
+    #[arg(long)]
+    pub add_special_tokens: bool,
+    /// Print JSON: ids, token strings, n_tokens, and the text that was encoded as "prompt"
+    /// (for --chat / --messages the rendered conversation, also under "rendered").
+    #[arg(long)]
+    pub json: bool,
+}
 
 pub fn run(args: TokenizeArgs) -> Result<()> {
     run_to(args, &mut crate::output::Stdout)

@@ -359,23 +359,3 @@ fn console_is_tty() -> bool {
     use std::io::IsTerminal;
     std::io::stderr().is_terminal()
 }
-
-#[cfg(test)]
-mod tests {
-    /// Issue 18: `--beta`'s help and the recipe's default read core's one `DEFAULT_BETA`, not
-    /// copies of 0.1 that could drift from it.
-    #[test]
-    fn beta_help_and_default_are_core_s_one_constant() {
-        use clap::CommandFactory;
-        let mut cli = crate::args::Cli::command();
-        let train = cli.find_subcommand_mut("train").expect("train subcommand");
-        let beta = train.get_arguments().find(|a| a.get_id() == "beta").expect("--beta");
-        let help = beta.get_help().expect("--beta has help").to_string();
-        assert_eq!(help, format!("ORPO's beta (default {})", sealong::train::DEFAULT_BETA));
-        assert!(help.contains("0.1"), "{help}");
-        assert_eq!(
-            sealong::train::TrainConfig::default().beta,
-            sealong::train::DEFAULT_BETA
-        );
-    }
-}

@@ -859,7 +859,7 @@ fn peft_adapter() {
         fixed: 4 * MIB,
         files: true,
         run: Box::new(|_, dir| {
-            sealong::train::export::load_peft_adapter(dir).map_err(s)?;
+            sealong::models::decoder::adapter::load_peft_adapter(dir).map_err(s)?;
             Ok(())
         }),
     });

@@ -16,13 +16,13 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::loading::{ModelPath, TextAssets};
+use sealong::models::decoder::adapter::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, engine_with_adapter};
 use sealong::models::decoder::config::{DecoderConfig, Llama3RopeScaling, RopeScaling};
 use sealong::models::decoder::weights::DecoderWeights;
 use sealong::models::decoder::{Decoder, Engine, LanguageModel};
 use sealong::nn::Linear;
 use sealong::nn::linear::Precision;
 use sealong::text::{ChatTemplate, Tokenizer};
-use sealong::train::export::{ADAPTER_CONFIG, ADAPTER_WEIGHTS, engine_with_adapter};
 use sealong::train::{
     ExportDtype, LoraConfig, LoraTarget, apply_lora, load_peft_adapter, save_merged, save_peft_adapter,
 };

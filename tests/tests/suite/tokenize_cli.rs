@@ -6,7 +6,7 @@
 use std::io::Write;
 
 use clap::Parser;
-use sealong_cli::args::{Cli, Command};
+use sealong_cli::cli::{Cli, Command};
 use sealong_tests::ids;
 use serde_json::Value;
 

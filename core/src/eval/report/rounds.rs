@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 
-use super::{EvalMetrics, ReportData, TaskScores, absent, chart, escape, figure, num};
+use super::page::{absent, figure, num};
+use super::{EvalMetrics, ReportData, TaskScores, chart, escape};
 
 /// One line of the table and the chart: a metric of the average over tasks.
 type Metric = fn(&TaskScores) -> Option<f64>;

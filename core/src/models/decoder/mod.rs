@@ -1,6 +1,7 @@
 //! The Llama-family decoder: config, weights (GGUF / HF safetensors), the model on burn (GPUs,
 //! training) and the CPU engine on host buffers, behind one [`Engine`] that generation uses.
 
+pub mod adapter;
 pub mod config;
 pub mod cpu;
 pub mod family;

@@ -7,10 +7,9 @@ use anyhow::{Context, Result};
 use burn::tensor::Device;
 use sealong::generate::{Continuation, FinishReason};
 use sealong::loading::{ModelPath, TextAssets};
+use sealong::models::decoder::adapter::{engine_with_adapter, load_peft_adapter};
 use sealong::models::decoder::{Engine, LanguageModel};
 use sealong::nn::linear::Precision;
-use sealong::train::export::engine_with_adapter;
-use sealong::train::load_peft_adapter;
 use serde::Serialize;
 
 use crate::args::DeviceArgs;
