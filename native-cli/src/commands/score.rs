@@ -188,7 +188,7 @@ fn load_scorer(args: &ScoreArgs) -> Result<Scorer> {
 
 /// The embedder on `choice`'s device, and that device when it is a GPU (the encoder's burn
 /// twin and the MBR kernel run there; on the CPU the host engine and the f64 MBR path run).
-pub fn load_embedder(
+fn load_embedder(
     name: &str,
     choice: crate::device::DeviceChoice,
 ) -> Result<(SentenceEmbedder, Option<burn::tensor::Device>)> {

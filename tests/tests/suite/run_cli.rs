@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sealong::mbr::{Method, method};
 use sealong_tests::{data_file, repo_root, sealong};
 use serde_json::Value;
 
@@ -129,7 +130,6 @@ fn eval_with_chrf_ranks_by_chrf() {
     let p = &preds[0];
     let samples: Vec<String> = serde_json::from_value(p["samples"].clone()).expect("samples");
     assert_eq!(samples.len(), 3);
-    use sealong::mbr::{Method, method};
     let key = p["key"].as_str().expect("key");
     let want = method::rank_texts(Method::Chrf, &samples, &mut method::eval_stream(42, key)).expect("rank");
     let scores: Vec<f64> = serde_json::from_value(p["mbr_scores"].clone()).expect("scores");
