@@ -44,7 +44,12 @@ impl Ngrams {
 
 /// `[hyp, ref, match]` counts of one order, as `CHRF._get_match_statistics` returns them: the
 /// hypothesis count is 0 when the reference has no n-gram of this order.
-fn match_statistics(hyp: &HashMap<Vec<char>, u32>, hyp_total: u64, r: &HashMap<Vec<char>, u32>, ref_total: u64) -> [u64; 3] {
+fn match_statistics(
+    hyp: &HashMap<Vec<char>, u32>,
+    hyp_total: u64,
+    r: &HashMap<Vec<char>, u32>,
+    ref_total: u64,
+) -> [u64; 3] {
     let matches: u64 = hyp
         .iter()
         .filter_map(|(ng, &c)| r.get(ng).map(|&rc| u64::from(c.min(rc))))

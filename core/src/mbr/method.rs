@@ -147,11 +147,9 @@ pub struct Ranked {
 /// MBR of a pairwise text utility ([`Method::text_matrix`]); errors for a method that needs a
 /// model, or for fewer than 2 answers.
 pub fn rank_texts<S: AsRef<str> + Sync>(method: Method, texts: &[S], rng: &mut impl Rng) -> Result<Ranked> {
-    let matrix = method.text_matrix(texts).ok_or_else(|| {
-        Error::Invalid(format!(
-            "MBR method {method} needs a model; it is not a text utility"
-        ))
-    })?;
+    let matrix = method
+        .text_matrix(texts)
+        .ok_or_else(|| Error::Invalid(format!("MBR method {method} needs a model; it is not a text utility")))?;
     let selection = select::select_from_matrix(&matrix, texts.len(), rng)?;
     Ok(Ranked { matrix, selection })
 }
@@ -165,9 +163,18 @@ pub fn rank_embeddings(embeddings: &[Vec<f32>], gpu: Option<&Device>, rng: &mut 
         return rank_on_host(embeddings, rng);
     };
     let (n, out) = launch(embeddings, device)?;
-    let matrix = out.similarity.try_into_vec_as::<f32>().map_err(|e| read_error("similarity", &e))?;
-    let scores = out.scores.try_into_vec_as::<f32>().map_err(|e| read_error("scores", &e))?;
-    let chosen = out.chosen.try_into_vec_as::<i64>().map_err(|e| read_error("choice", &e))?;
+    let matrix = out
+        .similarity
+        .try_into_vec_as::<f32>()
+        .map_err(|e| read_error("similarity", &e))?;
+    let scores = out
+        .scores
+        .try_into_vec_as::<f32>()
+        .map_err(|e| read_error("scores", &e))?;
+    let chosen = out
+        .chosen
+        .try_into_vec_as::<i64>()
+        .map_err(|e| read_error("choice", &e))?;
     from_kernel(n, &matrix, &scores, &chosen, rng)
 }
 
@@ -183,7 +190,11 @@ pub async fn rank_embeddings_async(
     };
     let (n, out) = launch(embeddings, device)?;
     let err = read_error;
-    let matrix = out.similarity.into_data_async().await.map_err(|e| err("similarity", &e))?;
+    let matrix = out
+        .similarity
+        .into_data_async()
+        .await
+        .map_err(|e| err("similarity", &e))?;
     let matrix = matrix.try_into_vec_as::<f32>().map_err(|e| err("similarity", &e))?;
     let scores = out.scores.into_data_async().await.map_err(|e| err("scores", &e))?;
     let scores = scores.try_into_vec_as::<f32>().map_err(|e| err("scores", &e))?;
@@ -258,7 +269,10 @@ mod tests {
             assert!(!m.help().ends_with('.'), "{m}: clap's help has no final period");
         }
         let e = "bleu".parse::<Method>().expect_err("unknown");
-        assert!(e.to_string().contains("\"bleu\"") && e.to_string().contains("chrf"), "{e}");
+        assert!(
+            e.to_string().contains("\"bleu\"") && e.to_string().contains("chrf"),
+            "{e}"
+        );
         assert!("Embedding".parse::<Method>().is_err());
     }
 
@@ -269,7 +283,13 @@ mod tests {
             let got = rank_texts(m, &texts, &mut score_stream(42, "q1")).expect("rank");
             let want = m.text_matrix(&texts).expect("matrix");
             let sel = select::select_from_matrix(&want, 3, &mut rng::for_item(42, "q1#score")).expect("sel");
-            assert_eq!(got, Ranked { matrix: want, selection: sel });
+            assert_eq!(
+                got,
+                Ranked {
+                    matrix: want,
+                    selection: sel
+                }
+            );
         }
         assert!(rank_texts(Method::Embedding, &texts, &mut score_stream(1, "q")).is_err());
         assert!(rank_texts(Method::Chrf, &texts[..1], &mut score_stream(1, "q")).is_err());
@@ -283,7 +303,13 @@ mod tests {
         let host = rank_embeddings(&e, None, &mut score_stream(7, "q")).expect("host");
         let sim = embedding::similarity_matrix(&e).expect("sim");
         let sel = select::select_from_matrix(&sim, 4, &mut score_stream(7, "q")).expect("sel");
-        assert_eq!(host, Ranked { matrix: sim, selection: sel });
+        assert_eq!(
+            host,
+            Ranked {
+                matrix: sim,
+                selection: sel
+            }
+        );
         // On the CPU device the kernel's plain-burn twin runs: same pick, f32 scores.
         let cpu = rank_embeddings(&e, Some(&Device::flex()), &mut score_stream(7, "q")).expect("flex");
         assert_eq!(
@@ -294,6 +320,13 @@ mod tests {
             assert!((a - b).abs() < 1e-6, "{a} {b}");
         }
         assert!(rank_embeddings(&e[..1], Some(&Device::flex()), &mut score_stream(7, "q")).is_err());
-        assert!(rank_embeddings(&[vec![1.0], vec![1.0, 0.0]], Some(&Device::flex()), &mut score_stream(7, "q")).is_err());
+        assert!(
+            rank_embeddings(
+                &[vec![1.0], vec![1.0, 0.0]],
+                Some(&Device::flex()),
+                &mut score_stream(7, "q")
+            )
+            .is_err()
+        );
     }
 }

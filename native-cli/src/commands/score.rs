@@ -155,10 +155,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 /// for `embedding`, the judge's files, its token budget and arithmetic for the self-eval
 /// methods. The device is left out (the engines are held to each other by the parity tests).
 fn record_settings(args: &ScoreArgs) -> Result<sealong::data::settings::Settings> {
-    let mut s = crate::resume::settings([
-        ("method", json!(args.method.name())),
-        ("seed", json!(args.seed.seed)),
-    ]);
+    let mut s = crate::resume::settings([("method", json!(args.method.name())), ("seed", json!(args.seed.seed))]);
     if args.method.needs_embedder() {
         s.insert(
             "embedder_sha256".into(),

@@ -7,8 +7,8 @@
 //! scores 1e-12 (sacrebleu's operations in its order: integer counts, then f64); indices exact.
 
 use sealong::mbr::rouge::{self, Score};
-use sealong::mbr::{Method, chrf, method};
 use sealong::mbr::select::{self, Selection};
+use sealong::mbr::{Method, chrf, method};
 use sealong::rng::for_item;
 use sealong_tests::{golden_json, s};
 use serde_json::Value;
@@ -135,7 +135,11 @@ fn chrf_mbr_sets_match_sacrebleu() {
         for (i, (a, b)) in sel.scores.iter().zip(&f64s(set, "scores")).enumerate() {
             close(*a, *b, TOL, &format!("{what} score {i}"));
         }
-        assert_eq!(sel.chosen, set["chosen"].as_u64().expect("chosen") as usize, "{what}: chosen");
+        assert_eq!(
+            sel.chosen,
+            set["chosen"].as_u64().expect("chosen") as usize,
+            "{what}: chosen"
+        );
         assert_eq!(sel.rejected_pool, usizes(set, "rejected_pool"), "{what}: rejected pool");
         assert!(sel.rejected_pool.contains(&sel.rejected), "{what}");
     }

@@ -121,7 +121,21 @@ fn eval_with_chrf_ranks_by_chrf() {
     let hotpot = eval_file(tmp.path(), "hotpotqa/dev.jsonl", "hotpotqa");
     let out = tmp.path().join("eval");
     let (o, i) = (out.display().to_string(), hotpot.display().to_string());
-    let base = ["eval", "--device", "cpu", "--limit", "1", "-n", "3", "--max-new-tokens", "12", "--out", &o, "--input", &i];
+    let base = [
+        "eval",
+        "--device",
+        "cpu",
+        "--limit",
+        "1",
+        "-n",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        &o,
+        "--input",
+        &i,
+    ];
     let mut argv = base.to_vec();
     argv.extend(["--method", "chrf"]);
     sealong(&argv).expect("eval --method chrf");
@@ -139,7 +153,10 @@ fn eval_with_chrf_ranks_by_chrf() {
         serde_json::from_slice(&std::fs::read(out.join("metrics.json")).expect("metrics")).expect("json");
     assert_eq!(metrics["method"], "chrf");
     let e = format!("{:#}", sealong(&base).expect_err("another method"));
-    assert!(e.contains("other settings") && e.contains("embedder_sha256 = null"), "{e}");
+    assert!(
+        e.contains("other settings") && e.contains("embedder_sha256 = null"),
+        "{e}"
+    );
 }
 
 /// A round small enough for a test: 2 questions of ~1k tokens, 2 samples of 8 tokens, one

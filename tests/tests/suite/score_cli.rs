@@ -178,7 +178,10 @@ fn chrf_scores_match_sacrebleu() {
         .collect();
     for (r, s) in recs.iter().zip(&sets) {
         assert_eq!(r["method"], "chrf");
-        assert_eq!(r["samples"].as_array().map(Vec::len), s["answers"].as_array().map(Vec::len));
+        assert_eq!(
+            r["samples"].as_array().map(Vec::len),
+            s["answers"].as_array().map(Vec::len)
+        );
     }
     // Scores on sacrebleu's 0..100 scale: 1e-12 (the same f64 operations in the same order).
     check_against_golden(&recs, &sets, 1e-12);
@@ -197,7 +200,18 @@ fn embedding_on_the_gpu_ranks_as_the_host_path() {
     let gpu = dir.path().join("gpu.jsonl");
     let i = input.to_str().expect("utf8");
     let o = gpu.to_str().expect("utf8");
-    sealong(&["score", "--device", "gpu", "--method", "embedding", "--input", i, "--out", o]).expect("score gpu");
+    sealong(&[
+        "score",
+        "--device",
+        "gpu",
+        "--method",
+        "embedding",
+        "--input",
+        i,
+        "--out",
+        o,
+    ])
+    .expect("score gpu");
     let (cpu, gpu) = (read_jsonl(&cpu), read_jsonl(&gpu));
     assert_eq!(cpu.len(), gpu.len());
     for (c, g) in cpu.iter().zip(&gpu) {
