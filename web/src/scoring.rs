@@ -287,7 +287,8 @@ mod tests {
     fn text_utility_selections_are_the_native_ones() {
         use sealong::mbr::{chrf::chrf_matrix, rouge::rouge_l_f1_matrix};
         let texts: Vec<String> = ["the cat sat", "the cat sat down", "a dog"].map(String::from).into();
-        let cases: [(fn(&str, &[String], u64) -> Result<Scored, WebError>, Vec<f64>, &str); 2] = [
+        type Score = fn(&str, &[String], u64) -> Result<Scored, WebError>;
+        let cases: [(Score, Vec<f64>, &str); 2] = [
             (rouge_l, rouge_l_f1_matrix(&texts), "rouge-l"),
             (chrf, chrf_matrix(&texts), "chrf"),
         ];
