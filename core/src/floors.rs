@@ -23,7 +23,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("ops", &["error", "nn", "quant"]),
     ("models", &["error", "loading", "nn", "ops", "quant", "text"]),
     ("data", &["error", "files", "rng", "text"]),
-    ("eval", &["error", "text"]),
+    ("eval", &["error", "rng", "text"]),
     ("generate", &["data", "error", "loading", "models", "rng", "text"]),
     (
         "mbr",

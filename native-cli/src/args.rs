@@ -3,7 +3,7 @@
 //! own Args live in its module under `commands/`, the backend flags in `openai.rs`, and `Cli`
 //! in `cli.rs`; this module imports none of them.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::device::DeviceChoice;
 use crate::provision::DEFAULT_DECODER;
@@ -54,17 +54,13 @@ pub struct DecodeArgs {
     pub top_k: usize,
 }
 
-/// Scoring methods of `score`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ScoreMethod {
-    /// MBR with the cosine between sentence embeddings (the paper's default).
-    Embedding,
-    /// MBR with ROUGE-L F1 (rouge-score's tokenization, no stemmer).
-    RougeL,
-    /// The decoder rates each answer 1..5 given the context (reference-free, not MBR).
-    SelfEval,
-    /// MBR with the decoder judging whether two answers agree (True = 1, False = 0).
-    RefSelfEval,
-    /// A uniformly random chosen and rejected (baseline).
-    Random,
+/// Scoring methods of `score`: core's MBR method (`sealong::mbr::Method`, its names and help).
+pub use sealong::mbr::Method as ScoreMethod;
+
+/// clap's parser of a `--method` flag over `allowed`: core's names, each listed with its help
+/// line as a `ValueEnum` would be (core stays clap-free).
+pub fn method_parser(allowed: &'static [ScoreMethod]) -> impl clap::builder::TypedValueParser<Value = ScoreMethod> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(allowed.iter().map(|m| PossibleValue::new(m.name()).help(m.help())))
+        .try_map(|s| s.parse::<ScoreMethod>())
 }

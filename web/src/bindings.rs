@@ -59,6 +59,12 @@ pub fn rouge_l(id: &str, texts: Vec<String>, seed: u64) -> Result<String, WebErr
     json(&scoring::rouge_l(id, &texts, seed)?)
 }
 
+/// chrF MBR of one question; JSON of `scoring::Scored`.
+#[wasm_bindgen]
+pub fn chrf(id: &str, texts: Vec<String>, seed: u64) -> Result<String, WebError> {
+    json(&scoring::chrf(id, &texts, seed)?)
+}
+
 /// SubEM of one answer against gold answers (the core metric).
 #[wasm_bindgen(js_name = subEm)]
 pub fn sub_em(prediction: &str, golds: Vec<String>) -> bool {

@@ -1,13 +1,13 @@
 //! MBR scoring as the page runs it, with the code `sealong score` runs: the core encoder embeds
-//! a question's answers, `mbr::embedding::similarity_matrix` builds the f64 utility matrix (or
-//! `mbr::rouge::rouge_l_f1_matrix` the ROUGE-L one), and `mbr::select_from_matrix` gives
-//! scores, chosen and rejected with the same per-question random stream (seed, `"{id}#score"`),
-//! so the page reproduces the native file's numbers.
+//! a question's answers and core's `mbr::method` ranks them (the f64 similarity matrix on the
+//! CPU backends, the cubecl MBR kernel on WebGPU, as `sealong score --device gpu`), or ranks the
+//! texts by a pairwise utility (ROUGE-L, chrF), with the same per-question random stream
+//! (`method::score_stream`, seed and `"{id}#score"`), so the page reproduces the native file's
+//! numbers.
 
 use burn::tensor::Device;
-use sealong::mbr::{self, Selection, embedding, rouge};
+use sealong::mbr::{Method, Ranked, method};
 use sealong::models::encoder::{EncoderFiles, SentenceEmbedder};
-use sealong::rng;
 use serde::Serialize;
 
 use crate::error::WebError;
@@ -130,7 +130,7 @@ impl ModelFiles {
 /// One question scored by one utility: what the page draws.
 #[derive(Debug, Clone, Serialize)]
 pub struct Scored {
-    /// `embedding` or `rouge-l` (the names `sealong score` writes as `method`).
+    /// `embedding`, `rouge-l` or `chrf` (the names `sealong score` writes as `method`).
     pub utility: &'static str,
     pub n: usize,
     /// Row-major `[n, n]` utility matrix.
@@ -142,31 +142,34 @@ pub struct Scored {
 }
 
 impl Scored {
-    fn new(utility: &'static str, n: usize, matrix: Vec<f64>, sel: Selection) -> Self {
+    fn new(method: Method, n: usize, r: Ranked) -> Self {
         Scored {
-            utility,
+            utility: method.name(),
             n,
-            matrix,
-            scores: sel.scores,
-            chosen: sel.chosen,
-            rejected: sel.rejected,
-            rejected_pool: sel.rejected_pool,
+            matrix: r.matrix,
+            scores: r.selection.scores,
+            chosen: r.selection.chosen,
+            rejected: r.selection.rejected,
+            rejected_pool: r.selection.rejected_pool,
         }
     }
 }
 
-/// Selection with `sealong score`'s per-question random stream, so `rejected` matches too.
-fn select(id: &str, matrix: &[f64], n: usize, seed: u64) -> Result<Selection, WebError> {
-    let mut rng = rng::for_item(seed, &format!("{id}#score"));
-    Ok(mbr::select_from_matrix(matrix, n, &mut rng)?)
+/// MBR of one question by a pairwise text utility (`sealong score --method rouge-l|chrf`). No
+/// model needed; a method that needs one is an error.
+pub fn text_utility(method: Method, id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
+    let ranked = method::rank_texts(method, texts, &mut method::score_stream(seed, id))?;
+    Ok(Scored::new(method, texts.len(), ranked))
 }
 
-/// ROUGE-L F1 MBR of one question (`sealong score --method rouge-l`). No model needed.
+/// ROUGE-L F1 MBR of one question (`sealong score --method rouge-l`).
 pub fn rouge_l(id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
-    let n = texts.len();
-    let m = rouge::rouge_l_f1_matrix(texts);
-    let sel = select(id, &m, n, seed)?;
-    Ok(Scored::new("rouge-l", n, m, sel))
+    text_utility(Method::RougeL, id, texts, seed)
+}
+
+/// chrF MBR of one question (`sealong score --method chrf`).
+pub fn chrf(id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
+    text_utility(Method::Chrf, id, texts, seed)
 }
 
 /// The embedding scorer: a loaded encoder on one backend.
@@ -175,6 +178,8 @@ pub struct Scorer {
     embedder: SentenceEmbedder,
     backend: Backend,
     source: String,
+    /// The WebGPU device, where the MBR kernel runs (`None`: the host's f64 path).
+    gpu: Option<Device>,
 }
 
 impl Scorer {
@@ -207,10 +212,12 @@ impl Scorer {
             Backend::WebGpu => Some(device.ok_or_else(|| WebError::new("WebGPU was not opened before loading"))?),
         };
         let embedder = SentenceEmbedder::from_files_on(&encoder_files, on)?;
+        let gpu = (backend == Backend::WebGpu).then(|| on.cloned()).flatten();
         Ok(Scorer {
             embedder,
             backend,
             source: source.to_string(),
+            gpu,
         })
     }
 
@@ -233,9 +240,9 @@ impl Scorer {
         let n = texts.len();
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
         let emb = self.embedder.embed_async(&refs).await?;
-        let m = embedding::similarity_matrix(&emb)?;
-        let sel = select(id, &m, n, seed)?;
-        Ok(Scored::new("embedding", n, m, sel))
+        let ranked =
+            method::rank_embeddings_async(&emb, self.gpu.as_ref(), &mut method::score_stream(seed, id)).await?;
+        Ok(Scored::new(Method::Embedding, n, ranked))
     }
 }
 
@@ -277,18 +284,26 @@ mod tests {
     }
 
     #[test]
-    fn rouge_l_selection_is_the_native_one() {
+    fn text_utility_selections_are_the_native_ones() {
+        use sealong::mbr::{chrf::chrf_matrix, rouge::rouge_l_f1_matrix};
         let texts: Vec<String> = ["the cat sat", "the cat sat down", "a dog"].map(String::from).into();
-        let s = rouge_l("q1", &texts, 42).expect("rouge");
-        let m = rouge::rouge_l_f1_matrix(&texts);
-        let mut r = rng::for_item(42, "q1#score");
-        let want = mbr::select_from_matrix(&m, 3, &mut r).expect("select");
-        assert_eq!(
-            (s.chosen, s.rejected, &s.scores),
-            (want.chosen, want.rejected, &want.scores)
-        );
-        assert_eq!(s.matrix.len(), 9);
-        assert!(rouge_l("q", &texts[..1], 42).is_err());
+        type Score = fn(&str, &[String], u64) -> Result<Scored, WebError>;
+        let cases: [(Score, Vec<f64>, &str); 2] = [
+            (rouge_l, rouge_l_f1_matrix(&texts), "rouge-l"),
+            (chrf, chrf_matrix(&texts), "chrf"),
+        ];
+        for (score, m, name) in cases {
+            let s = score("q1", &texts, 42).expect(name);
+            let mut r = sealong::rng::for_item(42, "q1#score");
+            let want = sealong::mbr::select_from_matrix(&m, 3, &mut r).expect("select");
+            assert_eq!(
+                (s.chosen, s.rejected, &s.scores, s.utility),
+                (want.chosen, want.rejected, &want.scores, name)
+            );
+            assert_eq!(s.matrix, m);
+            assert!(score("q", &texts[..1], 42).is_err());
+        }
+        assert!(text_utility(Method::Embedding, "q", &texts, 42).is_err());
         assert!(Backend::parse("tpu").is_err());
     }
 }

@@ -26,7 +26,7 @@ function el(tag, attrs = {}, ...children) {
 const SVG_TAGS = new Set(['rect', 'text', 'title', 'g', 'linearGradient', 'stop', 'defs']);
 
 const params = new URLSearchParams(location.search);
-const UTILITIES = { embedding: 'embedding cosine', 'rouge-l': 'ROUGE-L F1' };
+const UTILITIES = { embedding: 'embedding cosine', 'rouge-l': 'ROUGE-L F1', chrf: 'chrF' };
 
 const app = {
   session: null,
@@ -39,7 +39,7 @@ const app = {
   modelDescribe: '',
   file: null,
   gen: 0,
-  results: { embedding: [], 'rouge-l': [] },
+  results: { embedding: [], 'rouge-l': [], chrf: [] },
   fileErrors: [],
   appErrors: [],
   index: 0,
@@ -117,7 +117,7 @@ function startWorker(backend) {
 function sendData() {
   // Until the worker's 'parsed' names the new generation, drop results of the previous file.
   app.gen = -1;
-  app.results = { embedding: [], 'rouge-l': [] };
+  app.results = { embedding: [], 'rouge-l': [], chrf: [] };
   app.done = false;
   app.started = performance.now();
   setState('computing');

@@ -9,7 +9,7 @@
 //               {type:'question-error', gen, utility, index, message}
 //               {type:'model-ready', backend, describe}  {type:'model-error', message}
 //               {type:'done', gen, embedding}  {type:'fatal', backend, message}
-import init, { parseJsonl, rougeL, loadScorer, ModelFiles, lastPanic } from './pkg/sealong_web.js';
+import init, { parseJsonl, rougeL, chrf, loadScorer, ModelFiles, lastPanic } from './pkg/sealong_web.js';
 
 const wasmReady = init();
 const state = {
@@ -125,7 +125,7 @@ async function download(url, onBytes) {
 }
 
 // Scores every question of the current file: ROUGE-L (no model) right away, the embedding
-// utility once the model is ready. Called on a new file and when the model arrives; each pass
+// utility once the model is ready, chrF (no model) after them. Called on a new file and when the model arrives; each pass
 // runs once per file generation, and 'done' goes out when every pass that can run has finished.
 async function score(gen) {
   const recs = state.file ? state.file.records : [];
@@ -159,7 +159,12 @@ async function score(gen) {
       if (!(await pass('embedding', (r) => scorer.embedding(r.id, r.texts, state.seed)))) return;
       state.embedDone = gen;
     }
-    const finished = state.rougeDone === gen && state.model !== 'loading'
+    if (state.chrfGen !== gen) {
+      state.chrfGen = gen;
+      if (!(await pass('chrf', async (r) => chrf(r.id, r.texts, state.seed)))) return;
+      state.chrfDone = gen;
+    }
+    const finished = state.rougeDone === gen && state.chrfDone === gen && state.model !== 'loading'
       && (state.model !== 'ready' || state.embedDone === gen);
     if (finished && state.doneSent !== gen) {
       state.doneSent = gen;

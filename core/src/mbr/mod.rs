@@ -1,9 +1,13 @@
 //! Minimum Bayes Risk scoring: utilities between the N sampled answers (embedding cosine,
-//! ROUGE, self-evaluation) and the selection of chosen / rejected from the utility matrix.
+//! ROUGE, chrF, self-evaluation), the selection of chosen / rejected from the utility matrix,
+//! and the method that ties them together (`method`: names, random streams, select step).
 
+pub mod chrf;
 pub mod embedding;
 pub mod judge;
+pub mod method;
 pub mod rouge;
 pub mod select;
 
+pub use method::{Method, Ranked};
 pub use select::{Selection, select, select_from_matrix, select_random};

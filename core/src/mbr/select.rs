@@ -87,7 +87,8 @@ pub fn ascending_order(scores: &[f64]) -> Vec<usize> {
     order
 }
 
-fn check(scores: &[f64]) -> Result<()> {
+/// Errors for fewer than 2 samples or a NaN score (naming the sample).
+pub(crate) fn check(scores: &[f64]) -> Result<()> {
     if scores.len() < 2 {
         return Err(Error::Invalid(format!(
             "MBR needs at least 2 samples per question to pick a chosen and a rejected answer, got {}",

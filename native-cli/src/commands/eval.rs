@@ -14,7 +14,7 @@ use sealong::data::records::{self, LongBenchRecord};
 use sealong::eval::sub_em;
 use sealong::eval::tables::{self, Outcome};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
-use sealong::mbr::{self, embedding};
+use sealong::mbr::{Method, method};
 use sealong::models::encoder::SentenceEmbedder;
 use sealong::text::{Strategy, prompts};
 use serde_json::{Value, json};
@@ -50,7 +50,10 @@ pub struct EvalArgs {
     /// Sampling temperature of the N samples.
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
-    /// Sentence embedder of MBR@N.
+    /// The utility of MBR@N.
+    #[arg(long, value_parser = crate::args::method_parser(&EVAL_METHODS), default_value_t = Method::Embedding)]
+    pub method: Method,
+    /// Sentence embedder of MBR@N (--method embedding).
     #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
     pub embedder: String,
     /// Only the first this many questions of each file.
@@ -59,6 +62,9 @@ pub struct EvalArgs {
     #[command(flatten)]
     pub seed: SeedArgs,
 }
+
+/// The MBR utilities of `eval --method`: the ones that need no judge decoder.
+const EVAL_METHODS: [Method; 3] = [Method::Embedding, Method::RougeL, Method::Chrf];
 
 /// One question to evaluate.
 struct Item {
@@ -179,9 +185,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let failures_file = args.out.join("failures.jsonl");
     let mut failures = openai::Failures::start(failures_file.clone(), args.backend.on_error)?;
     if !todo.is_empty() {
-        let embedder = if args.n > 1 {
+        // The embedder runs on the host; with a GPU device the MBR kernel runs there.
+        let embedder = if args.n > 1 && args.method.needs_embedder() {
             let dir = provision::resolve_model(&args.embedder)?;
-            Some(SentenceEmbedder::load_dir_on(&dir, None).with_context(|| format!("loading {}", dir.display()))?)
+            let e = SentenceEmbedder::load_dir_on(&dir, None).with_context(|| format!("loading {}", dir.display()))?;
+            let device = crate::device::select(args.device.device)?;
+            Some((e, (!sealong::nn::linear::is_host_cpu(&device)).then_some(device)))
         } else {
             None
         };
@@ -200,12 +209,15 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 let texts: Vec<String> = a.samples.into_iter().map(|s| s.text).collect();
                 rec["samples"] = json!(texts);
                 rec["samples_sub_em"] = json!(texts.iter().map(|t| sub_em(t, &q.answers)).collect::<Vec<_>>());
+                let mut pick = method::eval_stream(args.seed.seed, &item.key);
                 let (scores, choice) = match &embedder {
-                    Some(e) => {
+                    Some((e, gpu)) => {
                         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                        let sim = embedding::similarity_matrix(&e.embed(&refs)?)?;
-                        let mut pick = sealong::rng::for_item(args.seed.seed, &format!("{}#mbr", item.key));
-                        let sel = mbr::select_from_matrix(&sim, texts.len(), &mut pick)?;
+                        let sel = method::rank_embeddings(&e.embed(&refs)?, gpu.as_ref(), &mut pick)?.selection;
+                        (sel.scores, sel.chosen)
+                    }
+                    None if texts.len() > 1 => {
+                        let sel = method::rank_texts(args.method, &texts, &mut pick)?.selection;
                         (sel.scores, sel.chosen)
                     }
                     // One sample is its own consensus.
@@ -343,7 +355,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         Backend::Local => json!(args.model.model),
         Backend::Openai => json!({"base_url": args.backend.base_url, "api_model": args.backend.api_model}),
     };
-    let metrics = json!({
+    let mut metrics = json!({
         "model": model, "adapter": args.adapter, "strategy": strategy.name(),
         "n": args.n, "max_new_tokens": args.decode.max_new_tokens, "temperature": args.temperature,
         "seed": args.seed.seed, "inputs": args.input,
@@ -352,6 +364,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
         "failed": failures.count,
         "failures": (failures.count > 0).then(|| failures_file.clone()),
     });
+    // The MBR utility is written when it is not the default (default runs keep their bytes).
+    if args.n > 1 && args.method != Method::Embedding {
+        metrics["method"] = json!(args.method.name());
+    }
     let path = args.out.join("metrics.json");
     sealong::files::write_atomic(&path, (serde_json::to_string_pretty(&metrics)? + "\n").as_bytes())?;
     print_table(&table, args.n)?;
@@ -371,7 +387,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 /// The settings that shape a prediction record (recorded beside predictions.jsonl,
 /// `resume::check`): the model's files (or the server's model name), the adapter's files, the
 /// prompt (strategy, truncation), the token budget, the arithmetic; with samples, their N,
-/// temperature, top-p/k, seed and the MBR embedder. Left out: the device, `--limit`, the remote
+/// temperature, top-p/k, seed and the MBR utility (its embedder). Left out: the device, `--limit`, the remote
 /// transport (as in `sample`), and the sampling settings of a greedy-only run (unused).
 fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings> {
     let mut s = crate::resume::settings([
@@ -405,10 +421,18 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
         s.insert("seed".into(), json!(args.seed.seed));
     }
     if args.n > 1 {
-        s.insert(
-            "embedder_sha256".into(),
-            json!(crate::resume::model_sha256(&args.embedder)?),
-        );
+        // The MBR utility: the embedder's files for the default (the key older outputs have),
+        // null plus the method's name for a text utility, so a rerun with another method
+        // differs in `embedder_sha256` or `method` whichever came first and is refused.
+        let embedder = if args.method.needs_embedder() {
+            Some(crate::resume::model_sha256(&args.embedder)?)
+        } else {
+            None
+        };
+        s.insert("embedder_sha256".into(), json!(embedder));
+        if args.method != Method::Embedding {
+            s.insert("method".into(), json!(args.method.name()));
+        }
     }
     Ok(s)
 }

@@ -98,7 +98,7 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
     ] {
         sealong::text::prompts::Strategy::from_str(s).map_err(|e| anyhow::anyhow!("{key}: {e}"))?;
     }
-    <crate::args::ScoreMethod as clap::ValueEnum>::from_str(&cfg.score.method, true)
+    sealong::mbr::Method::from_name(&cfg.score.method, true)
         .map_err(|e| anyhow::anyhow!("score.method {:?}: {e}", cfg.score.method))?;
     <crate::device::DeviceChoice as clap::ValueEnum>::from_str(&cfg.device, true)
         .map_err(|e| anyhow::anyhow!("device {:?}: {e}", cfg.device))?;

@@ -13,12 +13,12 @@ use sealong::data::jsonl::{self, Appender};
 use sealong::data::samples::{self, SampleSet};
 use sealong::eval::sub_em;
 use sealong::mbr::judge::{self, Judge};
-use sealong::mbr::{self, Selection, embedding, rouge};
+use sealong::mbr::{self, Method, Selection, method};
 use sealong::models::encoder::SentenceEmbedder;
 use sealong::rng;
 use serde_json::{Value, json};
 
-use crate::args::{DeviceArgs, ScoreMethod, SeedArgs};
+use crate::args::{DeviceArgs, ScoreMethod, SeedArgs, method_parser};
 use crate::commands::subem::with_suffix;
 use crate::decode::LoadedDecoder;
 use crate::provision::{DEFAULT_DECODER, DEFAULT_EMBEDDER};
@@ -33,7 +33,7 @@ pub struct ScoreArgs {
     #[arg(long, short = 'o')]
     pub out: PathBuf,
     /// Scoring method.
-    #[arg(long, value_enum, default_value_t = ScoreMethod::Embedding)]
+    #[arg(long, value_parser = method_parser(&ScoreMethod::ALL), default_value_t = ScoreMethod::Embedding)]
     pub method: ScoreMethod,
     /// Sentence embedder for --method embedding: a default name or a sentence-transformers directory.
     #[arg(long, default_value = DEFAULT_EMBEDDER)]
@@ -56,22 +56,14 @@ pub struct ScoreArgs {
     pub seed: SeedArgs,
 }
 
-/// The loaded scorer of a run.
+/// The loaded scorer of a run: the models a method needs (core's `mbr::method` ranks).
 enum Scorer {
-    Embedding(Box<SentenceEmbedder>),
-    RougeL,
+    /// The embedder, and the GPU device that runs the MBR kernel (`None`: the host's f64 path).
+    Embedding(Box<SentenceEmbedder>, Option<burn::tensor::Device>),
+    /// A pairwise text utility (ROUGE-L, chrF): no model.
+    Text,
     Judge(Box<LoadedDecoder>),
     Random,
-}
-
-pub fn method_name(m: ScoreMethod) -> &'static str {
-    match m {
-        ScoreMethod::Embedding => "embedding",
-        ScoreMethod::RougeL => "rouge-l",
-        ScoreMethod::SelfEval => "self-eval",
-        ScoreMethod::RefSelfEval => "ref-self-eval",
-        ScoreMethod::Random => "random",
-    }
 }
 
 pub fn run(args: ScoreArgs) -> Result<()> {
@@ -90,7 +82,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
                 l.value.id
             );
         }
-        if args.method == ScoreMethod::SelfEval && l.value.context().is_none() {
+        if args.method == Method::SelfEval && l.value.context().is_none() {
             bail!(
                 "{}:{}: record {:?}: self-eval needs the question and its context, but the prompt does not end \
                  with the record's \"question\"",
@@ -99,7 +91,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
                 l.value.id
             );
         }
-        if args.method == ScoreMethod::RefSelfEval && l.value.question.is_none() {
+        if args.method == Method::RefSelfEval && l.value.question.is_none() {
             bail!(
                 "{}:{}: record {:?} has no \"question\"",
                 args.input.display(),
@@ -156,7 +148,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             }
             if !scored_done.contains(&set.id) {
                 let mut rec = set.raw.clone();
-                rec.insert("method".into(), json!(method_name(args.method)));
+                rec.insert("method".into(), json!(args.method.name()));
                 rec.insert("scores".into(), json!(sel.scores));
                 rec.insert("chosen".into(), json!(sel.chosen));
                 rec.insert("rejected".into(), json!(sel.rejected));
@@ -197,59 +189,61 @@ pub fn run(args: ScoreArgs) -> Result<()> {
 /// for `embedding`, the judge's files, its token budget and arithmetic for the self-eval
 /// methods. The device is left out (the engines are held to each other by the parity tests).
 fn record_settings(args: &ScoreArgs) -> Result<sealong::data::settings::Settings> {
-    let mut s = crate::resume::settings([
-        ("method", json!(method_name(args.method))),
-        ("seed", json!(args.seed.seed)),
-    ]);
-    match args.method {
-        ScoreMethod::Embedding => {
-            s.insert(
-                "embedder_sha256".into(),
-                json!(crate::resume::model_sha256(&args.embedder)?),
-            );
-        }
-        ScoreMethod::SelfEval | ScoreMethod::RefSelfEval => {
-            s.insert("judge_sha256".into(), json!(crate::resume::model_sha256(&args.judge)?));
-            s.insert("judge_max_new_tokens".into(), json!(args.judge_max_new_tokens));
-            s.insert("precision".into(), json!(args.device.precision));
-        }
-        ScoreMethod::RougeL | ScoreMethod::Random => {}
+    let mut s = crate::resume::settings([("method", json!(args.method.name())), ("seed", json!(args.seed.seed))]);
+    if args.method.needs_embedder() {
+        s.insert(
+            "embedder_sha256".into(),
+            json!(crate::resume::model_sha256(&args.embedder)?),
+        );
+    }
+    if args.method.needs_judge() {
+        s.insert("judge_sha256".into(), json!(crate::resume::model_sha256(&args.judge)?));
+        s.insert("judge_max_new_tokens".into(), json!(args.judge_max_new_tokens));
+        s.insert("precision".into(), json!(args.device.precision));
     }
     Ok(s)
 }
 
 fn load_scorer(args: &ScoreArgs) -> Result<Scorer> {
-    Ok(match args.method {
-        ScoreMethod::Embedding => {
-            let dir = provision::resolve_model(&args.embedder)?;
-            let device = crate::device::select(args.device.device)?;
-            let on = (!sealong::nn::linear::is_host_cpu(&device)).then_some(&device);
-            let e = SentenceEmbedder::load_dir_on(&dir, on)
-                .with_context(|| format!("loading the embedder {}", dir.display()))?;
-            Scorer::Embedding(Box::new(e))
-        }
-        ScoreMethod::RougeL => Scorer::RougeL,
-        ScoreMethod::SelfEval | ScoreMethod::RefSelfEval => {
-            Scorer::Judge(Box::new(LoadedDecoder::load(&args.judge, &args.device)?))
-        }
-        ScoreMethod::Random => Scorer::Random,
+    Ok(if args.method.needs_embedder() {
+        let (e, gpu) = load_embedder(&args.embedder, args.device.device)?;
+        Scorer::Embedding(Box::new(e), gpu)
+    } else if args.method.needs_judge() {
+        Scorer::Judge(Box::new(LoadedDecoder::load(&args.judge, &args.device)?))
+    } else if args.method == Method::Random {
+        Scorer::Random
+    } else {
+        Scorer::Text
     })
+}
+
+/// The embedder on `choice`'s device, and that device when it is a GPU (the encoder's burn
+/// twin and the MBR kernel run there; on the CPU the host engine and the f64 MBR path run).
+fn load_embedder(
+    name: &str,
+    choice: crate::device::DeviceChoice,
+) -> Result<(SentenceEmbedder, Option<burn::tensor::Device>)> {
+    let dir = provision::resolve_model(name)?;
+    let device = crate::device::select(choice)?;
+    let gpu = (!sealong::nn::linear::is_host_cpu(&device)).then_some(device);
+    let e = SentenceEmbedder::load_dir_on(&dir, gpu.as_ref())
+        .with_context(|| format!("loading the embedder {}", dir.display()))?;
+    Ok((e, gpu))
 }
 
 /// Scores one question: the selection and any extra fields for its record.
 fn score_one(scorer: &Scorer, set: &SampleSet, args: &ScoreArgs) -> Result<(Selection, Vec<(String, Value)>)> {
     let n = set.texts.len();
-    let mut rng = rng::for_item(args.seed.seed, &format!("{}#score", set.id));
+    let mut rng = method::score_stream(args.seed.seed, &set.id);
     let mut extra = Vec::new();
     let sel = match scorer {
-        Scorer::Embedding(e) => {
+        Scorer::Embedding(e, gpu) => {
             let texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
             let emb = e.embed(&texts)?;
-            let sim = embedding::similarity_matrix(&emb)?;
             extra.push(("embedder".to_string(), json!(args.embedder)));
-            mbr::select_from_matrix(&sim, n, &mut rng)?
+            method::rank_embeddings(&emb, gpu.as_ref(), &mut rng)?.selection
         }
-        Scorer::RougeL => mbr::select_from_matrix(&rouge::rouge_l_f1_matrix(&set.texts), n, &mut rng)?,
+        Scorer::Text => method::rank_texts(args.method, &set.texts, &mut rng)?.selection,
         Scorer::Judge(dec) => {
             let j = Judge {
                 model: &dec.model,
@@ -258,7 +252,7 @@ fn score_one(scorer: &Scorer, set: &SampleSet, args: &ScoreArgs) -> Result<(Sele
                 max_new_tokens: args.judge_max_new_tokens,
             };
             let question = set.question.as_deref().unwrap_or_default();
-            let out = if args.method == ScoreMethod::SelfEval {
+            let out = if args.method == Method::SelfEval {
                 let ctx = judge::context_of(set.context(), &set.id)?;
                 let o = j.rate(ctx, question, &set.texts)?;
                 let sel = mbr::select(&o.values, &mut rng)?;

@@ -1,11 +1,14 @@
 //! ROUGE and MBR selection against the reference vectors: `rouge.json` (rouge-score 0.1.2 tokens,
-//! ROUGE-1/2/L, ROUGE-L MBR groups) and `mbr_embedding.json` (similarity-matrix MBR with numpy),
-//! plus hand-worked selection cases. Tolerances: ROUGE values and ROUGE MBR scores 1e-12 (the
+//! ROUGE-1/2/L, ROUGE-L MBR groups), `mbr_embedding.json` (similarity-matrix MBR with numpy) and
+//! `chrf/chrf.json` (sacrebleu 2.6.0's CHRF pairs and chrF MBR sets, `chrf/generate.py`), plus
+//! hand-worked selection cases. Tolerances: ROUGE values and ROUGE MBR scores 1e-12 (the
 //! arithmetic follows Python's order, so they agree to the last bit up to JSON parsing); embedding
-//! MBR scores 1e-12 (numpy's pairwise row sums are reproduced); indices exact.
+//! MBR scores 1e-12 (numpy's pairwise row sums are reproduced); chrF values (0..100) and chrF MBR
+//! scores 1e-12 (sacrebleu's operations in its order: integer counts, then f64); indices exact.
 
 use sealong::mbr::rouge::{self, Score};
 use sealong::mbr::select::{self, Selection};
+use sealong::mbr::{Method, chrf, method};
 use sealong::rng::for_item;
 use sealong_tests::{golden_json, s};
 use serde_json::Value;
@@ -96,6 +99,50 @@ fn check_selection(g: &Value, scores: &[f64], sel: &Selection, what: &str) {
         sel.rejected_pool.contains(&sel.rejected),
         "{what}: rejected outside the pool"
     );
+}
+
+#[test]
+fn chrf_pairs_match_sacrebleu() {
+    let g = golden_json("chrf/chrf.json");
+    assert_eq!(g["reference"]["sacrebleu"], "2.6.0");
+    let pairs = g["pairs"].as_array().expect("pairs");
+    assert!(pairs.len() >= 20);
+    for p in pairs {
+        let (h, r) = (s(p, "hypothesis"), s(p, "reference"));
+        let want = p["score"].as_f64().expect("score");
+        close(chrf::chrf(h, r), want, TOL, &format!("chrF({h:?}, {r:?})"));
+    }
+}
+
+#[test]
+fn chrf_mbr_sets_match_sacrebleu() {
+    let g = golden_json("chrf/chrf.json");
+    let sets = g["mbr"].as_array().expect("mbr sets");
+    assert!(sets.len() >= 5);
+    for set in sets {
+        let what = s(set, "name");
+        let answers = strings(set, "answers");
+        let (want_m, n) = matrix(set, "matrix");
+        let m = chrf::chrf_matrix(&answers);
+        assert_eq!(n, answers.len(), "{what}");
+        for (k, (a, b)) in m.iter().zip(&want_m).enumerate() {
+            close(*a, *b, TOL, &format!("{what} M[{}][{}]", k / n, k % n));
+        }
+        // Through core's method, with `sealong score`'s stream.
+        let r = method::rank_texts(Method::Chrf, &answers, &mut method::score_stream(1, what)).expect("rank");
+        assert_eq!(r.matrix, m, "{what}");
+        let sel = &r.selection;
+        for (i, (a, b)) in sel.scores.iter().zip(&f64s(set, "scores")).enumerate() {
+            close(*a, *b, TOL, &format!("{what} score {i}"));
+        }
+        assert_eq!(
+            sel.chosen,
+            set["chosen"].as_u64().expect("chosen") as usize,
+            "{what}: chosen"
+        );
+        assert_eq!(sel.rejected_pool, usizes(set, "rejected_pool"), "{what}: rejected pool");
+        assert!(sel.rejected_pool.contains(&sel.rejected), "{what}");
+    }
 }
 
 #[test]

@@ -340,6 +340,44 @@ fn check_golden(label: &str, device: &Device, run: fn(Tensor<3>) -> Result<MbrOu
     }
 }
 
+/// The real path: core's `mbr::method::rank_embeddings` (what `score`, `eval` and the page call)
+/// with the wgpu device runs this kernel; against its host path (the f64 similarity matrix) it
+/// picks the same chosen, rejected pool and rejected, with matrix and scores within
+/// `PARITY_TOL` (1e-5: f32 dot products of unit rows against f64 ones).
+#[test]
+fn core_rank_on_wgpu_matches_the_host_path() {
+    use sealong::mbr::method::{rank_embeddings, score_stream};
+    let d = 384;
+    // n >= 3: `planted` needs a winner that differs from the others (with 2 samples the planted
+    // centroid equals the other row and no gap can be drawn).
+    for (k, n) in [3usize, 5, 8, 17, 32].into_iter().enumerate() {
+        let (values, winners) = planted(900 + k as u64, 1, n, d);
+        let rows: Vec<Vec<f32>> = values.chunks(d).map(<[f32]>::to_vec).collect();
+        let id = format!("q{k}");
+        let host = rank_embeddings(&rows, None, &mut score_stream(7, &id)).expect("host");
+        let on_gpu = rank_embeddings(&rows, Some(&gpu()), &mut score_stream(7, &id)).expect("wgpu");
+        let (h, g) = (&host.selection, &on_gpu.selection);
+        assert_eq!(h.chosen, winners[0], "n {n}: planted winner");
+        assert_eq!(
+            (g.chosen, &g.rejected_pool, g.rejected),
+            (h.chosen, &h.rejected_pool, h.rejected),
+            "n {n}"
+        );
+        for (what, a, b) in [
+            ("scores", &g.scores, &h.scores),
+            ("matrix", &on_gpu.matrix, &host.matrix),
+        ] {
+            assert_eq!(a.len(), b.len(), "n {n} {what}");
+            for (x, y) in a.iter().zip(b.iter()) {
+                assert!(
+                    (x - y).abs() <= f64::from(PARITY_TOL),
+                    "n {n} {what}: wgpu {x} vs host {y}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn twin_on_flex_matches_golden() {
     check_golden("twin/flex", &Device::flex(), mbr_scores_reference);

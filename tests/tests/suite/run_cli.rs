@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use sealong::mbr::{Method, method};
 use sealong_tests::{data_file, repo_root, sealong};
 use serde_json::Value;
 
@@ -109,6 +110,53 @@ fn eval_writes_predictions_and_the_table_and_resumes() {
     std::fs::write(out.join("predictions.jsonl"), &full[..cut]).expect("cut");
     run(args(&out));
     assert_eq!(std::fs::read(out.join("predictions.jsonl")).expect("preds"), full);
+}
+
+/// `eval --method chrf`: MBR@N ranks the samples by chrF through core's method (the eval stream),
+/// metrics.json names the method, and a rerun into the same directory with the default method
+/// is refused (the method is part of the predictions' settings).
+#[test]
+fn eval_with_chrf_ranks_by_chrf() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let hotpot = eval_file(tmp.path(), "hotpotqa/dev.jsonl", "hotpotqa");
+    let out = tmp.path().join("eval");
+    let (o, i) = (out.display().to_string(), hotpot.display().to_string());
+    let base = [
+        "eval",
+        "--device",
+        "cpu",
+        "--limit",
+        "1",
+        "-n",
+        "3",
+        "--max-new-tokens",
+        "12",
+        "--out",
+        &o,
+        "--input",
+        &i,
+    ];
+    let mut argv = base.to_vec();
+    argv.extend(["--method", "chrf"]);
+    sealong(&argv).expect("eval --method chrf");
+    let preds = read_lines(&out.join("predictions.jsonl"));
+    assert_eq!(preds.len(), 1);
+    let p = &preds[0];
+    let samples: Vec<String> = serde_json::from_value(p["samples"].clone()).expect("samples");
+    assert_eq!(samples.len(), 3);
+    let key = p["key"].as_str().expect("key");
+    let want = method::rank_texts(Method::Chrf, &samples, &mut method::eval_stream(42, key)).expect("rank");
+    let scores: Vec<f64> = serde_json::from_value(p["mbr_scores"].clone()).expect("scores");
+    assert_eq!(scores, want.selection.scores);
+    assert_eq!(p["mbr_choice"].as_u64(), Some(want.selection.chosen as u64));
+    let metrics: Value =
+        serde_json::from_slice(&std::fs::read(out.join("metrics.json")).expect("metrics")).expect("json");
+    assert_eq!(metrics["method"], "chrf");
+    let e = format!("{:#}", sealong(&base).expect_err("another method"));
+    assert!(
+        e.contains("other settings") && e.contains("embedder_sha256 = null"),
+        "{e}"
+    );
 }
 
 /// A round small enough for a test: 2 questions of ~1k tokens, 2 samples of 8 tokens, one

@@ -154,6 +154,80 @@ fn rouge_l_scores_match_rouge_score() {
 }
 
 #[test]
+fn chrf_scores_match_sacrebleu() {
+    // The ROUGE fixture's groups: tests/golden/chrf/chrf.json holds sacrebleu's chrF MBR of
+    // the same answers (sets named "rouge.json mbr group K").
+    let dir = tempfile::tempdir().expect("tmp");
+    let (input, groups) = samples_file(dir.path(), "rouge.json");
+    let out = dir.path().join("scored.jsonl");
+    score(&input, &out, "chrf", &[]).expect("score");
+    let recs = read_jsonl(&out);
+    let golden = golden_json("chrf/chrf.json");
+    let sets: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let name = format!("rouge.json mbr group {}", g["index"]);
+            golden["mbr"]
+                .as_array()
+                .expect("sets")
+                .iter()
+                .find(|s| s["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("{name} not in chrf.json"))
+                .clone()
+        })
+        .collect();
+    for (r, s) in recs.iter().zip(&sets) {
+        assert_eq!(r["method"], "chrf");
+        assert_eq!(
+            r["samples"].as_array().map(Vec::len),
+            s["answers"].as_array().map(Vec::len)
+        );
+    }
+    // Scores on sacrebleu's 0..100 scale: 1e-12 (the same f64 operations in the same order).
+    check_against_golden(&recs, &sets, 1e-12);
+}
+
+/// `--device gpu` (lavapipe here): the encoder's burn twin embeds and the cubecl MBR kernel
+/// ranks; the host path (`--device cpu`, f64 matrix) picks the same chosen and rejected, and
+/// the scores agree within 1e-4 (the f32 kernel plus the burn twin's f32 embeddings, as the
+/// encoder parity tests allow).
+#[test]
+fn embedding_on_the_gpu_ranks_as_the_host_path() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (input, _) = samples_file(dir.path(), "mbr_embedding.json");
+    let cpu = dir.path().join("cpu.jsonl");
+    score(&input, &cpu, "embedding", &[]).expect("score cpu");
+    let gpu = dir.path().join("gpu.jsonl");
+    let i = input.to_str().expect("utf8");
+    let o = gpu.to_str().expect("utf8");
+    sealong(&[
+        "score",
+        "--device",
+        "gpu",
+        "--method",
+        "embedding",
+        "--input",
+        i,
+        "--out",
+        o,
+    ])
+    .expect("score gpu");
+    let (cpu, gpu) = (read_jsonl(&cpu), read_jsonl(&gpu));
+    assert_eq!(cpu.len(), gpu.len());
+    for (c, g) in cpu.iter().zip(&gpu) {
+        for k in ["chosen", "rejected", "rejected_pool"] {
+            assert_eq!(c[k], g[k], "{}: {k}", c["id"]);
+        }
+        let f = |r: &Value| -> Vec<f64> { serde_json::from_value(r["scores"].clone()).expect("scores") };
+        let (a, b) = (f(c), f(g));
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() <= 1e-4, "{}: cpu {x} vs gpu {y}", c["id"]);
+        }
+    }
+}
+
+#[test]
 fn a_killed_run_resumes_to_the_same_bytes_and_random_is_seeded() {
     let dir = tempfile::tempdir().expect("tmp");
     let (input, _) = samples_file(dir.path(), "rouge.json");
