@@ -235,6 +235,11 @@ pub struct SynthArgs {
     /// target writes --out; several write OUT-<tokens>.jsonl beside it.
     #[arg(long, value_delimiter = ',', requires = "eval")]
     pub target_tokens: Vec<usize>,
+    /// Short evaluation files (with --eval): each question with only its supporting paragraphs
+    /// (no distractors), the short-context check; the dataset is named `<dataset>-short`.
+    /// Questions without a supporting paragraph are skipped.
+    #[arg(long, requires = "eval", conflicts_with = "target_tokens")]
+    pub supporting_only: bool,
     /// The `dataset` field of every record (default: musique, hotpotqa or 2wikimqa from the input).
     #[arg(long)]
     pub dataset: Option<String>,

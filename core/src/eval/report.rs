@@ -24,6 +24,9 @@ pub mod files {
     pub const TRAIN_METRICS: &str = "train/metrics.jsonl";
     pub const EVAL_BEFORE: &str = "eval/before/metrics.json";
     pub const EVAL_AFTER: &str = "eval/after/metrics.json";
+    /// The short-context check (`[eval] short`, `short_inputs`), when the run has one.
+    pub const EVAL_SHORT_BEFORE: &str = "eval/before_short/metrics.json";
+    pub const EVAL_SHORT_AFTER: &str = "eval/after_short/metrics.json";
     pub const RUN_SUMMARY: &str = "summary.json";
     /// Where the report goes by default.
     pub const REPORT: &str = "report.html";
@@ -230,6 +233,9 @@ pub struct ReportData {
     pub train: Part<Vec<TrainStep>>,
     pub eval_before: Part<EvalMetrics>,
     pub eval_after: Part<EvalMetrics>,
+    /// The short-context check before and after (both `Missing` when the run has none).
+    pub eval_short_before: Part<EvalMetrics>,
+    pub eval_short_after: Part<EvalMetrics>,
     /// `summary.json`, shown as a table whatever its shape.
     pub run_summary: Part<Value>,
     /// Problems that did not stop a file from being used (e.g. a skipped malformed line).
@@ -982,6 +988,7 @@ pub fn render(d: &ReportData) -> String {
         h.push_str("</ul></div>\n");
     }
     evaluation(&mut h, d);
+    short_check(&mut h, d);
     scoring(&mut h, d);
     training(&mut h, d);
     run_summary(&mut h, d);
@@ -1214,6 +1221,55 @@ fn absent<T>(h: &mut String, what: &str, parts: &[(&str, &Part<T>)]) {
 
 fn figure(h: &mut String, svg: &str, wide: bool) {
     let _ = write!(h, "<figure{}>{svg}</figure>", if wide { " class=\"wide\"" } else { "" });
+}
+
+/// The short-context check (the paper: short-context performance should not drop): greedy
+/// score per short task before and after, with the change. Shown only when the run has one.
+fn short_check(h: &mut String, d: &ReportData) {
+    if matches!((&d.eval_short_before, &d.eval_short_after), (Part::Missing, Part::Missing)) {
+        return;
+    }
+    h.push_str("<h2>Short-context check (greedy × 100)</h2>\n<p class=\"note\">Each task's own metric: \
+                SubEM for the dev questions with only their supporting paragraphs (<code>-short</code>), \
+                the numeric final answer for GSM8K, choice accuracy for multiple choice.</p>\n");
+    absent(h, "short-context check before training", &[(files::EVAL_SHORT_BEFORE, &d.eval_short_before)]);
+    absent(h, "short-context check after training", &[(files::EVAL_SHORT_AFTER, &d.eval_short_after)]);
+    let (b, a) = (d.eval_short_before.get(), d.eval_short_after.get());
+    let mut tasks: Vec<&str> = Vec::new();
+    for m in [b, a].into_iter().flatten() {
+        for t in &m.tasks {
+            if !tasks.contains(&t.task.as_str()) {
+                tasks.push(&t.task);
+            }
+        }
+    }
+    if tasks.is_empty() {
+        return;
+    }
+    let greedy = |m: Option<&EvalMetrics>, task: Option<&str>| -> (Option<f64>, Option<u64>) {
+        let row = m.and_then(|m| match task {
+            Some(t) => m.tasks.iter().find(|x| x.task == t).cloned(),
+            None => m.average.clone(),
+        });
+        (row.as_ref().and_then(|r| r.greedy), row.and_then(|r| r.questions))
+    };
+    h.push_str("<table><tr><th>task</th><th class=\"num\">questions</th><th class=\"num\">before</th>\
+                <th class=\"num\">after</th><th class=\"num\">Δ</th></tr>");
+    for task in tasks.iter().map(|t| Some(*t)).chain([None]) {
+        let ((vb, qb), (va, qa)) = (greedy(b, task), greedy(a, task));
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+            if task.is_none() { " class=\"avg\"" } else { "" },
+            escape(task.unwrap_or("average")),
+            qb.or(qa).map_or("–".to_string(), |q| q.to_string()),
+            num(vb, 2),
+            num(va, 2)
+        );
+        h.push_str(&delta_cell(vb, va));
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>\n");
 }
 
 /// Evaluation before and after training: tables and the three SubEM charts.

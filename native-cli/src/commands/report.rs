@@ -76,6 +76,8 @@ pub fn collect(dir: &Path) -> ReportData {
         train,
         eval_before: read_json(&dir.join(files::EVAL_BEFORE)),
         eval_after: read_json(&dir.join(files::EVAL_AFTER)),
+        eval_short_before: read_json(&dir.join(files::EVAL_SHORT_BEFORE)),
+        eval_short_after: read_json(&dir.join(files::EVAL_SHORT_AFTER)),
         run_summary: read_json(&dir.join(files::RUN_SUMMARY)),
         warnings,
     }

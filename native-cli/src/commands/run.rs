@@ -10,7 +10,8 @@
 //! Layout of DIR: config.toml, questions.jsonl, samples.jsonl, scored.jsonl (+ .summary.json),
 //! pairs.jsonl, train/ (metrics.jsonl, checkpoints/, adapter/, merged/), eval_data/ (the
 //! LongBench-style files built from the dev sets), eval/before/ and eval/after/
-//! (predictions.jsonl, metrics.json), report.html, summary.json.
+//! (predictions.jsonl, metrics.json), eval/before_short/ and eval/after_short/ (the short-context
+//! check, when `[eval]` asks for one), report.html, summary.json.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -92,6 +93,12 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
     let e = &cfg.eval;
     if !e.target_tokens.is_empty() && (e.pool.is_empty() || e.longbench) {
         bail!("[eval]: target_tokens pads the dev sets' questions with `pool` passages: set pool, and not longbench");
+    }
+    if e.short && e.longbench {
+        bail!(
+            "[eval]: short builds the dev sets' questions with only their supporting paragraphs, but longbench = true \
+             names LongBench files: list short-context files in short_inputs instead"
+        );
     }
     Ok(())
 }
@@ -229,6 +236,17 @@ struct EvalStage {
     /// The passages that pad long evaluation files.
     #[serde(default)]
     pool: Vec<PathBuf>,
+    /// The short-context check: each dev question of `inputs` with only its supporting
+    /// paragraphs (`sealong synth --eval --supporting-only`; tasks `<dataset>-short`), evaluated
+    /// greedily before and after the round, beside `short_inputs`.
+    #[serde(default)]
+    short: bool,
+    /// Short-context files evaluated as they are, greedily, before and after the round (e.g. the
+    /// shipped GSM8K questions, data/gsm8k/test.jsonl; any format `sealong eval` reads).
+    #[serde(default)]
+    short_inputs: Vec<PathBuf>,
+    /// Questions per short-context file (default: `limit`).
+    short_limit: Option<usize>,
 }
 
 fn default_eval_tokens() -> usize {
@@ -416,18 +434,36 @@ pub fn run(args: RunArgs) -> Result<()> {
     // The evaluation files, built once from the dev sets (or LongBench files as they are).
     let eval_dir = out.join("eval_data");
     let mut eval_files = Vec::new();
+    let mut short_files = cfg.eval.short_inputs.clone();
     stages.run("eval data", || {
         std::fs::create_dir_all(&eval_dir)?;
         for input in &cfg.eval.inputs {
-            if cfg.eval.longbench {
-                eval_files.push(input.clone());
-                continue;
-            }
             let stem = input
                 .parent()
                 .and_then(Path::file_name)
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "eval".into());
+            if cfg.eval.short {
+                let file = eval_dir.join(format!("{stem}-short.jsonl"));
+                sealong(vec![
+                    "synth".into(),
+                    "--eval".into(),
+                    "--supporting-only".into(),
+                    "--input".into(),
+                    s(input),
+                    "--out".into(),
+                    s(&file),
+                    "--model".into(),
+                    cfg.model.clone(),
+                    "--seed".into(),
+                    seed.clone(),
+                ])?;
+                short_files.push(file);
+            }
+            if cfg.eval.longbench {
+                eval_files.push(input.clone());
+                continue;
+            }
             let file = eval_dir.join(format!("{stem}.jsonl"));
             let mut a = vec![
                 "synth".into(),
@@ -464,7 +500,13 @@ pub fn run(args: RunArgs) -> Result<()> {
     })?;
 
     let ev = &cfg.eval;
-    let eval = |dir: &Path, adapter: Option<&Path>, model: &str| -> Result<()> {
+    // `short`: the short-context check (greedy, its own files and limit).
+    let eval_on = |dir: &Path, adapter: Option<&Path>, model: &str, short: bool| -> Result<()> {
+        let (files, n, limit) = if short {
+            (&short_files, 0, ev.short_limit.or(ev.limit))
+        } else {
+            (&eval_files, ev.n, ev.limit)
+        };
         let mut a = vec![
             "eval".into(),
             "--model".into(),
@@ -476,7 +518,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             "--max-new-tokens".into(),
             ev.max_new_tokens.to_string(),
             "-n".into(),
-            ev.n.to_string(),
+            n.to_string(),
             "--temperature".into(),
             sp.temperature.to_string(),
             "--embedder".into(),
@@ -485,8 +527,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             seed.clone(),
             "--input".into(),
         ];
-        a.extend(eval_files.iter().map(|p| s(p)));
-        if let Some(l) = ev.limit {
+        a.extend(files.iter().map(|p| s(p)));
+        if let Some(l) = limit {
             a.extend(["--limit".into(), l.to_string()]);
         }
         if ev.truncate_middle {
@@ -498,7 +540,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         a.extend(device.clone());
         sealong(a)
     };
+    let eval = |dir: &Path, adapter: Option<&Path>, model: &str| eval_on(dir, adapter, model, false);
     stages.run("eval before", || eval(&out.join("eval/before"), None, &cfg.model))?;
+    if !short_files.is_empty() {
+        stages.run("eval before (short)", || {
+            eval_on(&out.join("eval/before_short"), None, &cfg.model, true)
+        })?;
+    }
 
     let train_dir = out.join("train");
     let done_mark = train_dir.join("done.json");
@@ -534,14 +582,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         Ok(())
     })?;
 
-    stages.run("eval after", || {
-        let adapter = train_dir.join("adapter");
+    let adapter = train_dir.join("adapter");
+    let after = |dir: &str, short: bool| -> Result<()> {
         if adapter.join("adapter_config.json").is_file() {
-            eval(&out.join("eval/after"), Some(&adapter), &cfg.model)
+            eval_on(&out.join(dir), Some(&adapter), &cfg.model, short)
         } else {
-            eval(&out.join("eval/after"), None, &s(&train_dir.join("merged")))
+            eval_on(&out.join(dir), None, &s(&train_dir.join("merged")), short)
         }
-    })?;
+    };
+    stages.run("eval after", || after("eval/after", false))?;
+    if !short_files.is_empty() {
+        stages.run("eval after (short)", || after("eval/after_short", true))?;
+    }
 
     stages.run("report", || {
         let path = crate::commands::report::write_report(&out)?;
@@ -649,6 +701,19 @@ fn print_summary(out: &Path) -> Result<()> {
     for k in ["greedy", "mbr", "random", "oracle"] {
         if let (Some(x), Some(y)) = (b["average"][k].as_f64(), a["average"][k].as_f64()) {
             errln!("  {k:<32} {x:>6.1} -> {y:>6.1}");
+        }
+    }
+    if let (Some(b), Some(a)) = (
+        read(out.join("eval/before_short/metrics.json")),
+        read(out.join("eval/after_short/metrics.json")),
+    ) {
+        errln!("short-context check, greedy x 100    before -> after");
+        for t in b["tasks"].as_array().into_iter().flatten() {
+            let name = t["task"].as_str().unwrap_or_default();
+            let after = a["tasks"].as_array().into_iter().flatten().find(|x| x["task"] == name);
+            if let (Some(x), Some(y)) = (t["greedy"].as_f64(), after.and_then(|x| x["greedy"].as_f64())) {
+                errln!("  {name:<32} {x:>6.1} -> {y:>6.1}");
+            }
         }
     }
     Ok(())

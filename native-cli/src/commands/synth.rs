@@ -76,7 +76,25 @@ pub fn run(args: SynthArgs) -> Result<()> {
         SourceFormat::Auto => unreachable!("detected above"),
     };
     let own_only = args.own_only || args.eval;
-    let questions = if own_only {
+    let questions = if args.supporting_only {
+        // The short-context check: only what answers the question, no distractor.
+        let before = questions.len();
+        let kept: Vec<_> = questions
+            .into_iter()
+            .filter(|q| !q.supporting.is_empty())
+            .map(|q| SourceQuestion {
+                distractors: Vec::new(),
+                ..q
+            })
+            .collect();
+        if kept.len() < before {
+            errln!(
+                "skipping {} questions without a supporting paragraph",
+                before - kept.len()
+            );
+        }
+        kept
+    } else if own_only {
         questions
     } else {
         // As the official construction drops questions whose supporting documents are missing.
@@ -128,10 +146,10 @@ pub fn run(args: SynthArgs) -> Result<()> {
         },
         seed: args.seed.seed,
         format: passage_format,
-        dataset: args
-            .dataset
-            .clone()
-            .unwrap_or_else(|| default_dataset(&args.input, format)),
+        dataset: args.dataset.clone().unwrap_or_else(|| {
+            let name = default_dataset(&args.input, format);
+            if args.supporting_only { format!("{name}-short") } else { name }
+        }),
         allow_short: args.allow_short,
     };
     let model_path = provision::resolve_model(&args.model.model)?;
