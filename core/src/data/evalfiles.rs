@@ -168,7 +168,10 @@ fn detect_bytes(bytes: &[u8], path: &Path) -> Result<EvalFormat> {
     } else if has("question") && first.get("answer").is_some_and(Value::is_string) && !has("context") {
         Ok(EvalFormat::Gsm8k)
     } else {
-        let keys: Vec<&str> = first.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+        let keys: Vec<&str> = first
+            .as_object()
+            .map(|m| m.keys().map(String::as_str).collect())
+            .unwrap_or_default();
         Err(where_(format!(
             "cannot tell the evaluation format from the fields [{}] (expected LongBench `input`/`context`/`answers`, \
              L-Eval `instructions`/`outputs`/`input`, LongBench-v2 `question`/`choice_A`..`choice_D`/`answer`, or \
@@ -310,7 +313,11 @@ pub struct Gsm8kRecord {
 /// text.
 fn option_letters(output: &str) -> Option<String> {
     let t = output.trim();
-    let t = t.strip_prefix('(').and_then(|x| x.strip_suffix(')')).unwrap_or(t).trim();
+    let t = t
+        .strip_prefix('(')
+        .and_then(|x| x.strip_suffix(')'))
+        .unwrap_or(t)
+        .trim();
     let ok = !t.is_empty() && t.len() <= 4 && t.bytes().all(|b| (b'A'..=b'D').contains(&b));
     ok.then(|| t.to_string())
 }
@@ -390,7 +397,10 @@ pub fn read_bytes(
                 let input: Arc<str> = r.input.into();
                 for (k, (q, a)) in r.instructions.into_iter().zip(r.outputs).enumerate() {
                     if a.trim().is_empty() {
-                        return Err(place.error(path, format!("`outputs[{k}]` is empty: instruction {k} has no gold answer")));
+                        return Err(place.error(
+                            path,
+                            format!("`outputs[{k}]` is empty: instruction {k} has no gold answer"),
+                        ));
                     }
                     let (answer, kind) = match option_letters(&a) {
                         Some(l) if l.len() == 1 => (l, AnswerKind::Choice),
@@ -428,7 +438,10 @@ pub fn read_bytes(
                 if !matches!(answer, "A" | "B" | "C" | "D") {
                     return Err(place.error(
                         path,
-                        format!("field `answer` is {:?}: expected one of \"A\", \"B\", \"C\", \"D\"", r.answer),
+                        format!(
+                            "field `answer` is {:?}: expected one of \"A\", \"B\", \"C\", \"D\"",
+                            r.answer
+                        ),
                     ));
                 }
                 out.push((
@@ -449,7 +462,10 @@ pub fn read_bytes(
         EvalFormat::Gsm8k => {
             for (place, r) in read_records::<Gsm8kRecord>(bytes, path, false)? {
                 let gold = gsm8k_final_answer(&r.answer).ok_or_else(|| {
-                    place.error(path, "field `answer` does not end in `#### N` with N a number (GSM8K's final answer)")
+                    place.error(
+                        path,
+                        "field `answer` does not end in `#### N` with N a number (GSM8K's final answer)",
+                    )
                 })?;
                 let n = match place {
                     Place::Line(n) | Place::Record(n) => n,
@@ -485,8 +501,14 @@ mod tests {
     #[test]
     fn detects_each_format() {
         let cases = [
-            (r#"{"_id":"a","input":"q","context":"c","answers":["x"]}"#, EvalFormat::LongBench),
-            (r#"{"instructions":["q"],"outputs":["a"],"input":"doc"}"#, EvalFormat::LEval),
+            (
+                r#"{"_id":"a","input":"q","context":"c","answers":["x"]}"#,
+                EvalFormat::LongBench,
+            ),
+            (
+                r#"{"instructions":["q"],"outputs":["a"],"input":"doc"}"#,
+                EvalFormat::LEval,
+            ),
             (
                 r#"{"_id":"a","question":"q","choice_A":"1","choice_B":"2","choice_C":"3","choice_D":"4","answer":"B","context":"c"}"#,
                 EvalFormat::LongBenchV2,
@@ -508,8 +530,10 @@ mod tests {
         let line = r#"{"instructions":["Q1 (A) x (B) y","Q2","Q3"],"outputs":["B","(C) ","True"],"input":"doc"}"#;
         let (f, qs) = read_bytes(line.as_bytes(), p(), None).unwrap();
         assert_eq!(f, EvalFormat::LEval);
-        let got: Vec<(&str, &str, AnswerKind)> =
-            qs.iter().map(|(_, q)| (q.id.as_str(), q.answers[0].as_str(), q.kind)).collect();
+        let got: Vec<(&str, &str, AnswerKind)> = qs
+            .iter()
+            .map(|(_, q)| (q.id.as_str(), q.answers[0].as_str(), q.kind))
+            .collect();
         assert_eq!(
             got,
             [
@@ -539,6 +563,12 @@ mod tests {
         for f in EvalFormat::ALL {
             assert_eq!(f.name().parse::<EvalFormat>().unwrap(), f);
         }
-        assert!("csv".parse::<EvalFormat>().unwrap_err().to_string().contains("longbench-v2"));
+        assert!(
+            "csv"
+                .parse::<EvalFormat>()
+                .unwrap_err()
+                .to_string()
+                .contains("longbench-v2")
+        );
     }
 }

@@ -40,9 +40,15 @@ mod tests {
         assert_eq!(extract("Thinking... **The correct answer is (C)**."), Some('C'));
         assert_eq!(extract("The correct answer is D."), Some('D'));
         // The parenthesized form wins even when the bare form comes first.
-        assert_eq!(extract("The correct answer is A, no: The correct answer is (B)"), Some('B'));
+        assert_eq!(
+            extract("The correct answer is A, no: The correct answer is (B)"),
+            Some('B')
+        );
         // The first parenthesized match is taken.
-        assert_eq!(extract("The correct answer is (A). The correct answer is (D)."), Some('A'));
+        assert_eq!(
+            extract("The correct answer is (A). The correct answer is (D)."),
+            Some('A')
+        );
         // As the regex: the first letter of a word.
         assert_eq!(extract("The correct answer is Apple"), Some('A'));
         assert_eq!(extract("The correct answer is (E)"), None);

@@ -48,7 +48,13 @@ pub fn last_number(text: &str) -> Option<String> {
 
 /// Whether the output's last number equals `gold` numerically (see the module docs).
 pub fn correct(output: &str, gold: &str) -> bool {
-    let gold: Option<f64> = gold.chars().filter(|&c| c != ',').collect::<String>().trim().parse().ok();
+    let gold: Option<f64> = gold
+        .chars()
+        .filter(|&c| c != ',')
+        .collect::<String>()
+        .trim()
+        .parse()
+        .ok();
     let pred: Option<f64> = last_number(output).and_then(|n| n.parse().ok());
     matches!((pred, gold), (Some(p), Some(g)) if p == g)
 }

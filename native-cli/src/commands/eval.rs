@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use sealong::data::jsonl::{self, Appender};
 use sealong::data::evalfiles::{self, AnswerKind, EvalFormat, EvalQuestion};
+use sealong::data::jsonl::{self, Appender};
 use sealong::eval::Metric;
 use sealong::eval::tables::{self, Outcome};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
@@ -562,11 +562,23 @@ mod tests {
     fn other_formats_name_their_tasks() {
         let v2 = r#"{"_id":"x","question":"q","choice_A":"1","choice_B":"2","choice_C":"3","choice_D":"4","answer":"A","context":"c"}"#;
         let v2q = record(v2);
-        assert_eq!(task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/data.json")), "longbench-v2");
-        assert_eq!(task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/hard.jsonl")), "hard");
-        let g = record(r#"{"question":"q","answer":"#### 3"}"#);
-        assert_eq!(task_of(&g, EvalFormat::Gsm8k, Path::new("data/gsm8k/test.jsonl")), "gsm8k");
+        assert_eq!(
+            task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/data.json")),
+            "longbench-v2"
+        );
+        assert_eq!(
+            task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/hard.jsonl")),
+            "hard"
+        );
+        let g = record("{\"question\":\"q\",\"answer\":\"#### 3\"}");
+        assert_eq!(
+            task_of(&g, EvalFormat::Gsm8k, Path::new("data/gsm8k/test.jsonl")),
+            "gsm8k"
+        );
         let l = record(r#"{"instructions":["q"],"outputs":["True"],"input":"doc"}"#);
-        assert_eq!(task_of(&l, EvalFormat::LEval, Path::new("leval/sci_fi.jsonl")), "sci_fi");
+        assert_eq!(
+            task_of(&l, EvalFormat::LEval, Path::new("leval/sci_fi.jsonl")),
+            "sci_fi"
+        );
     }
 }

@@ -148,7 +148,11 @@ pub fn run(args: SynthArgs) -> Result<()> {
         format: passage_format,
         dataset: args.dataset.clone().unwrap_or_else(|| {
             let name = default_dataset(&args.input, format);
-            if args.supporting_only { format!("{name}-short") } else { name }
+            if args.supporting_only {
+                format!("{name}-short")
+            } else {
+                name
+            }
         }),
         allow_short: args.allow_short,
     };

@@ -39,7 +39,11 @@ fn the_readers_read_the_fixtures_and_the_shipped_gsm8k() {
             ("Line(1) 1.1".to_string(), "True", AnswerKind::Text),
             ("Line(1) 1.2".to_string(), "a silver medal", AnswerKind::Text),
             ("Line(2) 2.0".to_string(), "B", AnswerKind::Choice),
-            ("Line(2) 2.1".to_string(), "(C) He became the station master.", AnswerKind::Text),
+            (
+                "Line(2) 2.1".to_string(),
+                "(C) He became the station master.",
+                AnswerKind::Text
+            ),
         ]
     );
     assert!(qs[0].1.context.starts_with("The lighthouse keeper") && qs[3].1.context.starts_with("Chapter 1."));
@@ -59,7 +63,10 @@ fn the_readers_read_the_fixtures_and_the_shipped_gsm8k() {
     assert_eq!(q.id, "66f36490821e116aacb2cc22");
     assert_eq!(q.choices.len(), 4);
     assert_eq!(q.choices[1], "The schooner Halcyon");
-    assert_eq!((q.answers.as_slice(), q.kind), (&["B".to_string()][..], AnswerKind::Choice));
+    assert_eq!(
+        (q.answers.as_slice(), q.kind),
+        (&["B".to_string()][..], AnswerKind::Choice)
+    );
 
     // GSM8K as it comes: 500 questions, ids are lines, the gold is the number after `####`.
     let (f, qs) = questions(&data_file("gsm8k/test.jsonl"));
@@ -68,7 +75,10 @@ fn the_readers_read_the_fixtures_and_the_shipped_gsm8k() {
     assert_eq!(qs[0].1.id, "1");
     assert!(qs[0].1.question.starts_with("Janet\u{2019}s ducks lay 16 eggs"));
     assert_eq!(qs[0].1.answers, ["18"]);
-    assert!(qs.iter().all(|(_, q)| q.kind == AnswerKind::Number && q.context.is_empty()));
+    assert!(
+        qs.iter()
+            .all(|(_, q)| q.kind == AnswerKind::Number && q.context.is_empty())
+    );
     // Every reference solution, read as a model's output, scores correct against its own
     // final answer (its last number is N), and against no other question's different answer.
     let text = std::fs::read_to_string(data_file("gsm8k/test.jsonl")).expect("gsm8k");
@@ -88,7 +98,9 @@ fn read_err(name: &str, bytes: &str, format: Option<EvalFormat>) -> String {
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join(name);
     std::fs::write(&p, bytes).expect("write");
-    let e = evalfiles::read(&p, format).expect_err("bad input must fail").to_string();
+    let e = evalfiles::read(&p, format)
+        .expect_err("bad input must fail")
+        .to_string();
     e.replace(&dir.path().display().to_string(), "DIR")
 }
 
@@ -189,16 +201,27 @@ fn bad_files_name_the_file_the_line_and_the_field() {
 fn eval_refuses_bad_files_before_loading_a_model() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.jsonl");
-    std::fs::write(&bad, "{\"question\":\"q\",\"answer\":\"#### 4\"}\n{\"question\":\"q\"}\n").expect("write");
+    std::fs::write(
+        &bad,
+        "{\"question\":\"q\",\"answer\":\"#### 4\"}\n{\"question\":\"q\"}\n",
+    )
+    .expect("write");
     let out = dir.path().join("eval");
     let s = |p: &Path| p.display().to_string();
     let e = sealong(&["eval", "--model", "no-such-model", "-i", &s(&bad), "--out", &s(&out)])
         .expect_err("a bad file is refused");
     let msg = format!("{e:#}");
-    assert!(msg.contains(&format!("{}:2: missing field `answer`", bad.display())), "{msg}");
+    assert!(
+        msg.contains(&format!("{}:2: missing field `answer`", bad.display())),
+        "{msg}"
+    );
     // An L-Eval output that SubEM would match everywhere.
     let leval = dir.path().join("leval.jsonl");
-    std::fs::write(&leval, "{\"instructions\":[\"q\"],\"outputs\":[\"!!!\"],\"input\":\"d\"}\n").expect("write");
+    std::fs::write(
+        &leval,
+        "{\"instructions\":[\"q\"],\"outputs\":[\"!!!\"],\"input\":\"d\"}\n",
+    )
+    .expect("write");
     let e = sealong(&["eval", "-i", &s(&leval), "--out", &s(&out)]).expect_err("refused");
     let msg = format!("{e:#}");
     assert!(
@@ -216,7 +239,10 @@ fn eval_refuses_bad_files_before_loading_a_model() {
         &s(&out),
     ])
     .expect_err("refused");
-    assert!(format!("{e:#}").contains("test.jsonl:1: missing field `instructions`"), "{e:#}");
+    assert!(
+        format!("{e:#}").contains("test.jsonl:1: missing field `instructions`"),
+        "{e:#}"
+    );
 }
 
 #[test]
@@ -227,7 +253,14 @@ fn every_formats_prompt_fits_the_window_or_is_cut_in_the_middle() {
     // A context far over a 400-token budget: head and tail marked.
     q.context = format!("HEAD MARK. {} TAIL MARK.", q.context.repeat(40)).into();
     let build = |q: &EvalQuestion, budget: usize, cut: bool| {
-        sealong::generate::prompt::build_with(&assets, &q.id, &q.context, |c| q.message(c, Strategy::PlanAndSolve), budget, cut)
+        sealong::generate::prompt::build_with(
+            &assets,
+            &q.id,
+            &q.context,
+            |c| q.message(c, Strategy::PlanAndSolve),
+            budget,
+            cut,
+        )
     };
     let e = build(&q, 400, false).expect_err("over the budget").to_string();
     assert!(
@@ -377,7 +410,11 @@ fn synth_supporting_only_builds_the_short_task() {
         assert_eq!(ctx.matches("\nPassage ").count() + 1, supporting.len(), "{ctx}");
         for p in src["context"].as_array().expect("paragraphs") {
             let title = p[0].as_str().expect("title");
-            assert_eq!(ctx.contains(&format!(":\n{title}\n")), support.contains(title), "{title}");
+            assert_eq!(
+                ctx.contains(&format!(":\n{title}\n")),
+                support.contains(title),
+                "{title}"
+            );
         }
     }
     // The short task reads as a LongBench file; its task is its dataset.
