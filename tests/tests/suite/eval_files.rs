@@ -384,7 +384,7 @@ fn synth_supporting_only_builds_the_short_task() {
         .lines()
         .map(|l| {
             let v: Value = serde_json::from_str(l).expect("json");
-            (v["_id"].as_str().expect("id").to_string(), v)
+            (sealong::data::jsonl::id_string(&v, "_id").expect("id"), v)
         })
         .collect();
     let recs = read_lines(&out);
