@@ -22,14 +22,12 @@ pub fn last_number(text: &str) -> Option<String> {
             continue;
         }
         let start = i;
-        while i < b.len() {
-            if b[i].is_ascii_digit() {
-                i += 1;
-            } else if b[i] == b',' && i + 1 < b.len() && b[i + 1].is_ascii_digit() && b[i - 1].is_ascii_digit() {
-                i += 1;
-            } else {
-                break;
-            }
+        // Digits, and commas between digits (`1,234`).
+        while i < b.len()
+            && (b[i].is_ascii_digit()
+                || (b[i] == b',' && i + 1 < b.len() && b[i + 1].is_ascii_digit() && b[i - 1].is_ascii_digit()))
+        {
+            i += 1;
         }
         if i + 1 < b.len() && b[i] == b'.' && b[i + 1].is_ascii_digit() {
             i += 1;
