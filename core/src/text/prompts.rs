@@ -119,39 +119,6 @@ pub fn reference_based_evaluation(question: &str, reference: &str, prediction: &
     )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn user_message_layout() {
-        assert_eq!(
-            user_message("Passage 1:\nx", "Who?", Strategy::StepByStep),
-            "\nPassage 1:\nx\n\nWho?\nLet's think step by step.\n"
-        );
-        // `default` has no suffix and the strip removes the dangling newline.
-        assert_eq!(user_message("c", " Who? ", Strategy::Default), "\nc\n\nWho?\n");
-    }
-
-    #[test]
-    fn passages_are_stripped_and_numbered() {
-        assert_eq!(passages_context(&["a \n", "\n b"]), "Passage 1:\na\nPassage 2:\n\n b");
-        assert_eq!(passages_context::<&str>(&[]), "");
-    }
-
-    #[test]
-    fn strategies_round_trip() {
-        for s in Strategy::ALL {
-            assert_eq!(s.name().parse::<Strategy>().expect("parse"), s);
-        }
-        let e = "plan".parse::<Strategy>().unwrap_err().to_string();
-        assert!(
-            e.contains("unknown strategy \"plan\"") && e.contains("plan_and_solve"),
-            "{e}"
-        );
-    }
-}
-
 /// The multiple-choice message (LongBench-v2's zero-shot layout, our wording): the document
 /// between `<text>` tags, the question, the four options as `(A) ..` lines, and the answer format
 /// `The correct answer is (X)`, which `eval::choice::extract` reads back as LongBench-v2's
@@ -183,4 +150,37 @@ pub fn math_message(question: &str) -> String {
          single number on its own line, in the form \"The answer is N\".\n\nProblem: {}",
         pystr::strip(question)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_message_layout() {
+        assert_eq!(
+            user_message("Passage 1:\nx", "Who?", Strategy::StepByStep),
+            "\nPassage 1:\nx\n\nWho?\nLet's think step by step.\n"
+        );
+        // `default` has no suffix and the strip removes the dangling newline.
+        assert_eq!(user_message("c", " Who? ", Strategy::Default), "\nc\n\nWho?\n");
+    }
+
+    #[test]
+    fn passages_are_stripped_and_numbered() {
+        assert_eq!(passages_context(&["a \n", "\n b"]), "Passage 1:\na\nPassage 2:\n\n b");
+        assert_eq!(passages_context::<&str>(&[]), "");
+    }
+
+    #[test]
+    fn strategies_round_trip() {
+        for s in Strategy::ALL {
+            assert_eq!(s.name().parse::<Strategy>().expect("parse"), s);
+        }
+        let e = "plan".parse::<Strategy>().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown strategy \"plan\"") && e.contains("plan_and_solve"),
+            "{e}"
+        );
+    }
 }
