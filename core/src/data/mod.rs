@@ -1,5 +1,6 @@
 //! Data: JSON Lines I/O, the QA dataset readers, and long-context question synthesis.
 
+pub mod evalfiles;
 pub mod jsonl;
 pub mod pairs;
 pub mod records;

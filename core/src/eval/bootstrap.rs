@@ -33,7 +33,12 @@ pub fn mean_ci(values: &[f64], resamples: usize, seed: u64) -> Option<Interval> 
     let mean = mean(values)?;
     let mut r = rng::for_item(seed, "bootstrap-mean");
     let means: Vec<f64> = (0..resamples.max(1))
-        .map(|_| (0..values.len()).map(|_| values[r.random_range(0..values.len())]).sum::<f64>() / values.len() as f64)
+        .map(|_| {
+            (0..values.len())
+                .map(|_| values[r.random_range(0..values.len())])
+                .sum::<f64>()
+                / values.len() as f64
+        })
         .collect();
     let (lo, hi) = percentiles(means);
     Some(Interval { mean, lo, hi })
@@ -101,7 +106,11 @@ mod tests {
     fn the_paired_bootstrap_sees_a_consistent_gain_that_unpaired_intervals_miss() {
         // b is a with 10 of 200 questions flipped to wrong: a is better on exactly those.
         let a: Vec<f64> = (0..200).map(|i| f64::from(u8::from(i % 2 == 0))).collect();
-        let b: Vec<f64> = a.iter().enumerate().map(|(i, &x)| if i < 20 && x == 1.0 { 0.0 } else { x }).collect();
+        let b: Vec<f64> = a
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| if i < 20 && x == 1.0 { 0.0 } else { x })
+            .collect();
         let p = paired(&a, &b, 4000, 2).expect("paired");
         assert!((p.diff.mean - 0.05).abs() < 1e-12);
         assert!(p.diff.lo > 0.0, "the interval excludes no gain: {p:?}");

@@ -28,7 +28,28 @@ pub fn build(
     budget: usize,
     truncate_middle: bool,
 ) -> Result<Prompt> {
-    let user_message = prompts::user_message(&record.context, &record.input, strategy);
+    build_with(
+        assets,
+        &record.id,
+        &record.context,
+        |context| prompts::user_message(context, &record.input, strategy),
+        budget,
+        truncate_middle,
+    )
+}
+
+/// Builds the prompt whose user message is `message(context)` (any evaluation format's message),
+/// with the same budget check and middle truncation of `context` as [`build`]. `id` names the
+/// question in errors.
+pub fn build_with(
+    assets: &TextAssets,
+    id: &str,
+    context: &str,
+    message: impl Fn(&str) -> String,
+    budget: usize,
+    truncate_middle: bool,
+) -> Result<Prompt> {
+    let user_message = message(context);
     let (_, ids) = assets.chat_prompt(&user_message)?;
     if ids.len() <= budget {
         return Ok(Prompt {
@@ -39,14 +60,13 @@ pub fn build(
     }
     if !truncate_middle {
         return Err(Error::Invalid(format!(
-            "question {}: the prompt has {} tokens, more than the {budget} the model's context leaves \
+            "question {id}: the prompt has {} tokens, more than the {budget} the model's context leaves \
              (pass --truncate-middle to cut the middle of the context, or lower --max-new-tokens)",
-            record.id,
             ids.len()
         )));
     }
     let tok = &assets.tokenizer;
-    let ctx_ids = tok.encode(&record.context, false)?;
+    let ctx_ids = tok.encode(context, false)?;
     let mut excess = ids.len() - budget;
     // Decoding a cut and re-encoding can move a token or two across the seam: shrink until it fits.
     for _ in 0..8 {
@@ -58,7 +78,7 @@ pub fn build(
             tok.decode(&ctx_ids[..head], false)?,
             tok.decode(&ctx_ids[ctx_ids.len() - tail..], false)?
         );
-        let user_message = prompts::user_message(&context, &record.input, strategy);
+        let user_message = message(&context);
         let (_, ids) = assets.chat_prompt(&user_message)?;
         if ids.len() <= budget {
             return Ok(Prompt {
@@ -70,7 +90,6 @@ pub fn build(
         excess += ids.len() - budget;
     }
     Err(Error::Invalid(format!(
-        "question {}: cannot fit the prompt into {budget} tokens even after cutting the context",
-        record.id
+        "question {id}: cannot fit the prompt into {budget} tokens even after cutting the context"
     )))
 }

@@ -40,7 +40,10 @@ mod tests {
 
     #[test]
     fn the_span_after_the_last_marker_or_the_last_line() {
-        assert_eq!(answer_span("Plan: find X.\nThe capital is Paris.\nTherefore, the answer is Paris."), "Paris");
+        assert_eq!(
+            answer_span("Plan: find X.\nThe capital is Paris.\nTherefore, the answer is Paris."),
+            "Paris"
+        );
         assert_eq!(answer_span("Step 1 ...\nAnswer: **1987**"), "1987");
         // The last marker wins, and only its line counts.
         assert_eq!(

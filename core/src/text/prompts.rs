@@ -119,6 +119,39 @@ pub fn reference_based_evaluation(question: &str, reference: &str, prediction: &
     )
 }
 
+/// The multiple-choice message (LongBench-v2's zero-shot layout, our wording): the document
+/// between `<text>` tags, the question, the four options as `(A) ..` lines, and the answer format
+/// `The correct answer is (X)`, which `eval::choice::extract` reads back as LongBench-v2's
+/// `pred.py` does. Each part is stripped, as `pred.py` strips them. Without `choices` (L-Eval,
+/// whose questions list their options) the options line is left out.
+pub fn multiple_choice_message<S: AsRef<str>>(context: &str, question: &str, choices: &[S]) -> String {
+    let mut out = format!(
+        "Read the text below and answer the question that follows it.\n\n<text>\n{}\n</text>\n\n\
+         Question: {}\n",
+        pystr::strip(context),
+        pystr::strip(question)
+    );
+    // L-Eval's multiple-choice instructions carry their options in the question.
+    if !choices.is_empty() {
+        out.push_str("Choices:\n");
+    }
+    for (letter, c) in ['A', 'B', 'C', 'D'].iter().zip(choices) {
+        out.push_str(&format!("({letter}) {}\n", pystr::strip(c.as_ref())));
+    }
+    out.push_str("\nEnd your response with: \"The correct answer is (X)\", where X is the letter of your choice.");
+    out
+}
+
+/// The grade-school math message (GSM8K): solve step by step and end with the final number, which
+/// `eval::numeric` reads back as the last number of the output.
+pub fn math_message(question: &str) -> String {
+    format!(
+        "Solve the following math problem step by step. End your response with the final answer as a \
+         single number on its own line, in the form \"The answer is N\".\n\nProblem: {}",
+        pystr::strip(question)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

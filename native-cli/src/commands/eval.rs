@@ -1,5 +1,7 @@
 //! `sealong eval`: the paper's evaluation. Greedy answers (temperature 0, 1,024 new tokens by
-//! default) on LongBench-style files with SubEM per task and the unweighted average; with
+//! default) on evaluation files (LongBench, L-Eval, LongBench-v2 multiple choice, GSM8K; see
+//! `sealong::data::evalfiles`) with each task's metric (SubEM; choice accuracy; GSM8K's numeric
+//! final answer) per task and the unweighted average; with
 //! `--n N`, also N samples per question and MBR@N (embedding MBR's pick), random@N and oracle@N
 //! (with the oracle@k curve). Writes DIR/predictions.jsonl (one record per question, appended and
 //! flushed, resumable) and DIR/metrics.json (the table, rewritten at the end).
@@ -9,14 +11,14 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use sealong::data::evalfiles::{self, AnswerKind, EvalFormat, EvalQuestion};
 use sealong::data::jsonl::{self, Appender};
-use sealong::data::records::{self, LongBenchRecord};
-use sealong::eval::sub_em;
+use sealong::eval::Metric;
 use sealong::eval::tables::{self, Outcome};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
 use sealong::mbr::{Method, method};
 use sealong::models::encoder::SentenceEmbedder;
-use sealong::text::{Strategy, prompts};
+use sealong::text::Strategy;
 use serde_json::{Value, json};
 
 use crate::args::{DecodeArgs, DeviceArgs, ModelArgs, SeedArgs};
@@ -33,10 +35,15 @@ pub struct EvalArgs {
     /// A PEFT LoRA adapter directory merged into the model (e.g. `sealong train`'s DIR/adapter).
     #[arg(long)]
     pub adapter: Option<PathBuf>,
-    /// LongBench-style files (real LongBench, or `sealong synth --eval` output); the task of a
-    /// record is its `dataset` field, else the file's name (plus `-<K>k` for a long file's records).
+    /// Evaluation files: LongBench-style (real LongBench, or `sealong synth --eval` output),
+    /// L-Eval, LongBench-v2 multiple choice, or GSM8K JSONL (see --format). The task of a record
+    /// is its `dataset` field (GSM8K: `gsm8k`), else the file's name (plus `-<K>k` for a long
+    /// file's records; a LongBench-v2 `data.json`: `longbench-v2`).
     #[arg(long, short = 'i', num_args = 1.., required = true)]
     pub input: Vec<PathBuf>,
+    /// The files' format; `auto` detects it per file from the first record's fields.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
     /// Output directory (predictions.jsonl, metrics.json).
     #[arg(long, short = 'o')]
     pub out: PathBuf,
@@ -66,26 +73,66 @@ pub struct EvalArgs {
 /// The MBR utilities of `eval --method`: the ones that need no judge decoder.
 const EVAL_METHODS: [Method; 3] = [Method::Embedding, Method::RougeL, Method::Chrf];
 
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FormatArg {
+    Auto,
+    Longbench,
+    Leval,
+    #[value(name = "longbench-v2")]
+    LongbenchV2,
+    Gsm8k,
+}
+
+impl FormatArg {
+    fn format(self) -> Option<EvalFormat> {
+        match self {
+            FormatArg::Auto => None,
+            FormatArg::Longbench => Some(EvalFormat::LongBench),
+            FormatArg::Leval => Some(EvalFormat::LEval),
+            FormatArg::LongbenchV2 => Some(EvalFormat::LongBenchV2),
+            FormatArg::Gsm8k => Some(EvalFormat::Gsm8k),
+        }
+    }
+}
+
 /// One question to evaluate.
 struct Item {
     key: String,
     task: String,
-    record: LongBenchRecord,
+    q: EvalQuestion,
+    metric: Metric,
     source: String,
 }
 
-/// A record's task: its `dataset`, else the file's name; a long evaluation file's records
-/// (`synth --eval --target-tokens`, which keep LongBench's dataset names) add their length, so
-/// the same questions at 4k and 8k tokens are two tasks (`hotpotqa-4k`, `hotpotqa-8k`).
-fn task_of(record: &LongBenchRecord, path: &Path) -> String {
-    let name = if record.dataset.is_empty() {
-        path.file_stem()
+/// The metric of a kind of gold answer.
+fn metric_of(kind: AnswerKind) -> Metric {
+    match kind {
+        AnswerKind::Text => Metric::SubEm,
+        AnswerKind::Choice => Metric::Choice,
+        AnswerKind::Number => Metric::Numeric,
+    }
+}
+
+/// A record's task: its `dataset`, else the file's name (a LongBench-v2 `data.json`:
+/// `longbench-v2`); a long evaluation file's records (`synth --eval --target-tokens`, which keep
+/// LongBench's dataset names) add their length, so the same questions at 4k and 8k tokens are two
+/// tasks (`hotpotqa-4k`, `hotpotqa-8k`).
+fn task_of(q: &EvalQuestion, format: EvalFormat, path: &Path) -> String {
+    let name = if q.dataset.is_empty() {
+        let stem = path
+            .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
+            .unwrap_or_default();
+        if format == EvalFormat::LongBenchV2 && stem == "data" {
+            "longbench-v2".into()
+        } else {
+            stem
+        }
     } else {
-        record.dataset.clone()
+        q.dataset.clone()
     };
-    match record.target_tokens {
+    match q.target_tokens {
         Some(t) if t % 1024 == 0 => format!("{name}-{}k", t / 1024),
         Some(t) => format!("{name}-{t}"),
         None => name,
@@ -96,25 +143,34 @@ fn read_items(args: &EvalArgs) -> Result<Vec<Item>> {
     let mut items = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for path in &args.input {
-        let mut lines = records::read_longbench(path)?;
+        let (format, mut questions) = evalfiles::read(path, args.format.format())?;
         if let Some(limit) = args.limit {
-            lines.truncate(limit);
+            questions.truncate(limit);
         }
-        for l in lines {
-            let task = task_of(&l.value, path);
-            let key = format!("{task}/{}", l.value.id);
-            if !seen.insert(key.clone()) {
+        for (place, q) in questions {
+            let source = place.label(path);
+            // A gold answer that SubEM normalizes to nothing (an L-Eval letter "A", or "(B)")
+            // would count every output as correct.
+            if format == EvalFormat::LEval
+                && let Some(g) = q.answers.iter().find(|g| sealong::eval::normalize(g).is_empty())
+            {
                 bail!(
-                    "{}:{}: question {key:?} appears twice in the inputs",
-                    path.display(),
-                    l.line
+                    "{source}: question {}: the output {g:?} is empty after SubEM's normalization (articles and \
+                     punctuation removed), so every answer would match it",
+                    q.id
                 );
+            }
+            let task = task_of(&q, format, path);
+            let key = format!("{task}/{}", q.id);
+            if !seen.insert(key.clone()) {
+                bail!("{source}: question {key:?} appears twice in the inputs");
             }
             items.push(Item {
                 key,
                 task,
-                record: l.value,
-                source: format!("{}:{}", path.display(), l.line),
+                metric: metric_of(q.kind),
+                q,
+                source,
             });
         }
     }
@@ -198,17 +254,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let bar = progress::bar(todo.len() as u64, "questions");
         // The record of one question (the MBR pick is made here, on the writing thread).
         let mut write = |item: &Item, a: Answered| -> Result<()> {
-            let q = &item.record;
+            let q = &item.q;
+            let m = item.metric;
+            // `sub_em` holds the task's metric (SubEM, choice accuracy or the numeric answer;
+            // `metric` names it), so the tables read every task alike.
             let mut rec = json!({
                 "key": item.key, "id": q.id, "task": item.task, "answers": q.answers,
                 "prompt_tokens": a.prompt_tokens, "truncated_tokens": a.truncated_tokens,
                 "prediction": a.greedy.text, "finish_reason": a.greedy.finish_reason,
-                "sub_em": sub_em(&a.greedy.text, &q.answers),
+                "sub_em": m.score(&a.greedy.text, &q.answers),
             });
+            if m != Metric::SubEm {
+                rec["metric"] = json!(q.kind.metric_name());
+                rec["extracted"] = json!(m.extracted(&a.greedy.text));
+            }
             if args.n > 0 {
                 let texts: Vec<String> = a.samples.into_iter().map(|s| s.text).collect();
                 rec["samples"] = json!(texts);
-                rec["samples_sub_em"] = json!(texts.iter().map(|t| sub_em(t, &q.answers)).collect::<Vec<_>>());
+                rec["samples_sub_em"] = json!(texts.iter().map(|t| m.score(t, &q.answers)).collect::<Vec<_>>());
                 let mut pick = method::eval_stream(args.seed.seed, &item.key);
                 let (scores, choice) = match &embedder {
                     Some((e, gpu)) => {
@@ -249,8 +312,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                     max_tokens: args.decode.max_new_tokens,
                 };
                 let answer = |item: &&Item, cancel: &_| -> Result<std::result::Result<Answered, openai::Failed>> {
-                    let q = &item.record;
-                    let msg = prompts::user_message(&q.context, &q.input, strategy);
+                    let q = &item.q;
+                    let msg = q.message(&q.context, strategy);
                     let what = format!("{} (question {})", item.source, item.key);
                     let seed = openai::request_seed(args.seed.seed, &item.key);
                     let mut g = match openai::or_failed("eval greedy", || {
@@ -306,9 +369,16 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 let start = Instant::now();
                 let mut tokens = 0usize;
                 for item in todo {
-                    let q = &item.record;
-                    let prompt = generate::prompt::build(&dec.text, q, strategy, budget, args.decode.truncate_middle)
-                        .with_context(|| item.source.clone())?;
+                    let q = &item.q;
+                    let prompt = generate::prompt::build_with(
+                        &dec.text,
+                        &q.id,
+                        &q.context,
+                        |c| q.message(c, strategy),
+                        budget,
+                        args.decode.truncate_middle,
+                    )
+                    .with_context(|| item.source.clone())?;
                     // The greedy answer and the N samples share one prefill of the prompt.
                     let mut greedy_rng = vec![sealong::rng::for_item(args.seed.seed, &format!("{}#greedy", item.key))];
                     let mut rngs: Vec<_> = (0..args.n)
@@ -480,22 +550,25 @@ pub fn print_table(t: &tables::Table, n: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn record(line: &str) -> LongBenchRecord {
-        serde_json::from_str(line).expect("record")
+    fn record(line: &str) -> EvalQuestion {
+        let (_, mut qs) = evalfiles::read_bytes(line.as_bytes(), Path::new("t.jsonl"), None).expect("record");
+        qs.remove(0).1
     }
 
     #[test]
     fn a_long_files_records_are_their_own_task() {
+        let lb = EvalFormat::LongBench;
         let base = r#"{"_id": "a", "input": "q", "context": "c", "answers": ["x"]"#;
         let p = Path::new("dir/hotpot.jsonl");
         assert_eq!(
-            task_of(&record(&format!(r#"{base}, "dataset": "hotpotqa"}}"#)), p),
+            task_of(&record(&format!(r#"{base}, "dataset": "hotpotqa"}}"#)), lb, p),
             "hotpotqa"
         );
-        assert_eq!(task_of(&record(&format!("{base}}}")), p), "hotpot");
+        assert_eq!(task_of(&record(&format!("{base}}}")), lb, p), "hotpot");
         assert_eq!(
             task_of(
                 &record(&format!(r#"{base}, "dataset": "hotpotqa", "target_tokens": 8192}}"#)),
+                lb,
                 p
             ),
             "hotpotqa-8k"
@@ -503,9 +576,34 @@ mod tests {
         assert_eq!(
             task_of(
                 &record(&format!(r#"{base}, "dataset": "hotpotqa", "target_tokens": 5000}}"#)),
+                lb,
                 p
             ),
             "hotpotqa-5000"
+        );
+    }
+
+    #[test]
+    fn other_formats_name_their_tasks() {
+        let v2 = r#"{"_id":"x","question":"q","choice_A":"1","choice_B":"2","choice_C":"3","choice_D":"4","answer":"A","context":"c"}"#;
+        let v2q = record(v2);
+        assert_eq!(
+            task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/data.json")),
+            "longbench-v2"
+        );
+        assert_eq!(
+            task_of(&v2q, EvalFormat::LongBenchV2, Path::new("lb2/hard.jsonl")),
+            "hard"
+        );
+        let g = record("{\"question\":\"q\",\"answer\":\"#### 3\"}");
+        assert_eq!(
+            task_of(&g, EvalFormat::Gsm8k, Path::new("data/gsm8k/test.jsonl")),
+            "gsm8k"
+        );
+        let l = record(r#"{"instructions":["q"],"outputs":["True"],"input":"doc"}"#);
+        assert_eq!(
+            task_of(&l, EvalFormat::LEval, Path::new("leval/sci_fi.jsonl")),
+            "sci_fi"
         );
     }
 }

@@ -55,7 +55,11 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<PathBuf> {
 
 /// Where round `k` (1-based) writes: the run directory itself for round 1, `round-k/` after.
 pub fn round_dir(out: &Path, k: usize) -> PathBuf {
-    if k == 1 { out.to_path_buf() } else { out.join(format!("round-{k}")) }
+    if k == 1 {
+        out.to_path_buf()
+    } else {
+        out.join(format!("round-{k}"))
+    }
 }
 
 /// How many rounds a run directory holds results of: 1 plus each `round-k/` (k = 2, 3, ...)
@@ -91,6 +95,8 @@ pub fn collect(dir: &Path) -> ReportData {
         train,
         eval_before: read_json(&dir.join(files::EVAL_BEFORE)),
         eval_after: read_json(&dir.join(files::EVAL_AFTER)),
+        eval_short_before: read_json(&dir.join(files::EVAL_SHORT_BEFORE)),
+        eval_short_after: read_json(&dir.join(files::EVAL_SHORT_AFTER)),
         later_rounds: (2..=rounds_in(dir))
             .map(|k| read_json(&round_dir(dir, k).join(files::EVAL_AFTER)))
             .collect(),

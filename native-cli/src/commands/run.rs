@@ -14,7 +14,9 @@
 //! LongBench-style files built from the dev sets), eval/before/ and eval/after/
 //! (predictions.jsonl, metrics.json), report.html, summary.json. Round k >= 2 writes its own
 //! questions.jsonl, samples.jsonl, scored.jsonl, pairs.jsonl, train/ and eval/after/ under
-//! `round-k/`; the evaluation files and eval/before/ are shared by every round.
+//! `round-k/`; the evaluation files and eval/before/ are shared by every round. With a
+//! short-context check (`[eval] short`, `short_inputs`): eval/before_short/ and, per round,
+//! eval/after_short/.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -115,6 +117,12 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
     if !e.target_tokens.is_empty() && (e.pool.is_empty() || e.longbench) {
         bail!("[eval]: target_tokens pads the dev sets' questions with `pool` passages: set pool, and not longbench");
     }
+    if e.short && e.longbench {
+        bail!(
+            "[eval]: short builds the dev sets' questions with only their supporting paragraphs, but longbench = true \
+             names LongBench files: list short-context files in short_inputs instead"
+        );
+    }
     Ok(())
 }
 
@@ -133,7 +141,6 @@ fn default_seed() -> u64 {
 fn default_rounds() -> usize {
     1
 }
-
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -255,6 +262,18 @@ struct EvalStage {
     /// The passages that pad long evaluation files.
     #[serde(default)]
     pool: Vec<PathBuf>,
+    /// The short-context check: each dev question of `inputs` with only its supporting
+    /// paragraphs (`sealong synth --eval --supporting-only`; tasks `<dataset>-short`), evaluated
+    /// greedily before training and after each round, beside `short_inputs`.
+    #[serde(default)]
+    short: bool,
+    /// Short-context files evaluated as they are, greedily, before training and after each
+    /// round (e.g. the shipped GSM8K questions, data/gsm8k/test.jsonl; any format `sealong eval`
+    /// reads).
+    #[serde(default)]
+    short_inputs: Vec<PathBuf>,
+    /// Questions per short-context file (default: `limit`).
+    short_limit: Option<usize>,
 }
 
 fn default_eval_tokens() -> usize {
@@ -473,18 +492,36 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
     // The evaluation files, built once from the dev sets (or LongBench files as they are).
     let eval_dir = out.join("eval_data");
     let mut eval_files = Vec::new();
+    let mut short_files = cfg.eval.short_inputs.clone();
     stages.run("eval data", || {
         std::fs::create_dir_all(&eval_dir)?;
         for input in &cfg.eval.inputs {
-            if cfg.eval.longbench {
-                eval_files.push(input.clone());
-                continue;
-            }
             let stem = input
                 .parent()
                 .and_then(Path::file_name)
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "eval".into());
+            if cfg.eval.short {
+                let file = eval_dir.join(format!("{stem}-short.jsonl"));
+                command_line(vec![
+                    "synth".into(),
+                    "--eval".into(),
+                    "--supporting-only".into(),
+                    "--input".into(),
+                    s(input),
+                    "--out".into(),
+                    s(&file),
+                    "--model".into(),
+                    cfg.model.clone(),
+                    "--seed".into(),
+                    seed.clone(),
+                ])?;
+                short_files.push(file);
+            }
+            if cfg.eval.longbench {
+                eval_files.push(input.clone());
+                continue;
+            }
             let file = eval_dir.join(format!("{stem}.jsonl"));
             let mut a = vec![
                 "synth".into(),
@@ -521,7 +558,13 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
     })?;
 
     let ev = &cfg.eval;
-    let eval = |dir: &Path, adapter: Option<&Path>, model: &str| -> Result<()> {
+    // `short`: the short-context check (greedy, its own files and limit).
+    let eval_on = |dir: &Path, adapter: Option<&Path>, model: &str, short: bool| -> Result<()> {
+        let (files, n, limit) = if short {
+            (&short_files, 0, ev.short_limit.or(ev.limit))
+        } else {
+            (&eval_files, ev.n, ev.limit)
+        };
         let mut a = vec![
             "eval".into(),
             "--model".into(),
@@ -533,7 +576,7 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
             "--max-new-tokens".into(),
             ev.max_new_tokens.to_string(),
             "-n".into(),
-            ev.n.to_string(),
+            n.to_string(),
             "--temperature".into(),
             sp.temperature.to_string(),
             "--embedder".into(),
@@ -542,8 +585,8 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
             seed.clone(),
             "--input".into(),
         ];
-        a.extend(eval_files.iter().map(|p| s(p)));
-        if let Some(l) = ev.limit {
+        a.extend(files.iter().map(|p| s(p)));
+        if let Some(l) = limit {
             a.extend(["--limit".into(), l.to_string()]);
         }
         if ev.truncate_middle {
@@ -555,7 +598,14 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
         a.extend(device.clone());
         command_line(a)
     };
-    stages.run("eval before", || eval(&out.join("eval/before"), None, &cfg.model))?;
+    stages.run("eval before", || {
+        eval_on(&out.join("eval/before"), None, &cfg.model, false)
+    })?;
+    if !short_files.is_empty() {
+        stages.run("eval before (short)", || {
+            eval_on(&out.join("eval/before_short"), None, &cfg.model, true)
+        })?;
+    }
 
     let train = |k: usize| -> Result<()> {
         let train_dir = round_dir(&out, k).join("train");
@@ -591,21 +641,24 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
         Ok(())
     };
 
-    // Round k's trained model on the evaluation files: its adapter over the model it started
-    // from, or (a full fine-tune) its merged weights.
-    let eval_after = |k: usize| -> Result<()> {
+    // Round k's trained model on the evaluation files (`short`: the short-context ones): its
+    // adapter over the model it started from, or (a full fine-tune) its merged weights.
+    let eval_after = |k: usize, short: bool| -> Result<()> {
         let train_dir = round_dir(&out, k).join("train");
-        let dir = round_dir(&out, k).join("eval/after");
+        let dir = round_dir(&out, k).join(if short { "eval/after_short" } else { "eval/after" });
         let adapter = train_dir.join("adapter");
         if adapter.join("adapter_config.json").is_file() {
-            eval(&dir, Some(&adapter), &round_model(k))
+            eval_on(&dir, Some(&adapter), &round_model(k), short)
         } else {
-            eval(&dir, None, &s(&train_dir.join("merged")))
+            eval_on(&dir, None, &s(&train_dir.join("merged")), short)
         }
     };
 
     stages.run("train", || train(1))?;
-    stages.run("eval after", || eval_after(1))?;
+    stages.run("eval after", || eval_after(1, false))?;
+    if !short_files.is_empty() {
+        stages.run("eval after (short)", || eval_after(1, true))?;
+    }
     for k in 2..=cfg.rounds {
         stages.run(&label(k, "synth"), || synth(k))?;
         stages.run_counting(
@@ -615,7 +668,10 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
         )?;
         stages.run(&label(k, "score"), || score(k))?;
         stages.run(&label(k, "train"), || train(k))?;
-        stages.run(&label(k, "eval after"), || eval_after(k))?;
+        stages.run(&label(k, "eval after"), || eval_after(k, false))?;
+        if !short_files.is_empty() {
+            stages.run(&label(k, "eval after (short)"), || eval_after(k, true))?;
+        }
     }
 
     stages.run("report", || {
@@ -734,13 +790,31 @@ fn print_summary(out: &Path) -> Result<()> {
     let heads: Vec<String> = (1..columns.len()).map(|k| format!("round {k}")).collect();
     errln!(
         "\nSubEM x 100 (average over tasks)   before -> {}",
-        if heads.len() == 1 { "after".to_string() } else { heads.join(" -> ") }
+        if heads.len() == 1 {
+            "after".to_string()
+        } else {
+            heads.join(" -> ")
+        }
     );
     for k in ["greedy", "mbr", "random", "oracle"] {
         let values: Option<Vec<f64>> = columns.iter().map(|m| m["average"][k].as_f64()).collect();
         if let Some(v) = values {
             let cells: Vec<String> = v.iter().map(|x| format!("{x:>6.1}")).collect();
             errln!("  {k:<32} {}", cells.join(" -> "));
+        }
+    }
+    let last = round_dir(out, columns.len() - 1);
+    if let (Some(b), Some(a)) = (
+        read(out.join("eval/before_short/metrics.json")),
+        read(last.join("eval/after_short/metrics.json")),
+    ) {
+        errln!("short-context check, greedy x 100    before -> after");
+        for t in b["tasks"].as_array().into_iter().flatten() {
+            let name = t["task"].as_str().unwrap_or_default();
+            let after = a["tasks"].as_array().into_iter().flatten().find(|x| x["task"] == name);
+            if let (Some(x), Some(y)) = (t["greedy"].as_f64(), after.and_then(|x| x["greedy"].as_f64())) {
+                errln!("  {name:<32} {x:>6.1} -> {y:>6.1}");
+            }
         }
     }
     Ok(())

@@ -80,6 +80,11 @@ pub struct SynthArgs {
     /// target writes --out; several write OUT-<tokens>.jsonl beside it.
     #[arg(long, value_delimiter = ',', requires = "eval")]
     pub target_tokens: Vec<usize>,
+    /// Short evaluation files (with --eval): each question with only its supporting paragraphs
+    /// (no distractors), the short-context check; the dataset is named `<dataset>-short`.
+    /// Questions without a supporting paragraph are skipped.
+    #[arg(long, requires = "eval", conflicts_with = "target_tokens")]
+    pub supporting_only: bool,
     /// The `dataset` field of every record (default: musique, hotpotqa or 2wikimqa from the input).
     #[arg(long)]
     pub dataset: Option<String>,
@@ -153,7 +158,25 @@ pub fn run(args: SynthArgs) -> Result<()> {
         SourceFormat::Auto => unreachable!("detected above"),
     };
     let own_only = args.own_only || args.eval;
-    let questions = if own_only {
+    let questions = if args.supporting_only {
+        // The short-context check: only what answers the question, no distractor.
+        let before = questions.len();
+        let kept: Vec<_> = questions
+            .into_iter()
+            .filter(|q| !q.supporting.is_empty())
+            .map(|q| SourceQuestion {
+                distractors: Vec::new(),
+                ..q
+            })
+            .collect();
+        if kept.len() < before {
+            errln!(
+                "skipping {} questions without a supporting paragraph",
+                before - kept.len()
+            );
+        }
+        kept
+    } else if own_only {
         questions
     } else {
         // As the official construction drops questions whose supporting documents are missing.
@@ -205,10 +228,14 @@ pub fn run(args: SynthArgs) -> Result<()> {
         },
         seed: args.seed.seed,
         format: passage_format,
-        dataset: args
-            .dataset
-            .clone()
-            .unwrap_or_else(|| default_dataset(&args.input, format)),
+        dataset: args.dataset.clone().unwrap_or_else(|| {
+            let name = default_dataset(&args.input, format);
+            if args.supporting_only {
+                format!("{name}-short")
+            } else {
+                name
+            }
+        }),
         allow_short: args.allow_short,
     };
     let model_path = provision::resolve_model(&args.model.model)?;
@@ -258,17 +285,24 @@ fn record_settings(args: &SynthArgs, format: SourceFormat, model_path: &Path) ->
         pools.push(sealong::loading::model_files::sha256_of(p)?);
     }
     Ok(crate::resume::settings([
-        ("source_sha256", json!(sealong::loading::model_files::sha256_of(&args.input)?)),
+        (
+            "source_sha256",
+            json!(sealong::loading::model_files::sha256_of(&args.input)?),
+        ),
         ("source_format", json!(format!("{format:?}").to_lowercase())),
         ("pool_sha256", json!(pools)),
         ("seed", json!(args.seed.seed)),
         ("skip", json!(args.skip)),
         ("eval", json!(args.eval)),
         ("own_only", json!(args.own_only)),
+        ("supporting_only", json!(args.supporting_only)),
         ("passage_format", json!(format!("{:?}", args.format).to_lowercase())),
         ("dataset", json!(args.dataset)),
         ("allow_short", json!(args.allow_short)),
-        ("tokenizer_sha256", json!(sealong::loading::model_files::sha256_of(model_path)?)),
+        (
+            "tokenizer_sha256",
+            json!(sealong::loading::model_files::sha256_of(model_path)?),
+        ),
     ]))
 }
 

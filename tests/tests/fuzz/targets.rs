@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use sealong::data::evalfiles::{self, EvalFormat};
 use sealong::data::{pairs, records, samples};
+use sealong::eval::Metric;
 use sealong::eval::report::Part;
 use sealong::loading::gguf::{Gguf, GgufValue};
 use sealong::loading::model_files::{ModelPath, TextAssets};
@@ -14,7 +16,7 @@ use sealong::loading::safetensors::{read_dense, read_tensors};
 use sealong::models::decoder::DecoderConfig;
 use sealong::models::encoder::config::{EncoderConfig, SentenceConfig};
 use sealong::quant::GgmlType;
-use sealong::text::{ChatTemplate, Message, Tokenizer};
+use sealong::text::{ChatTemplate, Message, Strategy, Tokenizer};
 use sealong_tests::{SplitMix, golden_dir, repo_root};
 
 use crate::mutate::{self, pick};
@@ -1003,6 +1005,76 @@ fn jsonl_paragraphs() {
             jsonl_seed("data/2wiki/passages.jsonl", 5, 4),
         ],
         |p| records::read_paragraphs(p).map(drop).map_err(s),
+    ));
+}
+
+/// An evaluation file read in `format` (detected when `None`), then every question's message
+/// built and the hostile question text scored with the question's metric, as `eval` does.
+fn eval_file(p: &Path, format: Option<EvalFormat>) -> Result<(), String> {
+    let (_, questions) = evalfiles::read(p, format).map_err(s)?;
+    for (_, q) in &questions {
+        let _ = q.message(&q.context, Strategy::PlanAndSolve);
+        for metric in [Metric::SubEm, Metric::Choice, Metric::Numeric] {
+            let _ = metric.score(&q.question, &q.answers);
+            let _ = metric.extracted(&q.question);
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn jsonl_leval() {
+    check(jsonl_target(
+        "jsonl_leval",
+        vec![read("tests/golden/evalfiles/leval_synthetic.jsonl")],
+        |p| eval_file(p, Some(EvalFormat::LEval)),
+    ));
+}
+
+#[test]
+fn jsonl_longbench_v2() {
+    check(jsonl_target(
+        "jsonl_longbench_v2",
+        vec![read("tests/golden/evalfiles/longbench_v2_synthetic.jsonl")],
+        |p| eval_file(p, Some(EvalFormat::LongBenchV2)),
+    ));
+}
+
+/// LongBench-v2's `data.json`: one JSON array of records.
+#[test]
+fn json_longbench_v2() {
+    check(Target {
+        name: "json_longbench_v2",
+        seeds: vec![one("data.json", read("tests/golden/evalfiles/data.json"))],
+        kinds: vec![Kind::Json],
+        per_byte: JSON_TREE,
+        fixed: MIB,
+        files: true,
+        run: Box::new(|case, dir| eval_file(&dir.join(&case[0].0), None)),
+    });
+}
+
+#[test]
+fn jsonl_gsm8k() {
+    check(jsonl_target(
+        "jsonl_gsm8k",
+        vec![jsonl_seed("data/gsm8k/test.jsonl", 4, 4)],
+        |p| eval_file(p, Some(EvalFormat::Gsm8k)),
+    ));
+}
+
+/// Format detection: any of the four schemas, told apart by the first record.
+#[test]
+fn jsonl_eval_detect() {
+    check(jsonl_target(
+        "jsonl_eval_detect",
+        vec![
+            read("tests/golden/evalfiles/leval_synthetic.jsonl"),
+            read("tests/golden/evalfiles/longbench_v2_synthetic.jsonl"),
+            jsonl_seed("data/gsm8k/test.jsonl", 2, 4),
+            jsonl_from(&longbench_records()),
+        ],
+        |p| eval_file(p, None),
     ));
 }
 

@@ -8,6 +8,7 @@ mod closed_pipe;
 mod decoder_bad_input;
 mod decoder_parity;
 mod encoder_parity;
+mod eval_files;
 mod export;
 mod families;
 mod family_tokenizers;

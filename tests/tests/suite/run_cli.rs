@@ -373,7 +373,10 @@ fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
     };
     let (q1, q2) = (ids(&straight.join("questions.jsonl")), ids(&r2.join("questions.jsonl")));
     assert_eq!((q1.len(), q2.len()), (2, 2));
-    assert!(q2.iter().all(|q| !q1.contains(q)), "round 2 repeats a question: {q1:?} {q2:?}");
+    assert!(
+        q2.iter().all(|q| !q1.contains(q)),
+        "round 2 repeats a question: {q1:?} {q2:?}"
+    );
     // The next two of the one seeded order: a 4-question file with the same seed starts with
     // round 1's and then round 2's.
     let four = tmp.path().join("four.jsonl");
@@ -404,7 +407,12 @@ fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
     let merged1 = sealong::loading::model_files::sha256_of(&straight.join("train/merged")).expect("hash");
     assert_eq!(meta["settings"]["model_sha256"], merged1.as_str());
     assert_eq!(meta["settings"]["seed"], 8);
-    for f in ["scored.jsonl", "pairs.jsonl", "train/adapter/adapter_model.safetensors", "eval/after/metrics.json"] {
+    for f in [
+        "scored.jsonl",
+        "pairs.jsonl",
+        "train/adapter/adapter_model.safetensors",
+        "eval/after/metrics.json",
+    ] {
         assert!(r2.join(f).is_file(), "round-2/{f} is missing");
     }
     let summary: Value =
@@ -417,10 +425,19 @@ fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
         .collect();
     assert_eq!(
         &stages[8..],
-        ["round 2 synth", "round 2 sample", "round 2 score", "round 2 train", "round 2 eval after", "report"]
+        [
+            "round 2 synth",
+            "round 2 sample",
+            "round 2 score",
+            "round 2 train",
+            "round 2 eval after",
+            "report"
+        ]
     );
     assert!(
-        std::fs::read_to_string(straight.join("report.html")).expect("report").contains("Round 2"),
+        std::fs::read_to_string(straight.join("report.html"))
+            .expect("report")
+            .contains("Round 2"),
         "the report shows the second round"
     );
 
@@ -453,7 +470,11 @@ fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
             let path = Path::new(round).join(f);
             let a = std::fs::read(straight.join(&path)).expect("straight file");
             let b = std::fs::read(grown.join(&path)).expect("resumed file");
-            assert!(a == b, "{} differs between the straight and the resumed two rounds", path.display());
+            assert!(
+                a == b,
+                "{} differs between the straight and the resumed two rounds",
+                path.display()
+            );
         }
     }
 }

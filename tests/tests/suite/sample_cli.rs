@@ -146,8 +146,15 @@ fn generate_writes_greedy_predictions() {
     ])
     .expect_err("another --max-new-tokens is refused");
     let e = format!("{e:#}");
-    assert!(e.contains("max_new_tokens = 16 (this run: 8)") && e.contains("pred.jsonl.meta.json"), "{e}");
-    assert_eq!(std::fs::read(&out).expect("out"), before, "a refused rerun writes nothing");
+    assert!(
+        e.contains("max_new_tokens = 16 (this run: 8)") && e.contains("pred.jsonl.meta.json"),
+        "{e}"
+    );
+    assert_eq!(
+        std::fs::read(&out).expect("out"),
+        before,
+        "a refused rerun writes nothing"
+    );
     sealong(&[
         "generate",
         "--device",

@@ -399,8 +399,8 @@ fn embed_writes_jsonl_and_npy() {
     assert_eq!(read_jsonl(&out).len(), 2);
     // Issue 17: the JSONL output records what shaped it; a rerun keyed by another field is
     // refused instead of appending a second set of embeddings under other ids.
-    let meta: Value = serde_json::from_slice(&std::fs::read(dir.path().join("e.jsonl.meta.json")).expect("sidecar"))
-        .expect("json");
+    let meta: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("e.jsonl.meta.json")).expect("sidecar")).expect("json");
     assert_eq!(meta["stage"], "embed");
     assert_eq!(meta["settings"]["field"], "text");
     assert_eq!(meta["settings"]["embedder_sha256"].as_str().expect("hash").len(), 64);

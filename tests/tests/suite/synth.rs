@@ -73,8 +73,14 @@ fn a_rerun_with_other_settings_is_refused() {
         serde_json::from_slice(&std::fs::read(dir.path().join("a.jsonl.meta.json")).expect("sidecar")).expect("json");
     assert_eq!(meta["stage"], "synth");
     assert_eq!(meta["settings"]["target"], serde_json::json!({"min_k": 1, "max_k": 6}));
-    let e = format!("{:#}", synth(&a, &["-n", "2", "--seed", "8"]).expect_err("another seed"));
-    assert!(e.contains("seed = 7 (this run: 8)") && e.contains("a.jsonl.meta.json"), "{e}");
+    let e = format!(
+        "{:#}",
+        synth(&a, &["-n", "2", "--seed", "8"]).expect_err("another seed")
+    );
+    assert!(
+        e.contains("seed = 7 (this run: 8)") && e.contains("a.jsonl.meta.json"),
+        "{e}"
+    );
     let e = format!(
         "{:#}",
         synth(&a, &["-n", "2", "--seed", "7", "--allow-short"]).expect_err("another length rule")

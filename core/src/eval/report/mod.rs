@@ -29,6 +29,9 @@ pub mod files {
     pub const TRAIN_METRICS: &str = "train/metrics.jsonl";
     pub const EVAL_BEFORE: &str = "eval/before/metrics.json";
     pub const EVAL_AFTER: &str = "eval/after/metrics.json";
+    /// The short-context check (`[eval] short`, `short_inputs`), when the run has one.
+    pub const EVAL_SHORT_BEFORE: &str = "eval/before_short/metrics.json";
+    pub const EVAL_SHORT_AFTER: &str = "eval/after_short/metrics.json";
     pub const RUN_SUMMARY: &str = "summary.json";
     /// Where the report goes by default.
     pub const REPORT: &str = "report.html";
@@ -237,6 +240,9 @@ pub struct ReportData {
     pub eval_after: Part<EvalMetrics>,
     /// `round-k/eval/after/metrics.json` for k = 2, 3, ... (`rounds = K`); empty for one round.
     pub later_rounds: Vec<Part<EvalMetrics>>,
+    /// The short-context check before and after (both `Missing` when the run has none).
+    pub eval_short_before: Part<EvalMetrics>,
+    pub eval_short_after: Part<EvalMetrics>,
     /// `summary.json`, shown as a table whatever its shape.
     pub run_summary: Part<Value>,
     /// Problems that did not stop a file from being used (e.g. a skipped malformed line).

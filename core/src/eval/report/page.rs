@@ -34,6 +34,7 @@ pub fn render(d: &ReportData) -> String {
         h.push_str("</ul></div>\n");
     }
     evaluation(&mut h, d);
+    short_check(&mut h, d);
     super::rounds::section(&mut h, d);
     scoring(&mut h, d);
     training(&mut h, d);
@@ -267,6 +268,70 @@ pub(super) fn absent<T>(h: &mut String, what: &str, parts: &[(&str, &Part<T>)]) 
 
 pub(super) fn figure(h: &mut String, svg: &str, wide: bool) {
     let _ = write!(h, "<figure{}>{svg}</figure>", if wide { " class=\"wide\"" } else { "" });
+}
+
+/// The short-context check (the paper: short-context performance should not drop): greedy
+/// score per short task before and after, with the change. Shown only when the run has one.
+fn short_check(h: &mut String, d: &ReportData) {
+    if matches!(
+        (&d.eval_short_before, &d.eval_short_after),
+        (Part::Missing, Part::Missing)
+    ) {
+        return;
+    }
+    h.push_str(
+        "<h2>Short-context check (greedy × 100)</h2>\n<p class=\"note\">Each task's own metric: \
+                SubEM for the dev questions with only their supporting paragraphs (<code>-short</code>), \
+                the numeric final answer for GSM8K, choice accuracy for multiple choice.</p>\n",
+    );
+    absent(
+        h,
+        "short-context check before training",
+        &[(files::EVAL_SHORT_BEFORE, &d.eval_short_before)],
+    );
+    absent(
+        h,
+        "short-context check after training",
+        &[(files::EVAL_SHORT_AFTER, &d.eval_short_after)],
+    );
+    let (b, a) = (d.eval_short_before.get(), d.eval_short_after.get());
+    let mut tasks: Vec<&str> = Vec::new();
+    for m in [b, a].into_iter().flatten() {
+        for t in &m.tasks {
+            if !tasks.contains(&t.task.as_str()) {
+                tasks.push(&t.task);
+            }
+        }
+    }
+    if tasks.is_empty() {
+        return;
+    }
+    let greedy = |m: Option<&EvalMetrics>, task: Option<&str>| -> (Option<f64>, Option<u64>) {
+        let row = m.and_then(|m| match task {
+            Some(t) => m.tasks.iter().find(|x| x.task == t).cloned(),
+            None => m.average.clone(),
+        });
+        (row.as_ref().and_then(|r| r.greedy), row.and_then(|r| r.questions))
+    };
+    h.push_str(
+        "<table><tr><th>task</th><th class=\"num\">questions</th><th class=\"num\">before</th>\
+                <th class=\"num\">after</th><th class=\"num\">Δ</th></tr>",
+    );
+    for task in tasks.iter().map(|t| Some(*t)).chain([None]) {
+        let ((vb, qb), (va, qa)) = (greedy(b, task), greedy(a, task));
+        let _ = write!(
+            h,
+            "<tr{}><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+            if task.is_none() { " class=\"avg\"" } else { "" },
+            escape(task.unwrap_or("average")),
+            qb.or(qa).map_or("–".to_string(), |q| q.to_string()),
+            num(vb, 2),
+            num(va, 2)
+        );
+        h.push_str(&delta_cell(vb, va));
+        h.push_str("</tr>");
+    }
+    h.push_str("</table>\n");
 }
 
 /// Evaluation before and after training: tables and the three SubEM charts.
@@ -777,5 +842,42 @@ mod tests {
         assert_eq!(m[0], (1.0, 1.0));
         assert_eq!(m[1], (2.0, 1.0));
         assert_eq!(m[2], (3.0, 0.0));
+    }
+
+    #[test]
+    fn the_short_context_check_shows_before_after_and_change() {
+        let task = |name: &str, q: u64, g: f64| TaskScores {
+            task: name.into(),
+            questions: Some(q),
+            greedy: Some(g),
+            ..Default::default()
+        };
+        let metrics = |g8k: f64, short: f64| EvalMetrics {
+            tasks: vec![task("gsm8k", 500, g8k), task("hotpotqa-short", 40, short)],
+            average: Some(task("average", 0, (g8k + short) / 2.0)),
+            ..Default::default()
+        };
+        let none = render(&ReportData::default());
+        assert!(!none.contains("Short-context check"), "a run without one shows none");
+        let html = render(&ReportData {
+            eval_short_before: Part::Loaded(metrics(10.0, 50.0)),
+            eval_short_after: Part::Loaded(metrics(12.5, 45.0)),
+            ..Default::default()
+        });
+        assert_eq!(count(&html, "Short-context check"), 1);
+        for cell in [
+            "<td>gsm8k</td><td class=\"num\">500</td><td class=\"num\">10.00</td><td class=\"num\">12.50</td>",
+            "<td>hotpotqa-short</td><td class=\"num\">40</td><td class=\"num\">50.00</td><td class=\"num\">45.00</td>",
+            "<td>average</td>",
+        ] {
+            assert!(html.contains(cell), "{cell}");
+        }
+        assert!(html.contains("+2.50") && html.contains("-5.00"), "the change per task");
+        // One side missing: the other still shows, and the missing file is named.
+        let half = render(&ReportData {
+            eval_short_before: Part::Loaded(metrics(10.0, 50.0)),
+            ..Default::default()
+        });
+        assert!(half.contains(files::EVAL_SHORT_AFTER) && half.contains("<td>gsm8k</td>"));
     }
 }

@@ -32,7 +32,12 @@ pub(super) fn section(h: &mut String, d: &ReportData) {
         ("before".into(), d.eval_before.get()),
         ("Round 1".into(), d.eval_after.get()),
     ];
-    columns.extend(d.later_rounds.iter().enumerate().map(|(i, p)| (format!("Round {}", i + 2), p.get())));
+    columns.extend(
+        d.later_rounds
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("Round {}", i + 2), p.get())),
+    );
     h.push_str("<table><tr><th>answer chosen by</th>");
     for (name, _) in &columns {
         let _ = write!(h, "<th class=\"num\">{}</th>", escape(name));
@@ -95,6 +100,9 @@ mod tests {
         assert!(html.contains("SubEM over rounds") && html.contains("<th class=\"num\">Round 3</th>"));
         // The table row reads before, round 1, round 2, round 3 (missing).
         assert!(html.contains("<td>greedy</td><td class=\"num\">10.0</td><td class=\"num\">12.5</td><td class=\"num\">13.0</td><td class=\"num\">–</td>"), "{html}");
-        assert!(html.contains("round-3/eval/after/metrics.json"), "the missing round is named");
+        assert!(
+            html.contains("round-3/eval/after/metrics.json"),
+            "the missing round is named"
+        );
     }
 }

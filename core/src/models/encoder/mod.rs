@@ -221,7 +221,9 @@ impl SentenceEmbedder {
         // and suffix, found by where the content begins in the wrapped ids.
         let prefix = (0..=with.len().saturating_sub(content.len()))
             .find(|&i| with[i..].starts_with(&content))
-            .ok_or_else(|| Error::Invalid("the tokenizer's special tokens do not wrap the text; cannot window it".into()))?;
+            .ok_or_else(|| {
+                Error::Invalid("the tokenizer's special tokens do not wrap the text; cannot window it".into())
+            })?;
         let (head, tail) = (&with[..prefix], &with[prefix + content.len()..]);
         let room = self.sentence.max_seq_length.saturating_sub(head.len() + tail.len());
         if room == 0 {
@@ -231,10 +233,7 @@ impl SentenceEmbedder {
                 head.len() + tail.len()
             )));
         }
-        Ok(content
-            .chunks(room)
-            .map(|c| [head, c, tail].concat())
-            .collect())
+        Ok(content.chunks(room).map(|c| [head, c, tail].concat()).collect())
     }
 
     /// Sentence vectors that see the whole of each text: a text that fits the window is
