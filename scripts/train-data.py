@@ -75,10 +75,10 @@ def is_train(path):
     return path.name.startswith("train")
 
 
-def question_files():
+def question_files(data):
     """Training files and the other question files under data/ (pools have no questions)."""
     train, other = [], []
-    for path in sorted(DATA.rglob("*.jsonl")):
+    for path in sorted(Path(data).glob("*/*.jsonl")):
         recs = read_records(path)
         if not recs or record_question(recs[0][1]) is None:
             continue
@@ -86,11 +86,18 @@ def question_files():
     return train, other
 
 
+def shown(path):
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
 def forbidden_keys(other):
     """id -> where, normalized question -> where, over every non-training question file."""
     ids, questions = {}, {}
     for path, recs in other:
-        rel = path.relative_to(ROOT)
+        rel = shown(path)
         for line, r in recs:
             i = record_id(r)
             if i is not None:
@@ -102,13 +109,13 @@ def forbidden_keys(other):
 
 
 def check(args):
-    train, other = question_files()
+    train, other = question_files(args.data)
     ids, questions = forbidden_keys(other)
     seen_ids, seen_q = {}, {}
     problems = []
     total = 0
     for path, recs in train:
-        rel = path.relative_to(ROOT)
+        rel = shown(path)
         for line, r in recs:
             here = f"{rel}:{line}"
             i, q = record_id(r), record_question(r)
@@ -129,7 +136,7 @@ def check(args):
         print(f"{rel}: {len(recs)} training questions")
         total += len(recs)
     for path, recs in other:
-        print(f"{path.relative_to(ROOT)}: {len(recs)} questions (held out from training)")
+        print(f"{shown(path)}: {len(recs)} questions (held out from training)")
     print(f"total: {total} training questions in {len(train)} files")
     if total < args.min_questions:
         problems.append(f"only {total} training questions; at least {args.min_questions} are required")
@@ -141,7 +148,7 @@ def check(args):
 def take(args):
     fields = FIELDS[args.format]
     out = Path(args.out)
-    train, other = question_files()
+    train, other = question_files(args.data)
     ids, questions = forbidden_keys(other)
     seen_ids, seen_q = set(), set()
     for _, recs in train:
@@ -177,6 +184,7 @@ def take(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DATA), help="the data directory (default: the repository's data/)")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="check counts and overlaps of the shipped training files")
     c.add_argument("--min-questions", type=int, default=1000)
