@@ -66,7 +66,12 @@ fn is_training_file(path: &Path) -> bool {
 fn questions_of(path: &Path) -> Vec<Question> {
     let lines: Vec<jsonl::Line<Value>> =
         jsonl::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
-    let question_of = |v: &Value| v.get("question").or_else(|| v.get("input")).and_then(Value::as_str).map(str::to_owned);
+    let question_of = |v: &Value| {
+        v.get("question")
+            .or_else(|| v.get("input"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    };
     if lines.first().is_none_or(|l| question_of(&l.value).is_none()) {
         return Vec::new();
     }
@@ -95,7 +100,12 @@ fn training_files() -> Vec<(PathBuf, usize)> {
             let n = if is_musique {
                 let recs = read_musique(&p).unwrap_or_else(|e| panic!("{e}"));
                 for l in &recs {
-                    assert!(l.value.answerable, "{}:{}: unanswerable MuSiQue record", rel(&p), l.line);
+                    assert!(
+                        l.value.answerable,
+                        "{}:{}: unanswerable MuSiQue record",
+                        rel(&p),
+                        l.line
+                    );
                     assert!(
                         l.value.paragraphs.iter().any(|x| x.is_supporting),
                         "{}:{}: no supporting paragraph",
@@ -124,7 +134,10 @@ fn training_files() -> Vec<(PathBuf, usize)> {
 #[test]
 fn training_questions_parse_and_share_nothing_with_held_out_files() {
     let train = training_files();
-    assert!(train.len() >= 3, "expected MuSiQue, HotpotQA and 2Wiki training files: {train:?}");
+    assert!(
+        train.len() >= 3,
+        "expected MuSiQue, HotpotQA and 2Wiki training files: {train:?}"
+    );
     let held_out: Vec<Question> = data_files()
         .iter()
         .filter(|p| !is_training_file(p))
@@ -132,7 +145,10 @@ fn training_questions_parse_and_share_nothing_with_held_out_files() {
         .collect();
     // Every dev set is among them (the evaluation files, short and long, are built from these).
     for dev in ["musique/dev.jsonl", "hotpotqa/dev.jsonl", "2wiki/dev.jsonl"] {
-        assert!(held_out.iter().any(|q| q.at.starts_with(&format!("data/{dev}:"))), "{dev} not read");
+        assert!(
+            held_out.iter().any(|q| q.at.starts_with(&format!("data/{dev}:"))),
+            "{dev} not read"
+        );
     }
     let mut ids: HashMap<&str, &str> = HashMap::new();
     let mut texts: HashMap<String, &str> = HashMap::new();
@@ -183,7 +199,10 @@ fn synth_accepts_every_training_record() {
     for (path, n) in training_files() {
         let out = dir.path().join(format!(
             "{}.jsonl",
-            path.parent().and_then(|d| d.file_name()).and_then(|d| d.to_str()).expect("dir")
+            path.parent()
+                .and_then(|d| d.file_name())
+                .and_then(|d| d.to_str())
+                .expect("dir")
         ));
         sealong(&[
             "synth",
@@ -205,7 +224,8 @@ fn synth_accepts_every_training_record() {
         let recs = read_longbench(&out).expect("read back");
         assert_eq!(recs.len(), n, "{}: one training question per record", rel(&path));
         assert!(
-            recs.iter().all(|l| !l.value.supporting_passages.is_empty() && !l.value.answers.is_empty()),
+            recs.iter()
+                .all(|l| !l.value.supporting_passages.is_empty() && !l.value.answers.is_empty()),
             "{}: every question keeps its supporting passages and answer",
             rel(&path)
         );
@@ -222,6 +242,9 @@ fn at_least_a_thousand_training_questions() {
     assert!(
         total >= MIN_TRAINING_QUESTIONS,
         "{total} training questions in {:?}; at least {MIN_TRAINING_QUESTIONS} are required",
-        train.iter().map(|(p, n)| format!("{}: {n}", rel(p))).collect::<Vec<_>>()
+        train
+            .iter()
+            .map(|(p, n)| format!("{}: {n}", rel(p)))
+            .collect::<Vec<_>>()
     );
 }
