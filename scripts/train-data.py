@@ -19,6 +19,8 @@
         unanswerable, and records that overlap a non-training file or another training record
         (by id or normalized question) are skipped and counted.
 
+Both take --data DIR (before the command) to work on another data directory, e.g. a copy.
+
 A question is normalized by lowercasing it, turning every character that is not a letter or a
 digit into a space, and collapsing whitespace, so that case, punctuation and spacing variants of
 one question count as the same question.
