@@ -34,6 +34,7 @@ mod tiny_models;
 mod tokenize_cli;
 mod train;
 mod train_cli;
+mod train_data;
 mod web_e2e;
 mod web_scoring;
 mod web_view;

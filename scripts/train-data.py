@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""The shipped training questions (data/*/train.jsonl): where they come from and what they must not share.
+
+    python3 scripts/train-data.py check [--min-questions 1000]
+        Reads every training file and every other question file under data/ (dev sets, and any
+        test or long-evaluation source file shipped there), and fails, naming file and line, when
+        a training record
+          - repeats an id or a normalized question of another training record, or
+          - has the id or the normalized question of any record in a non-training file,
+        or when the training files hold fewer than --min-questions questions in total. Prints
+        the count per file. The Rust test tests/tests/suite/train_data.rs checks the same.
+
+    python3 scripts/train-data.py take --source FILE --format 2wiki --out data/2wiki/train.jsonl
+        Appends the records of FILE (a JSON list or JSONL of original dataset records, as a
+        public repository redistributes them) to a training file, record by record: each record
+        keeps exactly its dataset's fields, in the order the shipped files use, with their
+        values unchanged (fields a redistributing repository added, such as its own
+        annotations, are left out). Records that are not of the format, MuSiQue records marked
+        unanswerable, and records that overlap a non-training file or another training record
+        (by id or normalized question) are skipped and counted.
+
+Both take --data DIR (before the command) to work on another data directory, e.g. a copy.
+
+A question is normalized by lowercasing it, turning every character that is not a letter or a
+digit into a space, and collapsing whitespace, so that case, punctuation and spacing variants of
+one question count as the same question.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+
+# Each dataset's own fields, in the order the shipped files write them.
+FIELDS = {
+    "musique": ["id", "paragraphs", "question", "question_decomposition", "answer", "answer_aliases", "answerable"],
+    "hotpotqa": ["_id", "question", "answer", "type", "level", "supporting_facts", "context"],
+    "2wiki": ["_id", "type", "question", "context", "supporting_facts", "evidences", "answer"],
+}
+
+
+def normalize(question):
+    return " ".join("".join(c if c.isalnum() else " " for c in question.lower()).split())
+
+
+def record_id(r):
+    v = r.get("id", r.get("_id"))
+    return None if v is None else str(v)
+
+
+def record_question(r):
+    # LongBench-style files keep the question in `input`.
+    q = r.get("question", r.get("input"))
+    return q if isinstance(q, str) else None
+
+
+def read_records(path):
+    """(line, record) pairs of a JSONL file, or of a JSON list (line = position in the list)."""
+    text = path.read_text(encoding="utf-8")
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        return list(enumerate(json.loads(text), start=1))
+    out = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                out.append((n, json.loads(line)))
+            except json.JSONDecodeError as e:
+                sys.exit(f"{path}:{n}: malformed JSON: {e}")
+    return out
+
+
+def is_train(path):
+    return path.name.startswith("train")
+
+
+def question_files(data):
+    """Training files and the other question files under data/ (pools have no questions)."""
+    train, other = [], []
+    for path in sorted(Path(data).glob("*/*.jsonl")):
+        recs = read_records(path)
+        if not recs or record_question(recs[0][1]) is None:
+            continue
+        (train if is_train(path) else other).append((path, recs))
+    return train, other
+
+
+def shown(path):
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
+def forbidden_keys(other):
+    """id -> where, normalized question -> where, over every non-training question file."""
+    ids, questions = {}, {}
+    for path, recs in other:
+        rel = shown(path)
+        for line, r in recs:
+            i = record_id(r)
+            if i is not None:
+                ids.setdefault(i, f"{rel}:{line}")
+            q = record_question(r)
+            if q is not None:
+                questions.setdefault(normalize(q), f"{rel}:{line}")
+    return ids, questions
+
+
+def check(args):
+    train, other = question_files(args.data)
+    ids, questions = forbidden_keys(other)
+    seen_ids, seen_q = {}, {}
+    problems = []
+    total = 0
+    for path, recs in train:
+        rel = shown(path)
+        for line, r in recs:
+            here = f"{rel}:{line}"
+            i, q = record_id(r), record_question(r)
+            if i is None or q is None:
+                problems.append(f"{here}: no id or question")
+                continue
+            nq = normalize(q)
+            if i in ids:
+                problems.append(f"{here}: id {i!r} is also in {ids[i]}")
+            if nq in questions:
+                problems.append(f"{here}: question {q!r} is also in {questions[nq]}")
+            if i in seen_ids:
+                problems.append(f"{here}: id {i!r} repeats {seen_ids[i]}")
+            if nq in seen_q:
+                problems.append(f"{here}: question {q!r} repeats {seen_q[nq]}")
+            seen_ids.setdefault(i, here)
+            seen_q.setdefault(nq, here)
+        print(f"{rel}: {len(recs)} training questions")
+        total += len(recs)
+    for path, recs in other:
+        print(f"{shown(path)}: {len(recs)} questions (held out from training)")
+    print(f"total: {total} training questions in {len(train)} files")
+    if total < args.min_questions:
+        problems.append(f"only {total} training questions; at least {args.min_questions} are required")
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+def take(args):
+    fields = FIELDS[args.format]
+    out = Path(args.out)
+    train, other = question_files(args.data)
+    ids, questions = forbidden_keys(other)
+    seen_ids, seen_q = set(), set()
+    for _, recs in train:
+        for _, r in recs:
+            seen_ids.add(record_id(r))
+            seen_q.add(normalize(record_question(r) or ""))
+    counts = dict(taken=0, not_this_format=0, unanswerable=0, overlaps_held_out=0, repeats_training=0)
+    lines = []
+    for _, r in read_records(Path(args.source)):
+        if not isinstance(r, dict) or any(f not in r for f in fields):
+            counts["not_this_format"] += 1
+            continue
+        if args.format == "musique" and r["answerable"] is not True:
+            counts["unanswerable"] += 1
+            continue
+        i, nq = str(record_id(r)), normalize(r["question"])
+        if i in ids or nq in questions:
+            counts["overlaps_held_out"] += 1
+            continue
+        if i in seen_ids or nq in seen_q:
+            counts["repeats_training"] += 1
+            continue
+        seen_ids.add(i)
+        seen_q.add(nq)
+        lines.append(json.dumps({f: r[f] for f in fields}, ensure_ascii=False))
+        counts["taken"] += 1
+    with out.open("a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+    print(f"{args.source} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return 0
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=str(DATA), help="the data directory (default: the repository's data/)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="check counts and overlaps of the shipped training files")
+    c.add_argument("--min-questions", type=int, default=1000)
+    t = sub.add_parser("take", help="append original records of a source file to a training file")
+    t.add_argument("--source", required=True)
+    t.add_argument("--format", required=True, choices=sorted(FIELDS))
+    t.add_argument("--out", required=True)
+    args = p.parse_args()
+    return check(args) if args.cmd == "check" else take(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
