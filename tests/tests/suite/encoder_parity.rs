@@ -211,3 +211,61 @@ fn roberta_saved_by_sentence_transformers_6_matches() {
         }
     }
 }
+
+/// Issue 16 item 3: windowed embedding. A text within the window is embedded bit for bit as
+/// `embed` does; a longer one is cut into consecutive windows that hold every token once, each
+/// wrapped in [CLS] ... [SEP] and at most max_seq_length long, the first equal to what `embed`
+/// sees; its vector is the renormalized mean of the windows' unit vectors (checked against the
+/// windows embedded one by one, to 1e-6). 70 texts cross the 64-text forward batch.
+#[test]
+fn windowed_embedding_sees_every_token_once() {
+    let e = embedder();
+    let max = e.sentence.max_seq_length;
+    let long: String = (0..120)
+        .map(|i| format!("Sentence number {i} talks about the river Thames. "))
+        .collect();
+    let mut texts: Vec<String> = (0..68).map(|i| format!("A short answer, number {i}.")).collect();
+    texts.insert(3, long.clone());
+    texts.push(long[..long.len() / 2].to_string());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (windowed, count) = e.embed_windowed(&refs).expect("windowed");
+    let plain = e.embed(&refs).expect("plain");
+    assert_eq!(windowed.len(), texts.len());
+    assert_eq!(count, 2, "two texts are longer than the window");
+    for (i, t) in texts.iter().enumerate() {
+        let over = e.over_window(t).expect("over");
+        assert_eq!(over, i == 3 || i == texts.len() - 1, "text {i}");
+        if !over {
+            assert_eq!(
+                windowed[i], plain[i],
+                "text {i}: a text within the window is embedded as embed does"
+            );
+        }
+    }
+    let windows = e.window_ids(&long).expect("windows");
+    assert!(windows.len() >= 3, "{} windows", windows.len());
+    let cls_sep = e.tokenize("").expect("specials");
+    assert_eq!(cls_sep.len(), 2);
+    let mut content = Vec::new();
+    for w in &windows {
+        assert!(w.len() <= max && w[0] == cls_sep[0] && w[w.len() - 1] == cls_sep[1]);
+        content.extend_from_slice(&w[1..w.len() - 1]);
+    }
+    let all = e.tokenize(&long).expect("truncated");
+    assert_eq!(windows[0], all, "the first window is what truncation keeps");
+    assert!(content.len() > 2 * (max - 2), "every token is in a window");
+    let mut mean = vec![0f64; e.dim()];
+    for v in e.embed_ids(&windows).expect("windows") {
+        let n = v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        mean.iter_mut().zip(&v).for_each(|(m, x)| *m += f64::from(*x) / n);
+    }
+    let n = mean.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let got = &windowed[3];
+    let diff = mean
+        .iter()
+        .zip(got)
+        .map(|(m, g)| (m / n - f64::from(*g)).abs())
+        .fold(0.0, f64::max);
+    assert!(diff < 1e-6, "windowed vector differs from the windows' mean by {diff}");
+    assert!(cosine(got, &plain[3]) < 0.9999, "the later windows change the vector");
+}

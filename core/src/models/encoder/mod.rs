@@ -193,6 +193,16 @@ impl SentenceEmbedder {
         Ok(out)
     }
 
+    /// Sentence vectors of token id sequences as the model sees them (specials included, at
+    /// most `max_seq_length` each), normalized when the model says so.
+    pub fn embed_ids(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(FORWARD_BATCH) {
+            self.finish(self.pooled(chunk)?, &mut out);
+        }
+        Ok(out)
+    }
+
     /// Pooled (not yet normalized) vectors of token id sequences.
     fn pooled(&self, ids: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
         Ok(match &self.engine {
