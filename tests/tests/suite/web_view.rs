@@ -434,11 +434,21 @@ fn a_full_queue_gets_503_and_the_server_recovers() {
     drop(conns);
     let t0 = Instant::now();
     loop {
-        // While the server still counts the idle clients, it answers 503, or resets a request it
-        // refused before reading it: both mean "not yet".
+        // While the server still counts the idle clients, it answers 503, or closes a request it
+        // refused before reading it, which the client sees as a reset or, when its write comes
+        // after the close, a broken pipe: each means "not yet".
         let status = match try_get(&server, "GET", "/session.json", None) {
             Ok((status, _, _)) => status,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "HTTP/1.1 503 (reset)".into(),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::BrokenPipe
+                        | std::io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                format!("HTTP/1.1 503 ({})", e.kind())
+            }
             Err(e) => panic!("request: {e}"),
         };
         if status == "HTTP/1.1 200 OK" {
