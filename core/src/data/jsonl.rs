@@ -148,13 +148,26 @@ fn drop_partial_last_line(file: &mut File, path: &Path) -> Result<()> {
 /// [`Appender::open`] removes it, so its record must be redone, and the resumed file ends equal
 /// to an uninterrupted run's.
 pub fn existing_ids(path: &Path, id_field: &str) -> Result<HashSet<String>> {
+    let mut ids = HashSet::new();
+    for l in complete_records(path)? {
+        let id = id_string(&l.value, id_field)
+            .ok_or_else(|| Error::record(path, l.line, format!("record has no {id_field:?} field")))?;
+        ids.insert(id);
+    }
+    Ok(ids)
+}
+
+/// The records of an output file's complete lines, as [`existing_ids`] counts them: a missing
+/// file has none, an unterminated last line is left out (a resume redoes it), and a line that
+/// fails to parse is an error naming the file and line.
+pub fn complete_records(path: &Path) -> Result<Vec<Line<Value>>> {
     let file = match File::open(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashSet::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(path, e)),
     };
     let mut reader = BufReader::new(file);
-    let mut ids = HashSet::new();
+    let mut records = Vec::new();
     let mut buf = Vec::new();
     let mut line = 0;
     loop {
@@ -171,12 +184,12 @@ pub fn existing_ids(path: &Path, id_field: &str) -> Result<HashSet<String>> {
         if raw.iter().all(|b| b.is_ascii_whitespace()) {
             continue;
         }
-        let v = parse_line::<Value>(raw, path, line)?;
-        let id = id_string(&v, id_field)
-            .ok_or_else(|| Error::record(path, line, format!("record has no {id_field:?} field")))?;
-        ids.insert(id);
+        records.push(Line {
+            line,
+            value: parse_line::<Value>(raw, path, line)?,
+        });
     }
-    Ok(ids)
+    Ok(records)
 }
 
 /// A record's id as a string (ids may be strings or numbers in the wild).

@@ -5,17 +5,24 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 
+/// The common width of one question's embeddings (0 for none); an error names the first vector
+/// whose width differs from the first's (vectors from two embedders mixed in one question).
+pub fn check_dims(embeddings: &[Vec<f32>]) -> Result<usize> {
+    let d = embeddings.first().map_or(0, Vec::len);
+    match embeddings.iter().enumerate().find(|(_, e)| e.len() != d) {
+        Some((i, e)) => Err(Error::Invalid(format!(
+            "embedding {i} has {} dims, embedding 0 has {d} (mixed embedders?)",
+            e.len()
+        ))),
+        None => Ok(d),
+    }
+}
+
 /// `S = E Eᵀ` in f64 from f32 embeddings (`n` rows of `d`), row-major `[n, n]` — how the
 /// reference computes it, so scores agree to ~1e-12 and the argmax never flips on rounding.
 pub fn similarity_matrix(embeddings: &[Vec<f32>]) -> Result<Vec<f64>> {
     let n = embeddings.len();
-    let d = embeddings.first().map_or(0, Vec::len);
-    if let Some((i, e)) = embeddings.iter().enumerate().find(|(_, e)| e.len() != d) {
-        return Err(Error::Invalid(format!(
-            "embedding {i} has {} dims, embedding 0 has {d} (mixed embedders?)",
-            e.len()
-        )));
-    }
+    check_dims(embeddings)?;
     let mut s = vec![0.0f64; n * n];
     for i in 0..n {
         for j in i..n {

@@ -96,7 +96,13 @@ impl Method {
         self == Method::Embedding
     }
 
-    /// Whether the method ranks with a decoder as judge.
+    /// Whether the method compares the answers' texts (embedding MBR or a text utility), so
+    /// a long-text reading ([`super::LongText`]) applies.
+    pub fn compares_texts(self) -> bool {
+        matches!(self, Method::Embedding | Method::RougeL | Method::Chrf)
+    }
+
+    /// Whether the method judges with the decoder (the self-eval methods).
     pub fn needs_judge(self) -> bool {
         matches!(self, Method::SelfEval | Method::RefSelfEval)
     }
@@ -216,13 +222,7 @@ fn rank_on_host(embeddings: &[Vec<f32>], rng: &mut impl Rng) -> Result<Ranked> {
 /// One question's vectors as a `[1, n, d]` batch on `device`, through the kernel.
 fn launch(embeddings: &[Vec<f32>], device: &Device) -> Result<(usize, sealong_shaders::MbrOutput)> {
     let n = embeddings.len();
-    let d = embeddings.first().map_or(0, Vec::len);
-    if let Some((i, e)) = embeddings.iter().enumerate().find(|(_, e)| e.len() != d) {
-        return Err(Error::Invalid(format!(
-            "embedding {i} has {} dims, embedding 0 has {d} (mixed embedders?)",
-            e.len()
-        )));
-    }
+    let d = embedding::check_dims(embeddings)?;
     // The selection's own message for fewer than 2 answers, before any device work.
     select::check(&vec![0.0; n])?;
     let flat: Vec<f32> = embeddings.concat();

@@ -16,7 +16,7 @@ use sealong::data::jsonl::{self, Appender};
 use sealong::eval::Metric;
 use sealong::eval::tables::{self, Outcome};
 use sealong::generate::{self, GenerateOptions, SamplingParams};
-use sealong::mbr::{Method, method};
+use sealong::mbr::{LongText, Method, long_text, method};
 use sealong::models::encoder::SentenceEmbedder;
 use sealong::text::Strategy;
 use serde_json::{Value, json};
@@ -63,6 +63,9 @@ pub struct EvalArgs {
     /// Sentence embedder of MBR@N (--method embedding).
     #[arg(long, default_value = crate::provision::DEFAULT_EMBEDDER)]
     pub embedder: String,
+    /// What MBR@N reads of a sample longer than the embedder's window (as `sealong score`).
+    #[arg(long, value_parser = crate::args::long_text_parser(), default_value_t = LongText::default())]
+    pub long_text: LongText,
     /// Only the first this many questions of each file.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -275,12 +278,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 let mut pick = method::eval_stream(args.seed.seed, &item.key);
                 let (scores, choice) = match &embedder {
                     Some((e, gpu)) => {
-                        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                        let sel = method::rank_embeddings(&e.embed(&refs)?, gpu.as_ref(), &mut pick)?.selection;
+                        let emb = long_text::embed(e, &texts, args.long_text)?;
+                        rec["over_window"] = json!(emb.over_window);
+                        rec["cut"] = json!(emb.cut);
+                        let sel = method::rank_embeddings(&emb.vectors, gpu.as_ref(), &mut pick)?.selection;
                         (sel.scores, sel.chosen)
                     }
                     None if texts.len() > 1 => {
-                        let sel = method::rank_texts(args.method, &texts, &mut pick)?.selection;
+                        let sel = method::rank_texts(args.method, &args.long_text.texts(&texts), &mut pick)?.selection;
                         (sel.scores, sel.chosen)
                     }
                     // One sample is its own consensus.
@@ -438,6 +443,19 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if args.n > 1 && args.method != Method::Embedding {
         metrics["method"] = json!(args.method.name());
     }
+    if args.n > 1 {
+        // What MBR@N read of samples longer than the embedder's window: never cut silently.
+        let (over, cut) = window_counts(&preds, &keys)?;
+        metrics["long_text"] = json!(args.long_text.name());
+        metrics["samples_over_window"] = json!(over);
+        metrics["samples_cut"] = json!(cut);
+        if cut > 0 {
+            errln!(
+                "note: {cut} samples were longer than the embedder's window and MBR@N read only their beginning \
+                 (--long-text truncate)"
+            );
+        }
+    }
     let path = args.out.join("metrics.json");
     sealong::files::write_atomic(&path, (serde_json::to_string_pretty(&metrics)? + "\n").as_bytes())?;
     print_table(&table, args.n)?;
@@ -452,6 +470,20 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     errln!("wrote {} and {}", preds.display(), path.display());
     Ok(())
+}
+
+/// Over the records of `keys`: samples longer than the embedder's window, and of those the ones
+/// MBR@N read only the beginning of (`over_window`, `cut`; absent in text-utility records).
+fn window_counts(preds: &Path, keys: &std::collections::HashSet<String>) -> Result<(u64, u64)> {
+    let (mut over, mut cut) = (0, 0);
+    for l in jsonl::read::<Value>(preds)? {
+        let r = &l.value;
+        if r.get("key").and_then(Value::as_str).is_some_and(|k| keys.contains(k)) {
+            over += r.get("over_window").and_then(Value::as_u64).unwrap_or(0);
+            cut += r.get("cut").and_then(Value::as_u64).unwrap_or(0);
+        }
+    }
+    Ok((over, cut))
 }
 
 /// The settings that shape a prediction record (recorded beside predictions.jsonl,
@@ -503,6 +535,7 @@ fn record_settings(args: &EvalArgs) -> Result<sealong::data::settings::Settings>
         if args.method != Method::Embedding {
             s.insert("method".into(), json!(args.method.name()));
         }
+        s.insert("long_text".into(), json!(args.long_text.name()));
     }
     Ok(s)
 }

@@ -102,6 +102,7 @@ pub fn check_config(cfg: &RunConfig) -> Result<()> {
     }
     sealong::mbr::Method::from_name(&cfg.score.method, true)
         .map_err(|e| anyhow::anyhow!("score.method {:?}: {e}", cfg.score.method))?;
+    sealong::mbr::LongText::from_name(&cfg.score.long_text).map_err(|e| anyhow::anyhow!("score.long_text: {e}"))?;
     <crate::device::DeviceChoice as clap::ValueEnum>::from_str(&cfg.device, true)
         .map_err(|e| anyhow::anyhow!("device {:?}: {e}", cfg.device))?;
     let s = &cfg.synth;
@@ -227,12 +228,16 @@ impl RemoteSampling {
 #[serde(deny_unknown_fields, default)]
 struct ScoreStage {
     method: String,
+    /// What MBR reads of an answer longer than the embedder's window (`sealong score
+    /// --long-text`), in scoring and in the evaluations' MBR@N.
+    long_text: String,
 }
 
 impl Default for ScoreStage {
     fn default() -> Self {
         ScoreStage {
             method: "embedding".into(),
+            long_text: sealong::mbr::LongText::default().name().into(),
         }
     }
 }
@@ -468,6 +473,8 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
             s(&samples),
             "--method".into(),
             cfg.score.method.clone(),
+            "--long-text".into(),
+            cfg.score.long_text.clone(),
             "--embedder".into(),
             cfg.embedder.clone(),
             "--out".into(),
@@ -493,6 +500,22 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
     let eval_dir = out.join("eval_data");
     let mut eval_files = Vec::new();
     let mut short_files = cfg.eval.short_inputs.clone();
+    // `synth --eval` of one dev set into `file`, plus `extra` flags.
+    let synth_eval = |input: &Path, file: &Path, extra: &[String]| -> Result<()> {
+        let mut a: Vec<String> = vec!["synth".into(), "--eval".into()];
+        a.extend_from_slice(extra);
+        a.extend([
+            "--input".into(),
+            s(input),
+            "--out".into(),
+            s(file),
+            "--model".into(),
+            cfg.model.clone(),
+            "--seed".into(),
+            seed.clone(),
+        ]);
+        command_line(a)
+    };
     stages.run("eval data", || {
         std::fs::create_dir_all(&eval_dir)?;
         for input in &cfg.eval.inputs {
@@ -503,19 +526,7 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
                 .unwrap_or_else(|| "eval".into());
             if cfg.eval.short {
                 let file = eval_dir.join(format!("{stem}-short.jsonl"));
-                command_line(vec![
-                    "synth".into(),
-                    "--eval".into(),
-                    "--supporting-only".into(),
-                    "--input".into(),
-                    s(input),
-                    "--out".into(),
-                    s(&file),
-                    "--model".into(),
-                    cfg.model.clone(),
-                    "--seed".into(),
-                    seed.clone(),
-                ])?;
+                synth_eval(input, &file, &["--supporting-only".into()])?;
                 short_files.push(file);
             }
             if cfg.eval.longbench {
@@ -523,27 +534,16 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
                 continue;
             }
             let file = eval_dir.join(format!("{stem}.jsonl"));
-            let mut a = vec![
-                "synth".into(),
-                "--eval".into(),
-                "--input".into(),
-                s(input),
-                "--out".into(),
-                s(&file),
-                "--model".into(),
-                cfg.model.clone(),
-                "--seed".into(),
-                seed.clone(),
-            ];
             let targets = &cfg.eval.target_tokens;
+            let mut extra = Vec::new();
             if !targets.is_empty() {
                 let list: Vec<String> = targets.iter().map(usize::to_string).collect();
-                a.extend(["--target-tokens".into(), list.join(",")]);
+                extra.extend(["--target-tokens".into(), list.join(",")]);
                 for p in &cfg.eval.pool {
-                    a.extend(["--pool".into(), s(p)]);
+                    extra.extend(["--pool".into(), s(p)]);
                 }
             }
-            command_line(a)?;
+            synth_eval(input, &file, &extra)?;
             if targets.is_empty() {
                 eval_files.push(file);
             } else {
@@ -581,6 +581,8 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
             sp.temperature.to_string(),
             "--embedder".into(),
             cfg.embedder.clone(),
+            "--long-text".into(),
+            cfg.score.long_text.clone(),
             "--seed".into(),
             seed.clone(),
             "--input".into(),

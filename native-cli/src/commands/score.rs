@@ -2,7 +2,9 @@
 //! sample record plus `method`, `scores`, `chosen`, `rejected` (and `sub_em` per sample when
 //! gold answers are present, for diagnostics only), optionally the preference pairs, and the
 //! summary the reference prints (SubEM x 100 of oracle, random, average, MBR, chosen,
-//! rejected). Both outputs are appended record by record and resumed by id.
+//! rejected), with how many answers were longer than the embedder's window (and cut, under
+//! `--long-text truncate`) and how many pairs were left out because chosen and rejected are the
+//! same text. Both outputs are appended record by record and resumed by id.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -13,12 +15,12 @@ use sealong::data::jsonl::{self, Appender};
 use sealong::data::samples::{self, SampleSet};
 use sealong::eval::sub_em;
 use sealong::mbr::judge::{self, Judge};
-use sealong::mbr::{self, Method, Selection, method};
+use sealong::mbr::{self, Method, Selection, long_text, method};
 use sealong::models::encoder::SentenceEmbedder;
 use sealong::rng;
 use serde_json::{Value, json};
 
-use crate::args::{DeviceArgs, ScoreMethod, SeedArgs, method_parser};
+use crate::args::{DeviceArgs, LongText, ScoreMethod, SeedArgs, long_text_parser, method_parser};
 use crate::commands::subem::with_suffix;
 use crate::decode::LoadedDecoder;
 use crate::provision::{DEFAULT_DECODER, DEFAULT_EMBEDDER};
@@ -38,6 +40,10 @@ pub struct ScoreArgs {
     /// Sentence embedder for --method embedding: a default name or a sentence-transformers directory.
     #[arg(long, default_value = DEFAULT_EMBEDDER)]
     pub embedder: String,
+    /// What MBR reads of an answer longer than the embedder's window (embedding, rouge-l and
+    /// chrf; the text utilities have no window, so only answer-span changes what they compare).
+    #[arg(long, value_parser = long_text_parser(), default_value_t = LongText::default())]
+    pub long_text: LongText,
     /// Judge decoder for the self-eval methods: a default name or a path.
     #[arg(long, default_value = DEFAULT_DECODER)]
     pub judge: String,
@@ -116,9 +122,18 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if let Some(p) = &args.pairs {
         crate::resume::check(p, "score", &settings, !pairs_done.is_empty())?;
     }
+    // A scored question whose chosen and rejected are the same text has no pair by design.
+    let no_pair = if args.pairs.is_some() && !scored_done.is_empty() {
+        equal_pair_ids(&args.out)?
+    } else {
+        HashSet::new()
+    };
     let todo: Vec<_> = sets
         .iter()
-        .filter(|l| !scored_done.contains(&l.value.id) || (args.pairs.is_some() && !pairs_done.contains(&l.value.id)))
+        .filter(|l| {
+            let id = &l.value.id;
+            !scored_done.contains(id) || (args.pairs.is_some() && !pairs_done.contains(id) && !no_pair.contains(id))
+        })
         .collect();
     if !scored_done.is_empty() {
         errln!(
@@ -137,10 +152,12 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             let set = &l.value;
             let (sel, extra) = score_one(&scorer, set, &args)
                 .with_context(|| format!("{}:{} (id {:?})", args.input.display(), l.line, set.id))?;
+            let (chosen, rejected) = (&set.texts[sel.chosen], &set.texts[sel.rejected]);
+            // Equal texts teach nothing (ORPO's odds ratio is 0): no pair, counted in the summary.
             if let Some(p) = pairs.as_mut()
                 && !pairs_done.contains(&set.id)
+                && chosen != rejected
             {
-                let (chosen, rejected) = (&set.texts[sel.chosen], &set.texts[sel.rejected]);
                 p.append(&json!({
                     "id": set.id, "prompt": set.prompt, "chosen": chosen, "rejected": rejected,
                     "messages": [{"role": "user", "content": set.prompt}, {"role": "assistant", "content": chosen}],
@@ -153,6 +170,7 @@ pub fn run(args: ScoreArgs) -> Result<()> {
                 rec.insert("chosen".into(), json!(sel.chosen));
                 rec.insert("rejected".into(), json!(sel.rejected));
                 rec.insert("rejected_pool".into(), json!(sel.rejected_pool));
+                rec.insert("same_text".into(), json!(chosen == rejected));
                 if !set.answers.is_empty() {
                     let sub: Vec<bool> = set.texts.iter().map(|t| sub_em(t, &set.answers)).collect();
                     rec.insert("sub_em".into(), json!(sub));
@@ -196,6 +214,9 @@ fn record_settings(args: &ScoreArgs) -> Result<sealong::data::settings::Settings
             json!(crate::resume::model_sha256(&args.embedder)?),
         );
     }
+    if args.method.compares_texts() {
+        s.insert("long_text".into(), json!(args.long_text.name()));
+    }
     if args.method.needs_judge() {
         s.insert("judge_sha256".into(), json!(crate::resume::model_sha256(&args.judge)?));
         s.insert("judge_max_new_tokens".into(), json!(args.judge_max_new_tokens));
@@ -238,12 +259,17 @@ fn score_one(scorer: &Scorer, set: &SampleSet, args: &ScoreArgs) -> Result<(Sele
     let mut extra = Vec::new();
     let sel = match scorer {
         Scorer::Embedding(e, gpu) => {
-            let texts: Vec<&str> = set.texts.iter().map(String::as_str).collect();
-            let emb = e.embed(&texts)?;
+            let emb = long_text::embed(e, &set.texts, args.long_text)?;
             extra.push(("embedder".to_string(), json!(args.embedder)));
-            method::rank_embeddings(&emb, gpu.as_ref(), &mut rng)?.selection
+            extra.push(("long_text".to_string(), json!(args.long_text.name())));
+            extra.push(("over_window".to_string(), json!(emb.over_window)));
+            extra.push(("cut".to_string(), json!(emb.cut)));
+            method::rank_embeddings(&emb.vectors, gpu.as_ref(), &mut rng)?.selection
         }
-        Scorer::Text => method::rank_texts(args.method, &set.texts, &mut rng)?.selection,
+        Scorer::Text => {
+            extra.push(("long_text".to_string(), json!(args.long_text.name())));
+            method::rank_texts(args.method, &args.long_text.texts(&set.texts), &mut rng)?.selection
+        }
         Scorer::Judge(dec) => {
             let j = Judge {
                 model: &dec.model,
@@ -280,10 +306,15 @@ pub fn summarize(path: &Path, seed: u64) -> Result<Value> {
     let (mut n, mut with_gold) = (0usize, 0usize);
     let mut sums = [0.0f64; 6];
     let mut method = Value::Null;
+    let (mut over_window, mut cut, mut same_text) = (0u64, 0u64, 0usize);
     for l in &lines {
         n += 1;
         let r = &l.value;
         method = r.get("method").cloned().unwrap_or(Value::Null);
+        let count = |k: &str| r.get(k).and_then(Value::as_u64).unwrap_or(0);
+        over_window += count("over_window");
+        cut += count("cut");
+        same_text += usize::from(r.get("same_text").and_then(Value::as_bool) == Some(true));
         let Some(sub) = r.get("sub_em").and_then(Value::as_array) else {
             continue;
         };
@@ -324,7 +355,17 @@ pub fn summarize(path: &Path, seed: u64) -> Result<Value> {
         "method": method, "questions": n, "questions_with_gold": with_gold,
         "sub_em_max": pct(sums[0]), "sub_em_random": pct(sums[1]), "sub_em_average": pct(sums[2]),
         "sub_em_prediction": pct(sums[3]), "sub_em_chosen": pct(sums[4]), "sub_em_rejected": pct(sums[5]),
+        "samples_over_window": over_window, "samples_cut": cut, "pairs_skipped_same_text": same_text,
     }))
+}
+
+/// The ids of scored records whose chosen and rejected are the same text (no pair written).
+fn equal_pair_ids(scored: &Path) -> Result<HashSet<String>> {
+    Ok(jsonl::complete_records(scored)?
+        .into_iter()
+        .filter(|l| l.value.get("same_text").and_then(Value::as_bool) == Some(true))
+        .filter_map(|l| jsonl::id_string(&l.value, "id"))
+        .collect())
 }
 
 fn print_summary(s: &Value) -> Result<()> {
@@ -346,6 +387,16 @@ fn print_summary(s: &Value) -> Result<()> {
         ] {
             outln!("  {label:<24} {}", s[k])?;
         }
+    }
+    let (over, cut) = (s["samples_over_window"].as_u64().unwrap_or(0), s["samples_cut"].as_u64().unwrap_or(0));
+    if cut > 0 {
+        outln!("{cut} answers longer than the embedder's window were cut to it (--long-text truncate)")?;
+    } else if over > 0 {
+        outln!("{over} answers longer than the embedder's window were read whole (windowed)")?;
+    }
+    let same = s["pairs_skipped_same_text"].as_u64().unwrap_or(0);
+    if same > 0 {
+        outln!("{same} questions have no pair: their chosen and rejected answers are the same text")?;
     }
     Ok(())
 }

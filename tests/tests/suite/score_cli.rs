@@ -485,3 +485,95 @@ fn a_rerun_with_another_method_or_seed_is_refused() {
             .expect("whole JSON");
     assert_eq!(summary["method"], "random");
 }
+
+/// A stage-2 record of `answers` (gold answer `gold`).
+fn record(id: &str, answers: &[String], gold: &str) -> Value {
+    json!({
+        "id": id, "dataset": "t", "question": "Which city?", "answers": [gold],
+        "prompt": "\nPassage 1:\nSome context.\n\nWhich city?\nLet's think.",
+        "samples": answers.iter().map(|a| json!({"text": a, "num_tokens": 1, "finish_reason": "stop"})).collect::<Vec<_>>(),
+    })
+}
+
+/// Issue 16, item 3: answers longer than the embedder's window (MiniLM reads 256 tokens) are
+/// never cut silently. Four answers share a ~400-token reasoning and differ only in the final
+/// answer (Rome, Berlin, Paris, Paris): truncated, MiniLM sees four equal texts and the first
+/// argmax of the tie (Rome) wins; windowed and answer-span see the ending, so a Paris answer,
+/// the consensus, is chosen. The cut answers are counted in the records and the summary, the
+/// reading is a recorded setting, and a question whose chosen and rejected are the same text
+/// gets no pair (counted), also on resume.
+#[test]
+fn long_answers_are_windowed_or_spanned_and_never_cut_silently() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let reasoning = "The passages describe several European capitals and their rivers, and each step \
+                     compares one fact with another before the final step. "
+        .repeat(14);
+    let long: Vec<String> = ["Rome", "Berlin", "Paris", "Paris"]
+        .iter()
+        .map(|c| format!("{reasoning}Therefore, the answer is {c}."))
+        .collect();
+    let same = vec!["Paris.".to_string(); 3];
+    let input = dir.path().join("samples.jsonl");
+    std::fs::write(
+        &input,
+        format!("{}\n{}\n", record("long", &long, "Paris"), record("same", &same, "Paris")),
+    )
+    .expect("write");
+    let mut chosen = std::collections::BTreeMap::new();
+    for reading in ["truncate", "windowed", "answer-span"] {
+        let out = dir.path().join(format!("{reading}.jsonl"));
+        let pairs = dir.path().join(format!("{reading}.pairs.jsonl"));
+        let p = pairs.to_str().expect("utf8");
+        score(&input, &out, "embedding", &["--long-text", reading, "--pairs", p]).expect("score");
+        let recs = read_jsonl(&out);
+        assert_eq!(recs[0]["long_text"], reading);
+        let (over, cut) = (recs[0]["over_window"].as_u64(), recs[0]["cut"].as_u64());
+        match reading {
+            "truncate" => assert_eq!((over, cut), (Some(4), Some(4))),
+            "windowed" => assert_eq!((over, cut), (Some(4), Some(0))),
+            _ => assert_eq!((over, cut), (Some(0), Some(0)), "spans fit the window"),
+        }
+        chosen.insert(reading, recs[0]["chosen"].as_u64().expect("chosen"));
+        // `same_text` says whether chosen and rejected are one text (a tie of equal scores can
+        // also draw the chosen answer itself from the bottom half, as the reference does).
+        let mut paired = Vec::new();
+        for r in &recs {
+            let text = |k: &str| r["samples"][r[k].as_u64().expect("index") as usize]["text"].clone();
+            let same = text("chosen") == text("rejected");
+            assert_eq!(r["same_text"], same, "{}", r["id"]);
+            if !same {
+                paired.push(r["id"].clone());
+            }
+        }
+        assert_eq!(recs[1]["same_text"], true, "three equal answers");
+        let summary: Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("{reading}.summary.json"))).expect("summary"),
+        )
+        .expect("json");
+        assert_eq!(summary["samples_cut"], if reading == "truncate" { 4 } else { 0 });
+        assert_eq!(summary["pairs_skipped_same_text"], 2 - paired.len());
+        let ps: Vec<Value> = read_jsonl(&pairs).into_iter().map(|p| p["id"].clone()).collect();
+        assert_eq!(ps, paired, "questions whose chosen and rejected are one text have no pair");
+        // Resuming writes nothing more: the missing pair is by design, not left to do.
+        let before = (std::fs::read(&out).expect("out"), std::fs::read(&pairs).expect("pairs"));
+        score(&input, &out, "embedding", &["--long-text", reading, "--pairs", p]).expect("resume");
+        assert_eq!(
+            (std::fs::read(&out).expect("out"), std::fs::read(&pairs).expect("pairs")),
+            before
+        );
+    }
+    assert_eq!(chosen["truncate"], 0, "a tie of four equal truncated texts: the first");
+    assert!(chosen["windowed"] >= 2, "windowed sees the endings: {chosen:?}");
+    assert!(chosen["answer-span"] >= 2, "the spans agree on Paris: {chosen:?}");
+    // The reading is recorded: another one on the same output is refused, naming both.
+    let out = dir.path().join("truncate.jsonl");
+    let e = format!(
+        "{:#}",
+        score(&input, &out, "embedding", &["--long-text", "windowed"]).expect_err("reading")
+    );
+    assert!(e.contains("long_text = \"truncate\" (this run: \"windowed\")"), "{e}");
+    // ROUGE-L compares the spans under answer-span: the two Paris answers win there too.
+    let out = dir.path().join("rouge.jsonl");
+    score(&input, &out, "rouge-l", &["--long-text", "answer-span"]).expect("rouge");
+    assert!(read_jsonl(&out)[0]["chosen"].as_u64() >= Some(2));
+}
