@@ -100,6 +100,12 @@ fn eval_writes_predictions_and_the_table_and_resumes() {
         assert_eq!(t["oracle_curve"].as_array().map(Vec::len), Some(3));
     }
     assert!(metrics["average"]["mbr"].is_number());
+    // MBR@N read the samples whole (the default reading): counted, none cut.
+    assert_eq!(metrics["long_text"], "windowed");
+    assert_eq!(metrics["samples_cut"], 0);
+    let over: u64 = preds.iter().map(|p| p["over_window"].as_u64().expect("over_window")).sum();
+    assert_eq!(metrics["samples_over_window"], over);
+    assert!(preds.iter().all(|p| p["cut"] == 0));
 
     // A rerun adds nothing; a file cut in the middle of its third record completes to the same bytes.
     let full = std::fs::read(out.join("predictions.jsonl")).expect("preds");
