@@ -16,6 +16,7 @@ pub mod chart;
 mod page;
 mod rounds;
 mod style;
+pub mod study;
 
 pub use page::render;
 
