@@ -402,9 +402,8 @@ pub fn mbr_at_k(
             s[0]
         } else {
             let c = pick(&sub_matrix(matrix, n, s), s.len())?;
-            *s.get(c).ok_or_else(|| {
-                Error::Invalid(format!("question {:?}: picked {c} of {} answers", q.id, s.len()))
-            })?
+            *s.get(c)
+                .ok_or_else(|| Error::Invalid(format!("question {:?}: picked {c} of {} answers", q.id, s.len())))?
         };
         correct += usize::from(q.samples[chosen]);
     }
@@ -452,7 +451,10 @@ pub fn markdown_table(t: &Table) -> String {
 
 /// The whole study as markdown (`study.md`).
 pub fn markdown(study: &Study) -> String {
-    let mut s = format!("# {}\n\nSubEM × 100 with bootstrap 95% intervals [lo, hi].\n", study.title);
+    let mut s = format!(
+        "# {}\n\nSubEM × 100 with bootstrap 95% intervals [lo, hi].\n",
+        study.title
+    );
     for p in &study.parts {
         s.push_str(&format!("\n## {}\n\n", p.label));
         for n in &p.notes {
@@ -567,7 +569,13 @@ mod tests {
     #[test]
     fn cells_contain_their_means_and_identical_rows_differ_by_zero() {
         let qs: Vec<Sampled> = (0..40)
-            .map(|i| q(if i < 10 { "small" } else { "big" }, &i.to_string(), &[i % 3 == 0, i % 2 == 0]))
+            .map(|i| {
+                q(
+                    if i < 10 { "small" } else { "big" },
+                    &i.to_string(),
+                    &[i % 3 == 0, i % 2 == 0],
+                )
+            })
             .collect();
         let a = values_of(&qs, random_value);
         let rows = vec![
@@ -597,7 +605,10 @@ mod tests {
         // Same seed, same table.
         assert_eq!(t, table(&rows, Some("random"), 1000, 7).expect("again"));
         let md = markdown_table(&t);
-        assert!(md.contains("| random | ") && md.contains("| same − random | +0.0 [+0.0, +0.0] p=1.000"), "{md}");
+        assert!(
+            md.contains("| random | ") && md.contains("| same − random | +0.0 [+0.0, +0.0] p=1.000"),
+            "{md}"
+        );
     }
 
     #[test]
@@ -620,7 +631,9 @@ mod tests {
         assert!(table(&rows[..1], Some("z"), 10, 1).is_err());
         assert!(table(&[], None, 10, 1).is_err());
         let many: Questions = [("t".to_string(), (0..20).map(|i| format!("q{i:02}")).collect())].into();
-        let e = same_questions("f1", &many, "f2", &Questions::new()).expect_err("differ").to_string();
+        let e = same_questions("f1", &many, "f2", &Questions::new())
+            .expect_err("differ")
+            .to_string();
         assert!(e.contains("\"q07\" and 12 more") && !e.contains("q08"), "{e}");
     }
 }

@@ -15,8 +15,8 @@ use serde_json::Value;
 pub mod chart;
 mod page;
 mod rounds;
-mod style;
 pub mod study;
+mod style;
 
 pub use page::render;
 

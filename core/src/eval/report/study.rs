@@ -201,8 +201,15 @@ mod tests {
             .collect();
         let mut rows = vec![RowInput::new("random", study::values_of(&qs, study::random_value))];
         for k in 1..=2 {
-            let r = RowInput::new(format!("oracle@{k}"), study::values_of(&qs, |q| study::oracle_at_k(q, k)));
-            rows.push(if curves { r.on_curve("oracle", k).compared() } else { r.compared() });
+            let r = RowInput::new(
+                format!("oracle@{k}"),
+                study::values_of(&qs, |q| study::oracle_at_k(q, k)),
+            );
+            rows.push(if curves {
+                r.on_curve("oracle", k).compared()
+            } else {
+                r.compared()
+            });
         }
         let table = study::table(&rows, Some("random"), 100, 1).expect("table");
         Study {
@@ -229,6 +236,10 @@ mod tests {
         let bars = super::render(&study(false));
         assert!(bars.contains("SubEM × 100 per task") && !bars.contains("95% low"));
         let md = study::markdown(&study(true));
-        assert!(md.starts_with("# A <study>") && md.contains("## predictions.jsonl") && md.contains("| oracle@2 − random |"));
+        assert!(
+            md.starts_with("# A <study>")
+                && md.contains("## predictions.jsonl")
+                && md.contains("| oracle@2 − random |")
+        );
     }
 }
