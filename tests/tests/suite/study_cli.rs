@@ -300,6 +300,11 @@ fn hand_made_predictions_give_hand_checked_numbers() {
     intervals_hold_means(&t);
     // A single task: the average is the task.
     assert_eq!(cell(&t, "MBR@2", "t"), cell(&t, "MBR@2", "average"));
+    // `sealong report` on a study directory renders its page again from study.json.
+    let page = std::fs::read(out.join("study.html")).expect("page");
+    std::fs::remove_file(out.join("study.html")).expect("rm");
+    sealong(&["report", &s(&out)]).expect("report");
+    assert_eq!(std::fs::read(out.join("study.html")).expect("page again"), page);
 }
 
 #[test]
