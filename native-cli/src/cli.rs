@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, embed, eval, generate, models, report, run as run_cmd, sample, score, subem, synth, tokenize, train, view,
+    bench, embed, eval, generate, models, report, run as run_cmd, sample, score, study, subem, synth, tokenize, train,
+    view,
 };
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,10 @@ pub enum Command {
     Eval(Box<eval::EvalArgs>),
     /// One whole SEALONG round from a TOML config: synth, sample, score, eval, train, eval, report.
     Run(run_cmd::RunArgs),
+    /// The paper's studies from eval outputs (n: oracle@k and MBR@k; scorers; prompts), with
+    /// bootstrap intervals: study.json, study.md and study.html.
+    #[command(subcommand)]
+    Study(study::StudyCommand),
     /// Write a self-contained HTML report (plots and tables) of a run directory.
     Report(report::ReportArgs),
     /// Measure speed (see BENCHMARKS.md for the peer comparisons).
@@ -73,6 +78,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(a) => train::run(*a),
         Command::Eval(a) => eval::run(*a),
         Command::Run(a) => run_cmd::run(a, run_line),
+        Command::Study(c) => study::run(c),
         Command::Report(a) => report::run(a),
         Command::Bench(c) => bench::run(c),
         Command::View(a) => view::run(a),

@@ -38,8 +38,8 @@ const LAYERS: &[&[&str]] = &[
         "commands::view",
     ],
     // Commands made of commands: `bench` dispatches to its parts, `run` builds on the stages
-    // (and is handed the CLI's `run_line` instead of importing it).
-    &["commands::bench", "commands::run"],
+    // (and is handed the CLI's `run_line` instead of importing it), `study prompts` runs eval.
+    &["commands::bench", "commands::run", "commands::study"],
     &["commands"],
     // `Cli`, `Command` and the dispatch.
     &["cli"],

@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod choice;
 pub mod numeric;
 pub mod report;
+pub mod study;
 pub mod subem;
 pub mod tables;
 

@@ -143,6 +143,12 @@ pub fn eval_stream(seed: u64, key: &str) -> rng::Rng {
     rng::for_item(seed, &format!("{key}#mbr"))
 }
 
+/// The random stream of `sealong study n`'s k-subsets of question `key`'s samples: (seed,
+/// `"{key}#mbr@{k}"`), one per k, so a k's subsets do not depend on the other k's.
+pub fn study_stream(seed: u64, key: &str, k: usize) -> rng::Rng {
+    rng::for_item(seed, &format!("{key}#mbr@{k}"))
+}
+
 /// One question ranked by a matrix utility: the matrix (row-major `[n, n]`) and the selection.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {

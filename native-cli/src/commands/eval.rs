@@ -121,7 +121,7 @@ fn metric_of(kind: AnswerKind) -> Metric {
 /// `longbench-v2`); a long evaluation file's records (`synth --eval --target-tokens`, which keep
 /// LongBench's dataset names) add their length, so the same questions at 4k and 8k tokens are two
 /// tasks (`hotpotqa-4k`, `hotpotqa-8k`).
-fn task_of(q: &EvalQuestion, format: EvalFormat, path: &Path) -> String {
+pub fn task_of(q: &EvalQuestion, format: EvalFormat, path: &Path) -> String {
     let name = if q.dataset.is_empty() {
         let stem = path
             .file_stem()

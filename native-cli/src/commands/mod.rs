@@ -13,6 +13,7 @@ pub mod report;
 pub mod run;
 pub mod sample;
 pub mod score;
+pub mod study;
 pub mod subem;
 pub mod synth;
 pub mod tokenize;

@@ -1,21 +1,22 @@
 //! `sealong report DIR`: reads what a run directory holds (every file may be missing: a partial
 //! run is reported as far as it got), renders the core's self-contained HTML report and writes
 //! it atomically (a temporary file in the same directory, renamed into place) to
-//! DIR/report.html or `--out`.
+//! DIR/report.html or `--out`. A `sealong study` directory (DIR/study.json) gets its study page
+//! rendered again from study.json, to DIR/study.html or `--out`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use sealong::eval::report::{self, Part, ReportData, ScoredRecord, ScoredStats, TrainStep, files};
 use serde::de::DeserializeOwned;
 
 /// `sealong report` flags.
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
-    /// The run directory (`sealong run`'s output).
+    /// The run directory (`sealong run`'s output), or a `sealong study` output directory.
     pub dir: PathBuf,
-    /// Where to write the HTML (default: DIR/report.html).
+    /// Where to write the HTML (default: DIR/report.html; a study's DIR/study.html).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -24,6 +25,16 @@ pub struct ReportArgs {
 const MAX_WARNINGS_PER_FILE: usize = 5;
 
 pub fn run(args: ReportArgs) -> Result<()> {
+    let study = args.dir.join("study.json");
+    if study.is_file() {
+        let bytes = std::fs::read(&study).with_context(|| format!("reading {}", study.display()))?;
+        let s: sealong::eval::study::Study =
+            serde_json::from_slice(&bytes).with_context(|| format!("{}: not a study's JSON", study.display()))?;
+        let out = args.out.unwrap_or_else(|| args.dir.join("study.html"));
+        sealong::files::write_atomic(&out, report::study::render(&s).as_bytes())?;
+        outln!("{}", out.display())?;
+        return Ok(());
+    }
     let out = args.out.unwrap_or_else(|| args.dir.join(files::REPORT));
     let path = write_report_to(&args.dir, &out)?;
     outln!("{}", path.display())?;

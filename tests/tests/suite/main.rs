@@ -26,6 +26,7 @@ mod run_cli;
 mod sample_cli;
 mod score_cli;
 mod stored_blocks;
+mod study_cli;
 mod subem_cli;
 mod subem_golden;
 mod synth;

@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod chart;
 mod page;
 mod rounds;
+pub mod study;
 mod style;
 
 pub use page::render;
