@@ -23,12 +23,12 @@ use sealong::data::jsonl;
 use sealong::eval::bootstrap::DEFAULT_RESAMPLES;
 use sealong::eval::study::{self, Part, RowInput, Sampled, Study};
 use sealong::mbr::judge::Judge;
-use sealong::mbr::{self, Method, method};
+use sealong::mbr::{self, LongText, Method, long_text, method};
 use sealong::models::encoder::SentenceEmbedder;
 use sealong::text::Strategy;
 use serde_json::{Value, json};
 
-use crate::args::{DeviceArgs, ModelArgs, method_parser};
+use crate::args::{DeviceArgs, ModelArgs, long_text_parser, method_parser};
 use crate::commands::eval::{self, EvalArgs};
 use crate::decode::LoadedDecoder;
 use crate::provision::{self, DEFAULT_EMBEDDER};
@@ -75,6 +75,9 @@ pub struct NArgs {
     /// Sentence embedder of --method embedding.
     #[arg(long, default_value = DEFAULT_EMBEDDER)]
     pub embedder: String,
+    /// What MBR reads of a sample longer than the embedder's window (as `eval --long-text`).
+    #[arg(long, value_parser = long_text_parser(), default_value_t = LongText::default())]
+    pub long_text: LongText,
     /// k-subsets per question for MBR@k: all of them when there are at most this many, else this
     /// many seeded uniform draws.
     #[arg(long, default_value_t = 32)]
@@ -107,6 +110,11 @@ pub struct ScorersArgs {
     /// Sentence embedder of embedding MBR.
     #[arg(long, default_value = DEFAULT_EMBEDDER)]
     pub embedder: String,
+    /// What MBR reads of a sample longer than the embedder's window, one or several
+    /// (comma-separated: one embedding row per reading, and ROUGE-L / chrF rows for the whole
+    /// answers and for the answer spans when answer-span is among them).
+    #[arg(long, value_parser = long_text_parser(), value_delimiter = ',', default_values_t = [LongText::default()])]
+    pub long_text: Vec<LongText>,
 }
 
 #[derive(Debug, Args)]
@@ -255,20 +263,18 @@ fn mbr_pick(m: &[f64], k: usize) -> sealong::Result<usize> {
 }
 
 /// The MBR utility of `study n` and `study scorers`, loaded once.
+/// The embedder is shared by the readings of `study scorers`.
 enum Utility {
-    Embedding(Box<SentenceEmbedder>),
-    Text(Method),
+    Embedding(Arc<SentenceEmbedder>, LongText),
+    Text(Method, LongText),
 }
 
 impl Utility {
-    fn load(m: Method, embedder: &str) -> Result<Utility> {
+    fn load(m: Method, embedder: &str, reading: LongText) -> Result<Utility> {
         Ok(if m.needs_embedder() {
-            let dir = provision::resolve_model(embedder)?;
-            let e = SentenceEmbedder::load_dir_on(&dir, None)
-                .with_context(|| format!("loading the embedder {}", dir.display()))?;
-            Utility::Embedding(Box::new(e))
+            Utility::Embedding(Arc::new(load_embedder(embedder)?), reading)
         } else {
-            Utility::Text(m)
+            Utility::Text(m, reading)
         })
     }
 
@@ -278,13 +284,17 @@ impl Utility {
             return Ok(vec![1.0]);
         }
         Ok(match self {
-            Utility::Embedding(e) => {
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                mbr::embedding::similarity_matrix(&e.embed(&refs)?)?
+            Utility::Embedding(e, reading) => {
+                mbr::embedding::similarity_matrix(&long_text::embed(e, texts, *reading)?.vectors)?
             }
-            Utility::Text(m) => m.text_matrix(texts).context("a text utility")?,
+            Utility::Text(m, reading) => m.text_matrix(&reading.texts(texts)).context("a text utility")?,
         })
     }
+}
+
+fn load_embedder(embedder: &str) -> Result<SentenceEmbedder> {
+    let dir = provision::resolve_model(embedder)?;
+    SentenceEmbedder::load_dir_on(&dir, None).with_context(|| format!("loading the embedder {}", dir.display()))
 }
 
 fn write_study(out: &Path, s: &Study) -> Result<()> {
@@ -308,7 +318,7 @@ fn run_n(a: NArgs) -> Result<()> {
         bail!("--resamples and --subsets must be at least 1");
     }
     let files = read_all(&a.predictions, true)?;
-    let utility = Utility::load(a.method, &a.embedder)?;
+    let utility = Utility::load(a.method, &a.embedder, a.long_text)?;
     let mut parts = Vec::new();
     let mut n_all = 0;
     for (path, preds) in &files {
@@ -386,6 +396,7 @@ fn run_n(a: NArgs) -> Result<()> {
         settings: json!({
             "predictions": a.predictions, "method": a.method.name(),
             "embedder": a.method.needs_embedder().then_some(&a.embedder),
+            "long_text": a.long_text.name(),
             "subsets": a.subsets, "seed": a.out.seed, "resamples": a.out.resamples,
         }),
         parts,
@@ -435,7 +446,30 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
         bail!("--resamples must be at least 1");
     }
     let files = read_all(&a.predictions, true)?;
-    let embedding = Utility::load(Method::Embedding, &a.embedder)?;
+    // The utilities: one embedding row per reading; ROUGE-L and chrF read whole answers, and
+    // their spans too when answer-span is asked for (truncate and windowed are the same to them).
+    let mut readings = a.long_text.clone();
+    readings.dedup();
+    let several = readings.len() > 1;
+    let embedder = Arc::new(load_embedder(&a.embedder)?);
+    let mut utilities: Vec<(String, String, Utility)> = Vec::new();
+    for &r in &readings {
+        let tag = if several { format!(" ({r})") } else { String::new() };
+        utilities.push((format!("embedding{tag}"), format!("embedding{tag}"), Utility::Embedding(embedder.clone(), r)));
+    }
+    let mut text_readings: Vec<LongText> = readings.iter().map(|&r| if r == LongText::AnswerSpan { r } else { LongText::Windowed }).collect();
+    text_readings.dedup();
+    for m in [Method::RougeL, Method::Chrf] {
+        for &r in &text_readings {
+            let tag = match (text_readings.len() > 1, r) {
+                (false, _) => String::new(),
+                (true, LongText::AnswerSpan) => " (answer-span)".to_string(),
+                (true, _) => " (whole)".to_string(),
+            };
+            let shown = if m == Method::RougeL { "ROUGE-L" } else { "chrF" };
+            utilities.push((format!("{m}{tag}"), format!("{shown}{tag}"), Utility::Text(m, r)));
+        }
+    }
     let judge = if a.no_self_eval {
         None
     } else {
@@ -471,19 +505,15 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
             None => HashMap::new(),
         };
         // Per question: the pick of each scorer.
-        let mut picks: Vec<BTreeMap<&str, usize>> = Vec::with_capacity(preds.len());
+        let mut picks: Vec<BTreeMap<String, usize>> = Vec::with_capacity(preds.len());
         let (mut unparsed, mut calls) = (0usize, 0usize);
         let bar = crate::progress::bar(preds.len() as u64, "questions");
         for p in preds {
             let at = || format!("{} (question {})", path.display(), p.key);
             let mut pick = BTreeMap::new();
-            for (name, u) in [
-                ("embedding", &embedding),
-                ("rouge-l", &Utility::Text(Method::RougeL)),
-                ("chrf", &Utility::Text(Method::Chrf)),
-            ] {
+            for (name, _, u) in &utilities {
                 let m = u.matrix(&p.texts).with_context(at)?;
-                pick.insert(name, if n == 1 { 0 } else { mbr_pick(&m, n)? });
+                pick.insert(name.clone(), if n == 1 { 0 } else { mbr_pick(&m, n)? });
             }
             if let Some(dec) = &judge {
                 let j = Judge {
@@ -496,7 +526,7 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
                 let o = j.rate(context, question, &p.texts).with_context(at)?;
                 unparsed += o.unparsed;
                 calls += o.calls;
-                pick.insert("self-eval", mbr::select::first_argmax(&o.values).unwrap_or(0));
+                pick.insert("self-eval".into(), mbr::select::first_argmax(&o.values).unwrap_or(0));
             }
             picks.push(pick);
             bar.inc(1);
@@ -518,10 +548,10 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
         let mut rows = vec![
             RowInput::new("greedy", study::values_of(&qs, |q| f64::from(u8::from(q.greedy)))).compared(),
             RowInput::new(random.clone(), study::values_of(&qs, study::random_value)),
-            RowInput::new(format!("MBR@{n} embedding"), picked("embedding")).compared(),
-            RowInput::new(format!("MBR@{n} ROUGE-L"), picked("rouge-l")).compared(),
-            RowInput::new(format!("MBR@{n} chrF"), picked("chrf")).compared(),
         ];
+        for (name, shown, _) in &utilities {
+            rows.push(RowInput::new(format!("MBR@{n} {shown}"), picked(name)).compared());
+        }
         if judge.is_some() {
             rows.push(RowInput::new(format!("self-eval@{n}"), picked("self-eval")).compared());
         }
@@ -558,6 +588,7 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
         title: format!("Scorers at N = {n_all}"),
         settings: json!({
             "predictions": a.predictions, "embedder": a.embedder,
+            "long_text": readings.iter().map(|r| r.name()).collect::<Vec<_>>(),
             "self_eval": (!a.no_self_eval).then(|| json!({
                 "model": a.model.model, "max_new_tokens": a.judge_max_new_tokens, "inputs": a.input,
             })),
