@@ -21,6 +21,9 @@ const wasmReady = init();
 // The WebGPU module once imported and initialised (for its panic messages), and its promise.
 let gpuWasm = null;
 let gpuWasmLoading = null;
+// Settles once 'init' has decided the backend (it asks the browser for an adapter first; the
+// data and the model may arrive meanwhile).
+let backendDecided = Promise.resolve();
 
 function loadGpuWasm() {
   gpuWasmLoading ??= import('./pkg-gpu/sealong_web.js')
@@ -59,7 +62,7 @@ self.onmessage = async (ev) => {
   try {
     await wasmReady;
     const m = ev.data;
-    if (m.type === 'init') await onInit(m);
+    if (m.type === 'init') await (backendDecided = onInit(m));
     else if (m.type === 'data') onData(m);
     else if (m.type === 'model') await onModel(m);
   } catch (e) {
@@ -105,6 +108,8 @@ async function onModel(m) {
   state.scorer = null;
   // A new model rescores the embedding utility of the current file.
   state.embedGen = state.embedDone = state.doneSent = null;
+  // Which module runs the encoder depends on the backend: none is fetched before it is known.
+  await backendDecided.catch(() => {});
   // On WebGPU the GPU module loads while the model downloads (awaited below; a failure there
   // is WebGPU's failure: the page restarts a CPU worker).
   const gpu = state.backend === 'webgpu' ? loadGpuWasm() : null;
