@@ -29,9 +29,8 @@ fn main() {
     collect(&www, "", &mut files);
     // Without both halves of a module's wasm-bindgen output, none of it: a page that half loads
     // is worse than the clear message.
-    files.retain(|(name, _)| {
-        (has_wasm || !name.starts_with("pkg/")) && (has_gpu_wasm || !name.starts_with("pkg-gpu/"))
-    });
+    files
+        .retain(|(name, _)| (has_wasm || !name.starts_with("pkg/")) && (has_gpu_wasm || !name.starts_with("pkg-gpu/")));
     files.sort();
     let mut code = String::new();
     let _ = writeln!(

@@ -606,7 +606,10 @@ fn assert_gpu_module(server: &Server, webgpu: bool) {
     );
     let gpu = served.iter().any(|f| f == "pkg-gpu/sealong_web_bg.wasm");
     if webgpu {
-        assert!(gpu, "the page ran on WebGPU without fetching the WebGPU module: {served:?}");
+        assert!(
+            gpu,
+            "the page ran on WebGPU without fetching the WebGPU module: {served:?}"
+        );
     } else {
         assert!(
             !served.iter().any(|f| f.starts_with("pkg-gpu/")),

@@ -158,10 +158,7 @@ fn serves_the_page_data_and_model_files_and_nothing_else() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     // The record of the page's files served (which modules a page loaded, web_e2e): the ones
     // answered, not the refused or missing ones, nor the data or the model.
-    assert_eq!(
-        server.page_files_served(),
-        ["index.html", "pkg/sealong_web_bg.wasm"]
-    );
+    assert_eq!(server.page_files_served(), ["index.html", "pkg/sealong_web_bg.wasm"]);
 }
 
 #[test]
