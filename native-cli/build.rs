@@ -1,7 +1,8 @@
-//! Embeds the browser page (`web/www`: its HTML, JS, CSS and the wasm-bindgen output in `pkg/`)
-//! into the binary, so `sealong view` works from an installed binary with no source tree.
+//! Embeds the browser page (`web/www`: its HTML, JS, CSS and the wasm-bindgen output of its two
+//! modules in `pkg/` and `pkg-gpu/`) into the binary, so `sealong view` works from an installed
+//! binary with no source tree.
 //!
-//! `pkg/` is built by `bash web/build.sh` and is not committed, so a fresh clone's first `cargo
+//! `pkg/` and `pkg-gpu/` are built by `bash web/build.sh` and is not committed, so a fresh clone's first `cargo
 //! build` may run before it exists. Then the page is embedded without `pkg/` and `HAS_WASM` is
 //! false; `sealong view` says how to fix it (build the wasm and rebuild, or pass `--www`). Watching the whole `web/www` directory (not
 //! `pkg/`, which may be absent: cargo reruns a build script on every build while a watched path
@@ -15,14 +16,21 @@ fn main() {
     let manifest = PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let www = manifest.join("..").join("web").join("www");
     println!("cargo:rerun-if-changed={}", www.display());
-    let has_wasm = ["sealong_web.js", "sealong_web_bg.wasm"]
-        .iter()
-        .all(|f| www.join("pkg").join(f).is_file());
+    // The page's two modules (web/build.sh): `pkg/` the CPU module, which the page needs;
+    // `pkg-gpu/` the WebGPU module, which its worker imports only for WebGPU (without it, the
+    // page says WebGPU failed and computes on the CPU).
+    let built = |dir: &str| {
+        ["sealong_web.js", "sealong_web_bg.wasm"]
+            .iter()
+            .all(|f| www.join(dir).join(f).is_file())
+    };
+    let (has_wasm, has_gpu_wasm) = (built("pkg"), built("pkg-gpu"));
     let mut files = Vec::new();
     collect(&www, "", &mut files);
-    // Without both halves of the wasm-bindgen output, none of it: a page that half loads is
-    // worse than the clear message.
-    files.retain(|(name, _)| has_wasm || !name.starts_with("pkg/"));
+    // Without both halves of a module's wasm-bindgen output, none of it: a page that half loads
+    // is worse than the clear message.
+    files
+        .retain(|(name, _)| (has_wasm || !name.starts_with("pkg/")) && (has_gpu_wasm || !name.starts_with("pkg-gpu/")));
     files.sort();
     let mut code = String::new();
     let _ = writeln!(

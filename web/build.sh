@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Builds the browser page's WebAssembly: the sealong-web crate for wasm32 at the `wasm` profile
-# (Cargo.toml: sized for download, fat LTO; the release profile stays the native benchmarks'),
-# then wasm-bindgen's ES-module glue into web/www/pkg (gitignored). No wasm-opt: Debian's
-# binaryen (108) shrank the module by 20% but its output fails in Chromium
-# ("WebAssembly.Table.set(): Argument 1 is invalid for table"), see BENCHMARKS.md.
+# Builds the browser page's two WebAssembly modules from the sealong-web crate for wasm32, then
+# wasm-bindgen's ES-module glue of each (both gitignored):
+# - web/www/pkg: the CPU module (default features, profile `wasm-cpu`): parsing, ROUGE-L, chrF,
+#   the CPU engine and burn flex. The page loads it first; its first results wait for nothing else.
+# - web/www/pkg-gpu: the WebGPU module (feature `webgpu`, profile `wasm`): the same plus
+#   burn-wgpu and cubecl, which the page's worker imports only to run the encoder on WebGPU.
+# Both profiles are sized for download, fat LTO (Cargo.toml; the release profile stays the
+# native benchmarks'); two profiles because cargo would overwrite one feature set's
+# sealong_web.wasm with the other's at one profile. No wasm-opt: after wasm-bindgen, Debian's
+# binaryen (108) output fails in Chromium ("WebAssembly.Table.set(): Argument 1 is invalid for
+# table"); before it, it works but costs minutes of build (BENCHMARKS.md).
 # `sealong` embeds web/www when it compiles (native-cli/build.rs), so build this before sealong,
 # or rebuild sealong after it.
 # Idempotent: installs wasm-bindgen-cli only when the installed one is not Cargo.lock's version
@@ -32,12 +38,20 @@ if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$want" ]; th
 fi
 rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$' || rustup target add wasm32-unknown-unknown
 
-cargo build -p sealong-web --target wasm32-unknown-unknown --profile wasm --locked
 target_dir=${CARGO_TARGET_DIR:-target}
-# A custom profile's output directory is named after it.
-wasm="$target_dir/wasm32-unknown-unknown/wasm/sealong_web.wasm"
-out=web/www/pkg
-if [ ! -f "$out/sealong_web_bg.wasm" ] || [ "$wasm" -nt "$out/sealong_web_bg.wasm" ]; then
-  wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$out" "$wasm"
-fi
-echo "web/build.sh: $(du -h "$out/sealong_web_bg.wasm" | cut -f1) $out/sealong_web_bg.wasm"
+
+# build PROFILE OUT [CARGO FEATURE ARGS...]: one module into web/www/OUT.
+build() {
+  local profile=$1 out=web/www/$2
+  shift 2
+  cargo build -p sealong-web --target wasm32-unknown-unknown --profile "$profile" --locked "$@"
+  # A custom profile's output directory is named after it.
+  local wasm="$target_dir/wasm32-unknown-unknown/$profile/sealong_web.wasm"
+  if [ ! -f "$out/sealong_web_bg.wasm" ] || [ ! -f "$out/sealong_web.js" ] || [ "$wasm" -nt "$out/sealong_web_bg.wasm" ]; then
+    wasm-bindgen --target web --no-typescript --remove-name-section --out-dir "$out" "$wasm"
+  fi
+  echo "web/build.sh: $(stat -c %s "$out/sealong_web_bg.wasm") bytes $out/sealong_web_bg.wasm"
+}
+
+build wasm-cpu pkg
+build wasm pkg-gpu --features webgpu

@@ -248,6 +248,7 @@ impl Scorer {
 
 /// Opens burn-wgpu on the browser's WebGPU once per worker (a wgpu runtime can be initialised
 /// only once; later calls reuse the device).
+#[cfg(feature = "webgpu")]
 pub async fn webgpu_device() -> Result<Device, WebError> {
     thread_local! {
         static GPU: std::cell::RefCell<Option<Device>> = const { std::cell::RefCell::new(None) };
@@ -261,6 +262,16 @@ pub async fn webgpu_device() -> Result<Device, WebError> {
         .map_err(|e| WebError::new(format!("WebGPU could not be opened: {e}")))?;
     GPU.with(|g| *g.borrow_mut() = Some(d.clone()));
     Ok(d)
+}
+
+/// The CPU module (built without the `webgpu` feature) has no WebGPU: the page's worker loads
+/// the WebGPU module (`pkg-gpu/`, web/build.sh) for that.
+#[cfg(not(feature = "webgpu"))]
+pub async fn webgpu_device() -> Result<Device, WebError> {
+    Err(WebError::new(
+        "WebGPU is not in this module: it is the page's CPU module, built without the `webgpu` feature \
+         (the page loads pkg-gpu/ for WebGPU)",
+    ))
 }
 
 #[cfg(test)]

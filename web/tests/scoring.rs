@@ -2,7 +2,7 @@
 //! sealong-web`) and in headless Chromium inside a dedicated Web Worker, as the page runs it
 //! (`bash web/test.sh`: wasm-bindgen-test-runner over chromedriver). The browser run also
 //! loads the encoder on WebGPU (Chromium's SwiftShader adapter) through the JavaScript surface
-//! and holds it to the CPU engine.
+//! and holds it to the CPU engine (with the `webgpu` feature, as web/test.sh builds it).
 
 mod tiny;
 
@@ -160,6 +160,8 @@ mod browser {
         }
     }
 
+    /// The WebGPU module's test (`web/test.sh` builds the tests with the `webgpu` feature).
+    #[cfg(feature = "webgpu")]
     #[wasm_bindgen_test]
     async fn webgpu_in_a_worker_matches_the_cpu_engine() {
         let (cpu_backend, cpu) = scored("cpu").await;

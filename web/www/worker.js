@@ -9,9 +9,34 @@
 //               {type:'question-error', gen, utility, index, message}
 //               {type:'model-ready', backend, describe}  {type:'model-error', message}
 //               {type:'done', gen, embedding}  {type:'fatal', backend, message}
-import init, { parseJsonl, rougeL, chrf, loadScorer, ModelFiles, lastPanic } from './pkg/sealong_web.js';
+//
+// Two modules (web/build.sh): pkg/ is the CPU module (parsing, ROUGE-L, chrF, the CPU engine,
+// burn flex; a few MB), imported at once; pkg-gpu/ is the WebGPU module (the same surface plus
+// burn-wgpu and cubecl's kernels, several times larger), imported only when the encoder runs on
+// WebGPU, while the model downloads. The text utilities always run on the CPU module, so the
+// first results never wait for the GPU module.
+import init, * as cpuWasm from './pkg/sealong_web.js';
 
 const wasmReady = init();
+// The WebGPU module once imported and initialised (for its panic messages), and its promise.
+let gpuWasm = null;
+let gpuWasmLoading = null;
+// Settles once 'init' has decided the backend (it asks the browser for an adapter first; the
+// data and the model may arrive meanwhile).
+let backendDecided = Promise.resolve();
+
+function loadGpuWasm() {
+  gpuWasmLoading ??= import('./pkg-gpu/sealong_web.js')
+    .catch((e) => {
+      throw new Error(`the WebGPU module (pkg-gpu/) did not load: ${e && e.message ? e.message : e}`);
+    })
+    .then(async (m) => {
+      await m.default();
+      gpuWasm = m;
+      return m;
+    });
+  return gpuWasmLoading;
+}
 const state = {
   backend: 'cpu',
   seed: 42n,
@@ -27,7 +52,9 @@ const post = (m) => self.postMessage(m);
 function message(e) {
   // A Rust panic surfaces as a bare "unreachable" RuntimeError; the hook kept the real message.
   let panic = null;
-  try { panic = lastPanic(); } catch (_) { /* the module may not be initialised */ }
+  for (const m of [gpuWasm, cpuWasm]) {
+    try { panic = panic || (m && m.lastPanic()); } catch (_) { /* the module may not be initialised */ }
+  }
   return panic || (e && e.message) || String(e);
 }
 
@@ -35,7 +62,7 @@ self.onmessage = async (ev) => {
   try {
     await wasmReady;
     const m = ev.data;
-    if (m.type === 'init') await onInit(m);
+    if (m.type === 'init') await (backendDecided = onInit(m));
     else if (m.type === 'data') onData(m);
     else if (m.type === 'model') await onModel(m);
   } catch (e) {
@@ -70,7 +97,7 @@ async function gpuAdapter() {
 
 function onData(m) {
   const gen = ++state.gen;
-  state.file = JSON.parse(parseJsonl(m.text, m.name));
+  state.file = JSON.parse(cpuWasm.parseJsonl(m.text, m.name));
   post({ type: 'parsed', gen, file: state.file });
   // Scoring yields between questions, so a newer file or the model's arrival interleaves.
   score(gen);
@@ -81,8 +108,14 @@ async function onModel(m) {
   state.scorer = null;
   // A new model rescores the embedding utility of the current file.
   state.embedGen = state.embedDone = state.doneSent = null;
+  // Which module runs the encoder depends on the backend: none is fetched before it is known.
+  await backendDecided.catch(() => {});
+  // On WebGPU the GPU module loads while the model downloads (awaited below; a failure there
+  // is WebGPU's failure: the page restarts a CPU worker).
+  const gpu = state.backend === 'webgpu' ? loadGpuWasm() : null;
+  if (gpu) gpu.catch(() => {});
   try {
-    const files = new ModelFiles();
+    const fetched = [];
     const total = m.files.reduce((s, f) => s + (f.size || (f.file ? f.file.size : 0)), 0);
     let done = 0;
     for (const f of m.files) {
@@ -90,10 +123,15 @@ async function onModel(m) {
         post({ type: 'progress', gen: state.gen, phase: 'downloading the model', done: done + n, total, bytes: true });
       });
       done += bytes.length;
-      files.add(f.name, bytes);
+      fetched.push([f.name, bytes]);
     }
+    // ModelFiles and loadScorer from one module: a wasm-bindgen object belongs to its module.
+    const wasm = gpu ? await gpu : cpuWasm;
+    const files = new wasm.ModelFiles();
+    for (const [name, bytes] of fetched) files.add(name, bytes);
+    fetched.length = 0; // copied into the module's memory
     post({ type: 'progress', gen: state.gen, phase: `loading the model on ${state.backend}`, done: 0, total: 1 });
-    state.scorer = await loadScorer(files, m.source, state.backend);
+    state.scorer = await wasm.loadScorer(files, m.source, state.backend);
     state.model = 'ready';
     post({ type: 'model-ready', backend: state.scorer.backend(), describe: state.scorer.describe() });
   } catch (e) {
@@ -150,7 +188,7 @@ async function score(gen) {
   try {
     if (state.rougeGen !== gen) {
       state.rougeGen = gen;
-      if (!(await pass('rouge-l', async (r) => rougeL(r.id, r.texts, state.seed)))) return;
+      if (!(await pass('rouge-l', async (r) => cpuWasm.rougeL(r.id, r.texts, state.seed)))) return;
       state.rougeDone = gen;
     }
     if (state.model === 'ready' && state.embedGen !== gen) {
@@ -161,7 +199,7 @@ async function score(gen) {
     }
     if (state.chrfGen !== gen) {
       state.chrfGen = gen;
-      if (!(await pass('chrf', async (r) => chrf(r.id, r.texts, state.seed)))) return;
+      if (!(await pass('chrf', async (r) => cpuWasm.chrf(r.id, r.texts, state.seed)))) return;
       state.chrfDone = gen;
     }
     const finished = state.rougeDone === gen && state.chrfDone === gen && state.model !== 'loading'

@@ -2,7 +2,8 @@
 //! the data file, and prints the URL. The page does all the computing (in a Web Worker, on WebGPU
 //! or the CPU); this is a static file server with a fixed set of routes:
 //!
-//! - `/`, `/app.js`, `/worker.js`, `/style.css`, `/pkg/*`: the page. It is embedded in the binary
+//! - `/`, `/app.js`, `/worker.js`, `/style.css`, `/pkg/*`, `/pkg-gpu/*`: the page (`pkg/` its CPU
+//!   module, `pkg-gpu/` its WebGPU module, web/build.sh). It is embedded in the binary
 //!   at build time (`native-cli/build.rs`), so an installed `sealong` needs no source tree;
 //!   `--www DIR` serves a directory instead (a page being edited);
 //! - `/session.json`: what to load (data file name, the model's file list, the seed);
@@ -34,6 +35,7 @@
 //! progress for `write_timeout` ends the connection. (`crate::pool` does not fit: it maps a
 //! finite list of items in order, a server takes an endless stream.)
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Component, Path, PathBuf};
@@ -136,7 +138,7 @@ enum Page {
     Dir(PathBuf),
 }
 
-/// What the server hands out; fixed when it starts.
+/// What the server hands out; fixed when it starts (but for the record of what it served).
 struct Site {
     page: Page,
     data: PathBuf,
@@ -150,6 +152,8 @@ struct Site {
     /// on one host must not overwrite each other's).
     cookie: String,
     limits: Limits,
+    /// The page's files answered so far (see [`Server::page_files_served`]).
+    served: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// A running `sealong view` server (tests start it in-process).
@@ -158,6 +162,7 @@ pub struct Server {
     token: String,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    served: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl Server {
@@ -209,6 +214,7 @@ impl Server {
             Vec::new()
         };
         let token = new_token()?;
+        let served = Arc::new(Mutex::new(BTreeSet::new()));
         let site = Arc::new(Site {
             page,
             data,
@@ -218,6 +224,7 @@ impl Server {
             token: token.clone(),
             cookie: format!("sealong-view-{}", addr.port()),
             limits: limits.clone(),
+            served: Arc::clone(&served),
         });
         let (tx, rx) = sync_channel::<(TcpStream, Instant)>(limits.queue.max(1));
         let rx = Arc::new(Mutex::new(rx));
@@ -238,6 +245,7 @@ impl Server {
             token,
             stop,
             thread: Some(thread),
+            served,
         })
     }
 
@@ -253,6 +261,14 @@ impl Server {
     /// The page's address with its token (loopback shown as `127.0.0.1`).
     pub fn url(&self) -> String {
         format!("http://{}/?token={}", self.url_addr(), self.token)
+    }
+
+    /// The page's files this server has answered (200) so far, by name relative to the page
+    /// (`pkg/sealong_web_bg.wasm`): which of its modules a page loaded. A set bounded by the
+    /// page's own files.
+    pub fn page_files_served(&self) -> Vec<String> {
+        let served = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        served.iter().cloned().collect()
     }
 
     /// Serves until the process ends.
@@ -583,6 +599,15 @@ fn route(site: &Site, target: &str) -> Response {
 
 /// A file of the page by its name relative to the page's root.
 fn page_file(site: &Site, name: &str) -> Response {
+    let response = page_file_response(site, name);
+    if response.status == "200 OK" {
+        let mut served = site.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        served.insert(name.to_string());
+    }
+    response
+}
+
+fn page_file_response(site: &Site, name: &str) -> Response {
     match &site.page {
         Page::Embedded => match embedded::FILES.iter().find(|(n, _)| *n == name) {
             Some((n, bytes)) => Response {

@@ -10,6 +10,8 @@
 //! - the malformed line is reported, with its line number, in the visible Problems panel;
 //! - the server's Content-Security-Policy blocked nothing, and the access token's cookie is
 //!   HttpOnly (the page's own requests carry it);
+//! - the page fetched its WebGPU module (`pkg-gpu/`) only in the WebGPU run: the CPU run's
+//!   results, embedding ones included, came from the CPU module alone (the server's record);
 //! - answers are shown as text (no element injected from the file);
 //! - (CPU run) a file picked with the file input, or dropped on the page, replaces the data
 //!   (the picked file's bad line shows too); a model whose weights are cut short is reported in
@@ -383,6 +385,7 @@ fn run(webgpu: bool) {
 
     let backend = browser.js("return document.body.dataset.backend", json!([]));
     assert_eq!(backend, label, "the page ran on {backend}, expected {label}");
+    assert_gpu_module(&server, webgpu);
     let badge = browser.js("return document.getElementById('backend').title", json!([]));
     let badge = badge.as_str().expect("title");
     if webgpu {
@@ -582,12 +585,36 @@ fn run(webgpu: bool) {
         );
         let status = browser.js("return document.getElementById('status').textContent", json!([]));
         assert!(status.as_str().expect("status").ends_with("(ROUGE-L only)"), "{status}");
+        assert_gpu_module(&server2, false);
         browser.js(
             "document.querySelector('input[name=utility][value=\"rouge-l\"]').click()",
             json!([]),
         );
         let shown = browser.js(READ_QUESTION, json!([]));
         assert_eq!(shown["cells"], f64s(&native[0]["scores"]).len().pow(2));
+    }
+}
+
+/// The page's modules as the server handed them out: the CPU module always; the WebGPU module
+/// (`pkg-gpu/`) exactly when the encoder ran on WebGPU, so the CPU engine's results (embedding
+/// ones included) never fetched it.
+fn assert_gpu_module(server: &Server, webgpu: bool) {
+    let served = server.page_files_served();
+    assert!(
+        served.iter().any(|f| f == "pkg/sealong_web_bg.wasm"),
+        "the page did not load its CPU module: {served:?}"
+    );
+    let gpu = served.iter().any(|f| f == "pkg-gpu/sealong_web_bg.wasm");
+    if webgpu {
+        assert!(
+            gpu,
+            "the page ran on WebGPU without fetching the WebGPU module: {served:?}"
+        );
+    } else {
+        assert!(
+            !served.iter().any(|f| f.starts_with("pkg-gpu/")),
+            "the page computed on the CPU but fetched the WebGPU module: {served:?}"
+        );
     }
 }
 

@@ -2,7 +2,8 @@
 //! `session.json`, refusals (paths outside the page, files outside the model's list, a foreign
 //! Host header, other methods, a missing or wrong access token), the security headers, the
 //! connection limits (idle and trickling clients, a full queue), the message when the page's
-//! wasm is not built, and an installed binary serving its embedded page.
+//! wasm is not built, the record of the page's files served, and an installed binary serving
+//! its embedded page (both modules, the CPU one at most 6 MB).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
@@ -155,6 +156,9 @@ fn serves_the_page_data_and_model_files_and_nothing_else() {
     let port = server.addr().port();
     let (status, _, _) = get(&server, "GET", "/", Some(&format!("localhost:{port}")));
     assert_eq!(status, "HTTP/1.1 200 OK");
+    // The record of the page's files served (which modules a page loaded, web_e2e): the ones
+    // answered, not the refused or missing ones, nor the data or the model.
+    assert_eq!(server.page_files_served(), ["index.html", "pkg/sealong_web_bg.wasm"]);
 }
 
 #[test]
@@ -502,6 +506,8 @@ fn an_installed_binary_serves_its_embedded_page_from_anywhere() {
         "style.css",
         "pkg/sealong_web.js",
         "pkg/sealong_web_bg.wasm",
+        "pkg-gpu/sealong_web.js",
+        "pkg-gpu/sealong_web_bg.wasm",
     ] {
         assert!(
             files.iter().any(|n| n == f),
@@ -547,6 +553,14 @@ fn an_installed_binary_serves_its_embedded_page_from_anywhere() {
             body.len(),
             want.len()
         );
+        if f == "pkg/sealong_web_bg.wasm" {
+            // Issue 18: the module the page's first results wait for is at most 6 MB.
+            assert!(
+                body.len() <= 6_000_000,
+                "the page's CPU module is {} bytes, over 6 MB",
+                body.len()
+            );
+        }
     }
     let (status, _, body) = request(addr, "GET", &format!("/data.jsonl?token={token}"), None, "");
     assert_eq!(status, "HTTP/1.1 200 OK");
