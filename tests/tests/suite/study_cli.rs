@@ -418,3 +418,45 @@ fn study_prompts_evaluates_each_strategy_with_eval_and_resumes() {
     );
     assert_eq!(read_json(&out.join("study.json")), st);
 }
+
+/// `study scorers --long-text truncate,windowed,answer-span` (issue 16, item 3's measurement):
+/// one embedding row per reading and ROUGE-L / chrF rows on whole answers and on spans. Four
+/// samples share a ~400-token reasoning (longer than MiniLM's 256-token window) and differ only
+/// in the final answer (Rome, Berlin, Paris, Paris; Paris is right): truncated, the four are one
+/// text and the tie picks Rome (wrong); windowed and the spans see the endings and pick Paris.
+#[test]
+fn scorers_compare_the_long_text_readings() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let reasoning = "The passages describe several European capitals and their rivers, and each step \
+                     compares one fact with another before the final step. "
+        .repeat(14);
+    let texts: Vec<String> = ["Rome", "Berlin", "Paris", "Paris"]
+        .iter()
+        .map(|c| format!("{reasoning}Therefore, the answer is {c}."))
+        .collect();
+    let q: Vec<(&str, bool)> = texts.iter().map(|t| (t.as_str(), t.ends_with("Paris."))).collect();
+    let p = tmp.path().join("predictions.jsonl");
+    std::fs::write(&p, record("t", "1", false, &q)).expect("write");
+    let out = tmp.path().join("scorers");
+    sealong(&[
+        "study",
+        "scorers",
+        "-p",
+        &s(&p),
+        "--out",
+        &s(&out),
+        "--no-self-eval",
+        "--long-text",
+        "truncate,windowed,answer-span",
+    ])
+    .expect("study scorers");
+    let study = read_json(&out.join("study.json"));
+    assert_eq!(study["settings"]["long_text"], json!(["truncate", "windowed", "answer-span"]));
+    let t = study["parts"][0]["table"].clone();
+    close(&cell(&t, "MBR@4 embedding (truncate)", "t")["mean"], 0.0, "truncate");
+    close(&cell(&t, "MBR@4 embedding (windowed)", "t")["mean"], 100.0, "windowed");
+    close(&cell(&t, "MBR@4 embedding (answer-span)", "t")["mean"], 100.0, "answer-span");
+    close(&cell(&t, "MBR@4 ROUGE-L (answer-span)", "t")["mean"], 100.0, "ROUGE-L spans");
+    close(&cell(&t, "MBR@4 chrF (answer-span)", "t")["mean"], 100.0, "chrF spans");
+    assert!(cell(&t, "MBR@4 ROUGE-L (whole)", "t")["mean"].is_number());
+}
