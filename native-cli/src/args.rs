@@ -54,15 +54,19 @@ pub struct DecodeArgs {
     pub top_k: usize,
 }
 
+pub use sealong::mbr::LongText;
 /// Scoring methods of `score`: core's MBR method (`sealong::mbr::Method`, its names and help).
 pub use sealong::mbr::Method as ScoreMethod;
-pub use sealong::mbr::LongText;
 
 /// clap's parser of a `--long-text` flag: core's readings with their help lines.
 pub fn long_text_parser() -> impl clap::builder::TypedValueParser<Value = LongText> {
     use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
-    PossibleValuesParser::new(LongText::ALL.iter().map(|m| PossibleValue::new(m.name()).help(m.help())))
-        .try_map(|s| s.parse::<LongText>())
+    PossibleValuesParser::new(
+        LongText::ALL
+            .iter()
+            .map(|m| PossibleValue::new(m.name()).help(m.help())),
+    )
+    .try_map(|s| s.parse::<LongText>())
 }
 
 /// clap's parser of a `--method` flag over `allowed`: core's names, each listed with its help

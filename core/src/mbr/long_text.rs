@@ -154,7 +154,10 @@ mod tests {
             assert!(!m.help().ends_with('.'), "{m}: clap's help has no final period");
         }
         let e = "middle".parse::<LongText>().expect_err("unknown");
-        assert!(e.to_string().contains("\"middle\"") && e.to_string().contains("answer-span"), "{e}");
+        assert!(
+            e.to_string().contains("\"middle\"") && e.to_string().contains("answer-span"),
+            "{e}"
+        );
     }
 
     #[test]

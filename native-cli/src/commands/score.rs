@@ -388,7 +388,10 @@ fn print_summary(s: &Value) -> Result<()> {
             outln!("  {label:<24} {}", s[k])?;
         }
     }
-    let (over, cut) = (s["samples_over_window"].as_u64().unwrap_or(0), s["samples_cut"].as_u64().unwrap_or(0));
+    let (over, cut) = (
+        s["samples_over_window"].as_u64().unwrap_or(0),
+        s["samples_cut"].as_u64().unwrap_or(0),
+    );
     if cut > 0 {
         outln!("{cut} answers longer than the embedder's window were cut to it (--long-text truncate)")?;
     } else if over > 0 {

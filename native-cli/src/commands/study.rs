@@ -455,9 +455,22 @@ fn run_scorers(a: ScorersArgs) -> Result<()> {
     let mut utilities: Vec<(String, String, Utility)> = Vec::new();
     for &r in &readings {
         let tag = if several { format!(" ({r})") } else { String::new() };
-        utilities.push((format!("embedding{tag}"), format!("embedding{tag}"), Utility::Embedding(embedder.clone(), r)));
+        utilities.push((
+            format!("embedding{tag}"),
+            format!("embedding{tag}"),
+            Utility::Embedding(embedder.clone(), r),
+        ));
     }
-    let mut text_readings: Vec<LongText> = readings.iter().map(|&r| if r == LongText::AnswerSpan { r } else { LongText::Windowed }).collect();
+    let mut text_readings: Vec<LongText> = readings
+        .iter()
+        .map(|&r| {
+            if r == LongText::AnswerSpan {
+                r
+            } else {
+                LongText::Windowed
+            }
+        })
+        .collect();
     text_readings.dedup();
     for m in [Method::RougeL, Method::Chrf] {
         for &r in &text_readings {

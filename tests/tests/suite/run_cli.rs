@@ -103,7 +103,10 @@ fn eval_writes_predictions_and_the_table_and_resumes() {
     // MBR@N read the samples whole (the default reading): counted, none cut.
     assert_eq!(metrics["long_text"], "windowed");
     assert_eq!(metrics["samples_cut"], 0);
-    let over: u64 = preds.iter().map(|p| p["over_window"].as_u64().expect("over_window")).sum();
+    let over: u64 = preds
+        .iter()
+        .map(|p| p["over_window"].as_u64().expect("over_window"))
+        .sum();
     assert_eq!(metrics["samples_over_window"], over);
     assert!(preds.iter().all(|p| p["cut"] == 0));
 

@@ -516,7 +516,11 @@ fn long_answers_are_windowed_or_spanned_and_never_cut_silently() {
     let input = dir.path().join("samples.jsonl");
     std::fs::write(
         &input,
-        format!("{}\n{}\n", record("long", &long, "Paris"), record("same", &same, "Paris")),
+        format!(
+            "{}\n{}\n",
+            record("long", &long, "Paris"),
+            record("same", &same, "Paris")
+        ),
     )
     .expect("write");
     let mut chosen = std::collections::BTreeMap::new();
@@ -553,7 +557,10 @@ fn long_answers_are_windowed_or_spanned_and_never_cut_silently() {
         assert_eq!(summary["samples_cut"], if reading == "truncate" { 4 } else { 0 });
         assert_eq!(summary["pairs_skipped_same_text"], 2 - paired.len());
         let ps: Vec<Value> = read_jsonl(&pairs).into_iter().map(|p| p["id"].clone()).collect();
-        assert_eq!(ps, paired, "questions whose chosen and rejected are one text have no pair");
+        assert_eq!(
+            ps, paired,
+            "questions whose chosen and rejected are one text have no pair"
+        );
         // Resuming writes nothing more: the missing pair is by design, not left to do.
         let before = (std::fs::read(&out).expect("out"), std::fs::read(&pairs).expect("pairs"));
         score(&input, &out, "embedding", &["--long-text", reading, "--pairs", p]).expect("resume");

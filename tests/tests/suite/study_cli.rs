@@ -451,12 +451,23 @@ fn scorers_compare_the_long_text_readings() {
     ])
     .expect("study scorers");
     let study = read_json(&out.join("study.json"));
-    assert_eq!(study["settings"]["long_text"], json!(["truncate", "windowed", "answer-span"]));
+    assert_eq!(
+        study["settings"]["long_text"],
+        json!(["truncate", "windowed", "answer-span"])
+    );
     let t = study["parts"][0]["table"].clone();
     close(&cell(&t, "MBR@4 embedding (truncate)", "t")["mean"], 0.0, "truncate");
     close(&cell(&t, "MBR@4 embedding (windowed)", "t")["mean"], 100.0, "windowed");
-    close(&cell(&t, "MBR@4 embedding (answer-span)", "t")["mean"], 100.0, "answer-span");
-    close(&cell(&t, "MBR@4 ROUGE-L (answer-span)", "t")["mean"], 100.0, "ROUGE-L spans");
+    close(
+        &cell(&t, "MBR@4 embedding (answer-span)", "t")["mean"],
+        100.0,
+        "answer-span",
+    );
+    close(
+        &cell(&t, "MBR@4 ROUGE-L (answer-span)", "t")["mean"],
+        100.0,
+        "ROUGE-L spans",
+    );
     close(&cell(&t, "MBR@4 chrF (answer-span)", "t")["mean"], 100.0, "chrF spans");
     assert!(cell(&t, "MBR@4 ROUGE-L (whole)", "t")["mean"].is_number());
 }
