@@ -161,3 +161,16 @@ impl SplitMix {
         (0..n).map(|_| self.sym() * scale).collect()
     }
 }
+
+/// Answers longer than MiniLM's 256-token window that differ only at the end: a shared
+/// ~400-token reasoning, then "Therefore, the answer is {ending}." for each ending (the
+/// long-text readings' tests in score_cli and study_cli).
+pub fn long_answers(endings: &[&str]) -> Vec<String> {
+    let reasoning = "The passages describe several European capitals and their rivers, and each step \
+                     compares one fact with another before the final step. "
+        .repeat(14);
+    endings
+        .iter()
+        .map(|c| format!("{reasoning}Therefore, the answer is {c}."))
+        .collect()
+}

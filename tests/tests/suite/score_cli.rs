@@ -505,13 +505,7 @@ fn record(id: &str, answers: &[String], gold: &str) -> Value {
 #[test]
 fn long_answers_are_windowed_or_spanned_and_never_cut_silently() {
     let dir = tempfile::tempdir().expect("tmp");
-    let reasoning = "The passages describe several European capitals and their rivers, and each step \
-                     compares one fact with another before the final step. "
-        .repeat(14);
-    let long: Vec<String> = ["Rome", "Berlin", "Paris", "Paris"]
-        .iter()
-        .map(|c| format!("{reasoning}Therefore, the answer is {c}."))
-        .collect();
+    let long = sealong_tests::long_answers(&["Rome", "Berlin", "Paris", "Paris"]);
     let same = vec!["Paris.".to_string(); 3];
     let input = dir.path().join("samples.jsonl");
     std::fs::write(

@@ -427,13 +427,7 @@ fn study_prompts_evaluates_each_strategy_with_eval_and_resumes() {
 #[test]
 fn scorers_compare_the_long_text_readings() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let reasoning = "The passages describe several European capitals and their rivers, and each step \
-                     compares one fact with another before the final step. "
-        .repeat(14);
-    let texts: Vec<String> = ["Rome", "Berlin", "Paris", "Paris"]
-        .iter()
-        .map(|c| format!("{reasoning}Therefore, the answer is {c}."))
-        .collect();
+    let texts = sealong_tests::long_answers(&["Rome", "Berlin", "Paris", "Paris"]);
     let q: Vec<(&str, bool)> = texts.iter().map(|t| (t.as_str(), t.ends_with("Paris."))).collect();
     let p = tmp.path().join("predictions.jsonl");
     std::fs::write(&p, record("t", "1", false, &q)).expect("write");
