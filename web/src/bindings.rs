@@ -15,6 +15,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::error::WebError;
 use crate::scoring::{self, Backend, ModelFiles, Scorer};
+use sealong::mbr::long_text::LongText;
 
 thread_local! {
     /// The last panic message: a panic aborts the wasm call with a bare "unreachable", so the
@@ -53,16 +54,21 @@ pub fn parse_jsonl(text: &str, name: &str) -> Result<String, WebError> {
     json(&crate::records::parse(text, name))
 }
 
+/// How long answers are read (`truncate`, `windowed` or `answer-span`; a record's `long_text`).
+fn reading(long_text: &str) -> Result<LongText, WebError> {
+    Ok(LongText::from_name(long_text)?)
+}
+
 /// ROUGE-L MBR of one question; JSON of `scoring::Scored`.
 #[wasm_bindgen(js_name = rougeL)]
-pub fn rouge_l(id: &str, texts: Vec<String>, seed: u64) -> Result<String, WebError> {
-    json(&scoring::rouge_l(id, &texts, seed)?)
+pub fn rouge_l(id: &str, texts: Vec<String>, seed: u64, long_text: &str) -> Result<String, WebError> {
+    json(&scoring::rouge_l(id, &texts, seed, reading(long_text)?)?)
 }
 
 /// chrF MBR of one question; JSON of `scoring::Scored`.
 #[wasm_bindgen]
-pub fn chrf(id: &str, texts: Vec<String>, seed: u64) -> Result<String, WebError> {
-    json(&scoring::chrf(id, &texts, seed)?)
+pub fn chrf(id: &str, texts: Vec<String>, seed: u64, long_text: &str) -> Result<String, WebError> {
+    json(&scoring::chrf(id, &texts, seed, reading(long_text)?)?)
 }
 
 /// SubEM of one answer against gold answers (the core metric).
@@ -123,11 +129,12 @@ impl WebScorer {
         self.inner.describe()
     }
 
-    /// Embedding MBR of one question: a promise of the JSON of `scoring::Scored`.
-    pub fn embedding(&self, id: String, texts: Vec<String>, seed: u64) -> Promise {
+    /// Embedding MBR of one question, long answers read as `long_text` says: a promise of the
+    /// JSON of `scoring::Scored`.
+    pub fn embedding(&self, id: String, texts: Vec<String>, seed: u64, long_text: String) -> Promise {
         let scorer = Rc::clone(&self.inner);
         future_to_promise(async move {
-            let scored = scorer.embedding(&id, &texts, seed).await?;
+            let scored = scorer.embedding(&id, &texts, seed, reading(&long_text)?).await?;
             Ok(JsValue::from_str(&json(&scored)?))
         })
     }

@@ -9,6 +9,7 @@ use std::path::Path;
 use sealong::data::jsonl;
 use sealong::data::samples::SampleSet;
 use sealong::eval::sub_em;
+use sealong::mbr::long_text::LongText;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -30,6 +31,10 @@ pub struct Record {
     pub sub_em: Option<Vec<bool>>,
     /// What `sealong score` wrote into a scored file.
     pub native: Option<NativeScores>,
+    /// How the page reads answers longer than the embedder's window (`truncate`, `windowed` or
+    /// `answer-span`): the scored file's own `long_text`, so the page compares like for like,
+    /// else `sealong score`'s default.
+    pub long_text: &'static str,
 }
 
 /// The scores a scored file carries (stage 3's fields).
@@ -106,6 +111,12 @@ fn record(raw: &str, path: &Path, line: usize) -> Result<Record, String> {
         return Err(here(format!("has {n} sample(s); MBR needs at least 2")));
     }
     let native = native_scores(&set, n).map_err(here)?;
+    let long_text = match set.raw.get("long_text") {
+        None | Some(Value::Null) => LongText::default(),
+        Some(Value::String(name)) => LongText::from_name(name).map_err(|e| here(format!("\"long_text\": {e}")))?,
+        Some(v) => return Err(here(format!("\"long_text\" is not a name: {v}"))),
+    }
+    .name();
     let sub_em = (!set.answers.is_empty()).then(|| set.texts.iter().map(|t| sub_em(t, &set.answers)).collect());
     Ok(Record {
         line,
@@ -117,6 +128,7 @@ fn record(raw: &str, path: &Path, line: usize) -> Result<Record, String> {
         texts: set.texts,
         sub_em,
         native,
+        long_text,
     })
 }
 
@@ -221,6 +233,24 @@ mod tests {
         assert!(f.errors[1].message.contains("appears twice"));
         assert!(f.errors[2].message.contains("at least 2"));
         assert!(f.errors[3].message.contains("\"scores\" has 1 values for 2 samples"));
+    }
+
+    #[test]
+    fn the_page_reads_long_answers_as_the_file_was_scored() {
+        let mut spans = rec("s", &["Ada", "Bob"]);
+        spans["long_text"] = json!("answer-span");
+        let mut unknown = rec("u", &["Ada", "Bob"]);
+        unknown["long_text"] = json!("head");
+        let text = format!("{}\n{}\n{}\n", rec("a", &["Ada", "Bob"]), spans, unknown);
+        let f = parse(&text, "scored.jsonl");
+        let readings: Vec<_> = f.records.iter().map(|r| r.long_text).collect();
+        assert_eq!(readings, ["windowed", "answer-span"]);
+        assert_eq!(f.errors.len(), 1);
+        let m = &f.errors[0].message;
+        assert!(
+            m.starts_with("scored.jsonl:3:") && m.contains("\"long_text\"") && m.contains("windowed"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! numbers.
 
 use burn::tensor::Device;
+use sealong::mbr::long_text::{self, LongText};
 use sealong::mbr::{Method, Ranked, method};
 use sealong::models::encoder::{EncoderFiles, SentenceEmbedder};
 use serde::Serialize;
@@ -139,10 +140,16 @@ pub struct Scored {
     pub chosen: usize,
     pub rejected: usize,
     pub rejected_pool: Vec<usize>,
+    /// How answers longer than the embedder's window were read (`sealong score --long-text`).
+    pub long_text: &'static str,
+    /// Answers longer than the embedder's window (embedding; under `answer-span`, the spans).
+    pub over_window: usize,
+    /// Of those, the answers the embedder saw only the beginning of (`truncate`).
+    pub cut: usize,
 }
 
 impl Scored {
-    fn new(method: Method, n: usize, r: Ranked) -> Self {
+    fn new(method: Method, n: usize, r: Ranked, reading: LongText) -> Self {
         Scored {
             utility: method.name(),
             n,
@@ -151,25 +158,35 @@ impl Scored {
             chosen: r.selection.chosen,
             rejected: r.selection.rejected,
             rejected_pool: r.selection.rejected_pool,
+            long_text: reading.name(),
+            over_window: 0,
+            cut: 0,
         }
     }
 }
 
-/// MBR of one question by a pairwise text utility (`sealong score --method rouge-l|chrf`). No
-/// model needed; a method that needs one is an error.
-pub fn text_utility(method: Method, id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
-    let ranked = method::rank_texts(method, texts, &mut method::score_stream(seed, id))?;
-    Ok(Scored::new(method, texts.len(), ranked))
+/// MBR of one question by a pairwise text utility (`sealong score --method rouge-l|chrf
+/// --long-text READING`: only `answer-span` changes what they compare). No model needed; a
+/// method that needs one is an error.
+pub fn text_utility(
+    method: Method,
+    id: &str,
+    texts: &[String],
+    seed: u64,
+    reading: LongText,
+) -> Result<Scored, WebError> {
+    let ranked = method::rank_texts(method, &reading.texts(texts), &mut method::score_stream(seed, id))?;
+    Ok(Scored::new(method, texts.len(), ranked, reading))
 }
 
 /// ROUGE-L F1 MBR of one question (`sealong score --method rouge-l`).
-pub fn rouge_l(id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
-    text_utility(Method::RougeL, id, texts, seed)
+pub fn rouge_l(id: &str, texts: &[String], seed: u64, reading: LongText) -> Result<Scored, WebError> {
+    text_utility(Method::RougeL, id, texts, seed, reading)
 }
 
 /// chrF MBR of one question (`sealong score --method chrf`).
-pub fn chrf(id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
-    text_utility(Method::Chrf, id, texts, seed)
+pub fn chrf(id: &str, texts: &[String], seed: u64, reading: LongText) -> Result<Scored, WebError> {
+    text_utility(Method::Chrf, id, texts, seed, reading)
 }
 
 /// The embedding scorer: a loaded encoder on one backend.
@@ -235,14 +252,24 @@ impl Scorer {
         format!("{} · {} · {}-dim embeddings", engine, self.source, self.embedder.dim())
     }
 
-    /// Embedding MBR of one question (`sealong score --method embedding`).
-    pub async fn embedding(&self, id: &str, texts: &[String], seed: u64) -> Result<Scored, WebError> {
-        let n = texts.len();
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let emb = self.embedder.embed_async(&refs).await?;
+    /// Embedding MBR of one question (`sealong score --method embedding --long-text READING`):
+    /// answers longer than the embedder's window are read as `sealong score` reads them, and
+    /// counted.
+    pub async fn embedding(
+        &self,
+        id: &str,
+        texts: &[String],
+        seed: u64,
+        reading: LongText,
+    ) -> Result<Scored, WebError> {
+        let emb = long_text::embed_async(&self.embedder, texts, reading).await?;
         let ranked =
-            method::rank_embeddings_async(&emb, self.gpu.as_ref(), &mut method::score_stream(seed, id)).await?;
-        Ok(Scored::new(Method::Embedding, n, ranked))
+            method::rank_embeddings_async(&emb.vectors, self.gpu.as_ref(), &mut method::score_stream(seed, id)).await?;
+        Ok(Scored {
+            over_window: emb.over_window,
+            cut: emb.cut,
+            ..Scored::new(Method::Embedding, texts.len(), ranked, reading)
+        })
     }
 }
 
@@ -298,13 +325,13 @@ mod tests {
     fn text_utility_selections_are_the_native_ones() {
         use sealong::mbr::{chrf::chrf_matrix, rouge::rouge_l_f1_matrix};
         let texts: Vec<String> = ["the cat sat", "the cat sat down", "a dog"].map(String::from).into();
-        type Score = fn(&str, &[String], u64) -> Result<Scored, WebError>;
+        type Score = fn(&str, &[String], u64, LongText) -> Result<Scored, WebError>;
         let cases: [(Score, Vec<f64>, &str); 2] = [
             (rouge_l, rouge_l_f1_matrix(&texts), "rouge-l"),
             (chrf, chrf_matrix(&texts), "chrf"),
         ];
         for (score, m, name) in cases {
-            let s = score("q1", &texts, 42).expect(name);
+            let s = score("q1", &texts, 42, LongText::Windowed).expect(name);
             let mut r = sealong::rng::for_item(42, "q1#score");
             let want = sealong::mbr::select_from_matrix(&m, 3, &mut r).expect("select");
             assert_eq!(
@@ -312,9 +339,22 @@ mod tests {
                 (want.chosen, want.rejected, &want.scores, name)
             );
             assert_eq!(s.matrix, m);
-            assert!(score("q", &texts[..1], 42).is_err());
+            assert!(score("q", &texts[..1], 42, LongText::Windowed).is_err());
+            // Answer spans: what `sealong score --long-text answer-span` compares.
+            let long: Vec<String> = ["I think so. Answer: Ada", "Maybe. Answer: Ada", "No idea. Answer: Bob"]
+                .map(String::from)
+                .into();
+            let s = score("q1", &long, 42, LongText::AnswerSpan).expect(name);
+            let spans = LongText::AnswerSpan.texts(&long);
+            let spans: Vec<String> = spans.iter().map(|t| t.to_string()).collect();
+            let m = if name == "rouge-l" {
+                rouge_l_f1_matrix(&spans)
+            } else {
+                chrf_matrix(&spans)
+            };
+            assert_eq!((s.matrix, s.long_text), (m, "answer-span"));
         }
-        assert!(text_utility(Method::Embedding, "q", &texts, 42).is_err());
+        assert!(text_utility(Method::Embedding, "q", &texts, 42, LongText::Windowed).is_err());
         assert!(Backend::parse("tpu").is_err());
     }
 }

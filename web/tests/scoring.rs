@@ -7,6 +7,7 @@
 mod tiny;
 
 use sealong::mbr;
+use sealong::mbr::long_text::LongText;
 use sealong::mbr::rouge;
 use sealong_web::{Backend, Scored, Scorer};
 
@@ -68,7 +69,7 @@ async fn parse_then_rouge() {
     );
     let r = &f.records[0];
     assert_eq!(r.sub_em.as_deref(), Some(&[true, true, false, false, true][..]));
-    let s = sealong_web::scoring::rouge_l("q1", &r.texts, 42).expect("rouge");
+    let s = sealong_web::scoring::rouge_l("q1", &r.texts, 42, LongText::Windowed).expect("rouge");
     let m = rouge::rouge_l_f1_matrix(&r.texts);
     let want = mbr::select_from_matrix(&m, r.texts.len(), &mut sealong::rng::for_item(42, "q1#score")).expect("sel");
     assert_eq!(
@@ -83,8 +84,14 @@ async fn engines() {
     let texts = tiny::answers();
     let cpu = Scorer::load(&files, "tiny", Backend::Cpu, None).expect("cpu");
     let flex = Scorer::load(&files, "tiny", Backend::Flex, None).expect("flex");
-    let a = cpu.embedding("q", &texts, 42).await.expect("cpu scores");
-    let b = flex.embedding("q", &texts, 42).await.expect("flex scores");
+    let a = cpu
+        .embedding("q", &texts, 42, LongText::Windowed)
+        .await
+        .expect("cpu scores");
+    let b = flex
+        .embedding("q", &texts, 42, LongText::Windowed)
+        .await
+        .expect("flex scores");
     assert_eq!(a.matrix.len(), texts.len() * texts.len());
     for i in 0..a.n {
         // Normalized vectors: self-similarity 1.
@@ -93,6 +100,31 @@ async fn engines() {
     // The host engine and burn's twin agree to f32 rounding (ARCHITECTURE: max |d| <= 1e-5).
     close(&a, &b, 1e-5, "cpu engine vs burn flex");
     assert!(a.rejected_pool.contains(&a.rejected));
+    assert_eq!(
+        (a.over_window, a.cut),
+        (0, 0),
+        "the short answers fit the 32-token window"
+    );
+    // Answers over the window: read in windows by both engines, counted, none cut.
+    let long = tiny::long_answers();
+    let a = cpu
+        .embedding("q", &long, 42, LongText::Windowed)
+        .await
+        .expect("cpu windowed");
+    let b = flex
+        .embedding("q", &long, 42, LongText::Windowed)
+        .await
+        .expect("flex windowed");
+    close(&a, &b, 1e-5, "windowed: cpu engine vs burn flex");
+    assert_eq!((a.over_window, a.cut, b.over_window), (long.len(), 0, long.len()));
+    let t = cpu
+        .embedding("q", &long, 42, LongText::Truncate)
+        .await
+        .expect("cpu truncated");
+    assert_eq!(
+        (t.over_window, t.cut, t.long_text),
+        (long.len(), long.len(), "truncate")
+    );
 }
 both!(cpu_engine_and_burn_flex_agree, engines());
 
@@ -135,11 +167,11 @@ mod browser {
         f
     }
 
-    async fn scored(backend: &str) -> (String, Value) {
+    async fn scored(backend: &str, texts: Vec<String>) -> (String, Value) {
         let scorer = bindings::load_scorer(js_files(), "tiny".into(), backend.into())
             .await
             .unwrap_or_else(|e| panic!("loading on {backend}: {:?}", wasm_bindgen::JsValue::from(e)));
-        let v = JsFuture::from(scorer.embedding("q".into(), tiny::answers(), 42))
+        let v = JsFuture::from(scorer.embedding("q".into(), texts, 42, "windowed".into()))
             .await
             .unwrap_or_else(|e| panic!("scoring on {backend}: {e:?}"));
         let text = v.as_string().expect("JSON text");
@@ -157,6 +189,9 @@ mod browser {
             chosen: u(&v["chosen"]),
             rejected: u(&v["rejected"]),
             rejected_pool: v["rejected_pool"].as_array().expect("pool").iter().map(u).collect(),
+            long_text: "windowed",
+            over_window: u(&v["over_window"]),
+            cut: u(&v["cut"]),
         }
     }
 
@@ -164,12 +199,17 @@ mod browser {
     #[cfg(feature = "webgpu")]
     #[wasm_bindgen_test]
     async fn webgpu_in_a_worker_matches_the_cpu_engine() {
-        let (cpu_backend, cpu) = scored("cpu").await;
-        assert_eq!(cpu_backend, "cpu");
-        let (gpu_backend, gpu) = scored("webgpu").await;
-        assert_eq!(gpu_backend, "webgpu");
-        // f32 on SwiftShader vs the host engine: rounding only.
-        close(&as_scored(&gpu), &as_scored(&cpu), 1e-4, "webgpu vs cpu engine");
+        for texts in [tiny::answers(), tiny::long_answers()] {
+            let (cpu_backend, cpu) = scored("cpu", texts.clone()).await;
+            assert_eq!(cpu_backend, "cpu");
+            let (gpu_backend, gpu) = scored("webgpu", texts).await;
+            assert_eq!(gpu_backend, "webgpu");
+            // f32 on SwiftShader vs the host engine: rounding only; long answers in windows on both
+            // (the device read-back is asynchronous, as the browser requires).
+            close(&as_scored(&gpu), &as_scored(&cpu), 1e-4, "webgpu vs cpu engine");
+            assert_eq!(gpu["over_window"], cpu["over_window"]);
+            assert_eq!(gpu["long_text"], "windowed");
+        }
     }
 
     #[wasm_bindgen_test]
@@ -178,11 +218,14 @@ mod browser {
         let v: Value = serde_json::from_str(&bindings::parse_jsonl(text, "f.jsonl").expect("parse")).expect("json");
         assert_eq!(v["records"].as_array().expect("records").len(), 1);
         assert_eq!(v["errors"][0]["line"], 2);
-        let r: Value =
-            serde_json::from_str(&bindings::rouge_l("a", vec!["x y".into(), "x".into()], 42).expect("rouge"))
-                .expect("json");
+        let r: Value = serde_json::from_str(
+            &bindings::rouge_l("a", vec!["x y".into(), "x".into()], 42, "windowed").expect("rouge"),
+        )
+        .expect("json");
         assert_eq!(r["n"], 2);
         assert_eq!(r["matrix"].as_array().expect("matrix").len(), 4);
+        let e = bindings::rouge_l("a", vec!["x y".into(), "x".into()], 42, "head").expect_err("unknown reading");
+        assert!(e.to_string().contains("windowed"), "{e}");
         assert!(bindings::last_panic().is_none());
     }
 }

@@ -456,6 +456,12 @@ function renderAnswers(rec, result) {
   } else if (rec.native) {
     parts.push(el('span', { class: 'muted' }, ` · the file was scored by ${rec.native.method}; switch the utility to compare`));
   }
+  if (result.over_window > 0) {
+    const how = result.cut > 0 ? `${result.cut} cut to their first window (long_text = truncate)` : 'read whole, in windows';
+    parts.push(el('span', { id: 'over-window', class: result.cut > 0 ? 'disagree' : 'muted', 'data-over': result.over_window, 'data-cut': result.cut },
+      ` · ${result.over_window} of ${result.n} answers longer than the embedder's window: ${how}`));
+  }
+  if (result.long_text === 'answer-span') parts.push(el('span', { class: 'muted' }, ' · compared on the answer spans (long_text = answer-span)'));
   if (result.ms !== undefined) parts.push(el('span', { class: 'muted' }, ` · ${result.ms.toFixed(0)} ms`));
   v.replaceChildren(...parts);
 }

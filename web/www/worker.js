@@ -188,18 +188,18 @@ async function score(gen) {
   try {
     if (state.rougeGen !== gen) {
       state.rougeGen = gen;
-      if (!(await pass('rouge-l', async (r) => cpuWasm.rougeL(r.id, r.texts, state.seed)))) return;
+      if (!(await pass('rouge-l', async (r) => cpuWasm.rougeL(r.id, r.texts, state.seed, r.long_text)))) return;
       state.rougeDone = gen;
     }
     if (state.model === 'ready' && state.embedGen !== gen) {
       state.embedGen = gen;
       const scorer = state.scorer;
-      if (!(await pass('embedding', (r) => scorer.embedding(r.id, r.texts, state.seed)))) return;
+      if (!(await pass('embedding', (r) => scorer.embedding(r.id, r.texts, state.seed, r.long_text)))) return;
       state.embedDone = gen;
     }
     if (state.chrfGen !== gen) {
       state.chrfGen = gen;
-      if (!(await pass('chrf', async (r) => cpuWasm.chrf(r.id, r.texts, state.seed)))) return;
+      if (!(await pass('chrf', async (r) => cpuWasm.chrf(r.id, r.texts, state.seed, r.long_text)))) return;
       state.chrfDone = gen;
     }
     const finished = state.rougeDone === gen && state.chrfDone === gen && state.model !== 'loading'

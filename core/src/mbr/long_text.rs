@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use crate::models::encoder::SentenceEmbedder;
+use crate::models::encoder::{EmbedPlan, SentenceEmbedder};
 use crate::text::answer::answer_span;
 use crate::{Error, Result};
 
@@ -114,32 +114,36 @@ pub struct Embedded {
 /// The answers' vectors under `reading`: truncated, windowed, or the answer spans embedded (a
 /// span over the window is windowed, so no reading but `truncate` cuts).
 pub fn embed<S: AsRef<str>>(embedder: &SentenceEmbedder, answers: &[S], reading: LongText) -> Result<Embedded> {
+    let plan = plan(embedder, answers, reading)?;
+    Ok(Embedded {
+        vectors: embedder.embed_planned(&plan)?,
+        over_window: plan.over_window,
+        cut: plan.cut,
+    })
+}
+
+/// [`embed`] for callers that must not block on a device read (the browser page on WebGPU).
+/// Same vectors and counts.
+pub async fn embed_async<S: AsRef<str>>(
+    embedder: &SentenceEmbedder,
+    answers: &[S],
+    reading: LongText,
+) -> Result<Embedded> {
+    let plan = plan(embedder, answers, reading)?;
+    Ok(Embedded {
+        vectors: embedder.embed_planned_async(&plan).await?,
+        over_window: plan.over_window,
+        cut: plan.cut,
+    })
+}
+
+fn plan<S: AsRef<str>>(embedder: &SentenceEmbedder, answers: &[S], reading: LongText) -> Result<EmbedPlan> {
     let texts = match reading {
         LongText::AnswerSpan => reading.texts(answers),
         LongText::Truncate | LongText::Windowed => answers.iter().map(|a| Cow::Borrowed(a.as_ref())).collect(),
     };
     let refs: Vec<&str> = texts.iter().map(AsRef::as_ref).collect();
-    match reading {
-        LongText::Truncate => {
-            let mut over = 0;
-            for t in &refs {
-                over += usize::from(embedder.over_window(t)?);
-            }
-            Ok(Embedded {
-                vectors: embedder.embed(&refs)?,
-                over_window: over,
-                cut: over,
-            })
-        }
-        LongText::Windowed | LongText::AnswerSpan => {
-            let (vectors, windowed) = embedder.embed_windowed(&refs)?;
-            Ok(Embedded {
-                vectors,
-                over_window: windowed,
-                cut: 0,
-            })
-        }
-    }
+    embedder.plan(&refs, reading != LongText::Truncate)
 }
 
 #[cfg(test)]

@@ -173,3 +173,10 @@ pub fn answers() -> Vec<String> {
     .map(String::from)
     .to_vec()
 }
+
+/// Answers longer than the tiny model's 32-token window: each short answer after a shared
+/// reasoning of about 60 tokens, so each needs three windows.
+pub fn long_answers() -> Vec<String> {
+    let reasoning = "The passages name the city and the river and compare them step by step. ".repeat(4);
+    answers().iter().map(|a| format!("{reasoning}{a}")).collect()
+}

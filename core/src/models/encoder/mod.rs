@@ -58,6 +58,19 @@ pub enum EncoderEngine {
 /// size does not change results).
 const FORWARD_BATCH: usize = 64;
 
+/// The token windows one embedding call runs ([`SentenceEmbedder::plan`]).
+#[derive(Debug, Clone, Default)]
+pub struct EmbedPlan {
+    /// Every window's ids, text after text.
+    ids: Vec<Vec<u32>>,
+    /// How many windows each text has.
+    windows: Vec<usize>,
+    /// Texts longer than the window.
+    pub over_window: usize,
+    /// Of those, the texts the embedder sees only the beginning of (truncated plans).
+    pub cut: usize,
+}
+
 impl SentenceEmbedder {
     /// Loads the files for the CPU (host engine).
     pub fn from_files(files: &EncoderFiles<'_>) -> Result<Self> {
@@ -252,60 +265,90 @@ impl SentenceEmbedder {
     /// the model normalizes (so the MBR cosine stays a cosine). Returns the vectors and how many
     /// texts needed more than one window.
     pub fn embed_windowed(&self, texts: &[&str]) -> Result<(Vec<Vec<f32>>, usize)> {
-        let mut out = Vec::with_capacity(texts.len());
-        let mut windowed = 0;
-        for chunk in texts.chunks(FORWARD_BATCH) {
-            let per_text = chunk.iter().map(|t| self.window_ids(t)).collect::<Result<Vec<_>>>()?;
-            let flat: Vec<Vec<u32>> = per_text.iter().flatten().cloned().collect();
-            let mut pooled = Vec::with_capacity(flat.len());
-            for batch in flat.chunks(FORWARD_BATCH) {
-                pooled.extend(self.pooled(batch)?);
-            }
-            let mut next = pooled.into_iter();
-            for windows in &per_text {
-                let vs: Vec<Vec<f32>> = next.by_ref().take(windows.len()).collect();
-                if vs.len() == 1 {
-                    self.finish(vs, &mut out);
-                    continue;
-                }
-                windowed += 1;
-                let mut mean = vec![0f64; vs[0].len()];
-                for mut v in vs.iter().cloned() {
-                    normalize(&mut v);
-                    mean.iter_mut().zip(&v).for_each(|(m, x)| *m += f64::from(*x));
-                }
-                let k = vs.len() as f64;
-                let mut v: Vec<f32> = mean.iter().map(|m| (m / k) as f32).collect();
-                if self.sentence.normalize {
-                    normalize(&mut v);
-                }
-                out.push(v);
-            }
-        }
-        Ok((out, windowed))
+        let plan = self.plan(texts, true)?;
+        Ok((self.embed_planned(&plan)?, plan.over_window))
     }
 
-    /// [`SentenceEmbedder::embed`] for callers that must not block on a device read: the
+    /// What one embedding call runs for `texts`: each text's windows (`whole`, as
+    /// [`SentenceEmbedder::embed_windowed`]) or its truncated ids (as [`SentenceEmbedder::embed`]),
+    /// with the count of texts over the window and of those cut. [`SentenceEmbedder::embed_planned`]
+    /// and [`SentenceEmbedder::embed_planned_async`] run it, so the native CLI and the browser
+    /// read long texts the same way.
+    pub fn plan(&self, texts: &[&str], whole: bool) -> Result<EmbedPlan> {
+        let mut plan = EmbedPlan::default();
+        for t in texts {
+            let windows = if whole {
+                self.window_ids(t)?
+            } else {
+                if self.over_window(t)? {
+                    plan.cut += 1;
+                }
+                vec![self.tokenize(t)?]
+            };
+            plan.over_window += usize::from(windows.len() > 1);
+            plan.windows.push(windows.len());
+            plan.ids.extend(windows);
+        }
+        if !whole {
+            plan.over_window = plan.cut;
+        }
+        Ok(plan)
+    }
+
+    /// The vectors of a [`SentenceEmbedder::plan`], one per text.
+    pub fn embed_planned(&self, plan: &EmbedPlan) -> Result<Vec<Vec<f32>>> {
+        let mut pooled = Vec::with_capacity(plan.ids.len());
+        for batch in plan.ids.chunks(FORWARD_BATCH) {
+            pooled.extend(self.pooled(batch)?);
+        }
+        Ok(self.combine(plan, pooled))
+    }
+
+    /// [`SentenceEmbedder::embed_planned`] for callers that must not block on a device read: the
     /// browser's WebGPU only reads buffers back asynchronously (a synchronous read panics there).
-    /// Same vectors as `embed`.
-    pub async fn embed_async(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>> {
-        let mut out = Vec::with_capacity(texts.len());
-        for chunk in texts.chunks(FORWARD_BATCH) {
-            let ids = chunk.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>>>()?;
-            let pooled = match &self.engine {
-                EncoderEngine::Cpu(e) => e.pooled(&ids, self.sentence.pooling),
+    /// Same vectors.
+    pub async fn embed_planned_async(&self, plan: &EmbedPlan) -> Result<Vec<Vec<f32>>> {
+        let mut pooled = Vec::with_capacity(plan.ids.len());
+        for batch in plan.ids.chunks(FORWARD_BATCH) {
+            pooled.extend(match &self.engine {
+                EncoderEngine::Cpu(e) => e.pooled(batch, self.sentence.pooling),
                 EncoderEngine::Burn(e) => {
                     let data = e
-                        .pooled(&ids, self.sentence.pooling)
+                        .pooled(batch, self.sentence.pooling)
                         .into_data_async()
                         .await
                         .map_err(|e| Error::Invalid(format!("reading embeddings back from the device: {e:?}")))?;
                     rows(data)?
                 }
-            };
-            self.finish(pooled, &mut out);
+            });
         }
-        Ok(out)
+        Ok(self.combine(plan, pooled))
+    }
+
+    /// One vector per text from its windows' pooled vectors: a single window is finished as
+    /// [`SentenceEmbedder::embed`] finishes it; several are the renormalized mean of their unit
+    /// vectors.
+    fn combine(&self, plan: &EmbedPlan, pooled: Vec<Vec<f32>>) -> Vec<Vec<f32>> {
+        let mut out = Vec::with_capacity(plan.windows.len());
+        let mut next = pooled.into_iter();
+        for &k in &plan.windows {
+            let vs: Vec<Vec<f32>> = next.by_ref().take(k).collect();
+            if vs.len() == 1 {
+                self.finish(vs, &mut out);
+                continue;
+            }
+            let mut mean = vec![0f64; vs.first().map_or(0, Vec::len)];
+            for mut v in vs {
+                normalize(&mut v);
+                mean.iter_mut().zip(&v).for_each(|(m, x)| *m += f64::from(*x));
+            }
+            let mut v: Vec<f32> = mean.iter().map(|m| (m / k as f64) as f32).collect();
+            if self.sentence.normalize {
+                normalize(&mut v);
+            }
+            out.push(v);
+        }
+        out
     }
 
     /// Normalizes (when the model says so) and appends a batch's pooled vectors.
