@@ -10,14 +10,14 @@
         or when the training files hold fewer than --min-questions questions in total. Prints
         the count per file. The Rust test tests/tests/suite/train_data.rs checks the same.
 
-    python3 scripts/train-data.py take --source FILE --format 2wiki --out data/2wiki/train.jsonl
-        Appends the records of FILE (a JSON list or JSONL of original dataset records, as a
-        public repository redistributes them) to a training file, record by record: each record
-        keeps exactly its dataset's fields, in the order the shipped files use, with their
-        values unchanged (fields a redistributing repository added, such as its own
-        annotations, are left out). Records that are not of the format, MuSiQue records marked
-        unanswerable, and records that overlap a non-training file or another training record
-        (by id or normalized question) are skipped and counted.
+    python3 scripts/train-data.py take --source FILE [FILE ...] --format 2wiki --out data/2wiki/train.jsonl
+        Appends the records of each FILE, in the order given (a JSON list or JSONL of original
+        dataset records, as a public repository redistributes them), to a training file, record
+        by record: each record keeps exactly its dataset's fields, in the order the shipped
+        files use, with their values unchanged (fields a redistributing repository added, such
+        as its own annotations, are left out). Records that are not of the format, MuSiQue
+        records marked unanswerable, and records that overlap a non-training file or another
+        training record (by id or normalized question) are skipped and counted.
 
 Both take --data DIR (before the command) to work on another data directory, e.g. a copy.
 
@@ -159,7 +159,8 @@ def take(args):
             seen_q.add(normalize(record_question(r) or ""))
     counts = dict(taken=0, not_this_format=0, unanswerable=0, overlaps_held_out=0, repeats_training=0)
     lines = []
-    for _, r in read_records(Path(args.source)):
+    records = [r for source in args.source for _, r in read_records(Path(source))]
+    for r in records:
         if not isinstance(r, dict) or any(f not in r for f in fields):
             counts["not_this_format"] += 1
             continue
@@ -180,7 +181,8 @@ def take(args):
     with out.open("a", encoding="utf-8") as f:
         for line in lines:
             f.write(line + "\n")
-    print(f"{args.source} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    sources = args.source[0] if len(args.source) == 1 else f"{len(args.source)} files ({args.source[0]} ...)"
+    print(f"{sources} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
 
 
@@ -191,7 +193,7 @@ def main():
     c = sub.add_parser("check", help="check counts and overlaps of the shipped training files")
     c.add_argument("--min-questions", type=int, default=1000)
     t = sub.add_parser("take", help="append original records of a source file to a training file")
-    t.add_argument("--source", required=True)
+    t.add_argument("--source", required=True, nargs="+", help="one or more source files, read in this order")
     t.add_argument("--format", required=True, choices=sorted(FIELDS))
     t.add_argument("--out", required=True)
     args = p.parse_args()
