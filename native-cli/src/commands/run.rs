@@ -292,13 +292,43 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Times a stage and records it in the summary.
+/// Times a stage and records it in the summary. A resumed round adds to what the earlier
+/// invocations recorded: `seconds` is the stage's wall time summed over every invocation that
+/// finished it or passed through it, `runs` how many did (a stage killed before it finished adds
+/// nothing for that invocation), so a round run over several sessions reports its true stage
+/// times.
 struct Stages {
+    /// This invocation's stages, in the order they ran.
     log: Vec<Value>,
+    /// What earlier invocations recorded; a stage not reached again is written after `log`.
+    earlier: Vec<Value>,
     path: PathBuf,
 }
 
 impl Stages {
+    /// The summary at `path`, with the stages an earlier invocation recorded (an unreadable one
+    /// is started afresh, with a note: it holds timings only).
+    fn open(path: PathBuf) -> Stages {
+        let earlier = match std::fs::read(&path) {
+            Err(_) => Vec::new(),
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => v["stages"].as_array().cloned().unwrap_or_default(),
+                Err(e) => {
+                    errln!(
+                        "note: {} is not JSON ({e}); its stage times start again",
+                        path.display()
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        Stages {
+            log: Vec::new(),
+            earlier,
+            path,
+        }
+    }
+
     fn run(&mut self, name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
         self.run_counting(name, None, f)
     }
@@ -309,7 +339,17 @@ impl Stages {
         errln!("== {name}");
         let t = Instant::now();
         f().with_context(|| format!("stage {name}"))?;
-        let mut entry = json!({"stage": name, "seconds": (t.elapsed().as_secs_f64() * 10.0).round() / 10.0});
+        let seconds = t.elapsed().as_secs_f64();
+        let mut entry = match self.earlier.iter().position(|e| e["stage"] == name) {
+            Some(i) => self.earlier.remove(i),
+            None => json!({"stage": name, "seconds": 0.0, "runs": 0}),
+        };
+        let before = entry["seconds"].as_f64().unwrap_or(0.0);
+        entry["seconds"] = json!(((before + seconds) * 10.0).round() / 10.0);
+        entry["runs"] = json!(entry["runs"].as_u64().unwrap_or(0) + 1);
+        if let Some(obj) = entry.as_object_mut() {
+            obj.remove("failed");
+        }
         if let Some(p) = failures {
             let failed = std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
             if failed > 0 {
@@ -317,7 +357,8 @@ impl Stages {
             }
         }
         self.log.push(entry);
-        let text = serde_json::to_string_pretty(&json!({"stages": self.log}))?;
+        let all: Vec<&Value> = self.log.iter().chain(&self.earlier).collect();
+        let text = serde_json::to_string_pretty(&json!({"stages": all}))?;
         Ok(sealong::files::write_atomic(&self.path, text.as_bytes())?)
     }
 }
@@ -364,10 +405,7 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
     }
     let seed = cfg.seed.to_string();
     let device = ["--device".to_string(), cfg.device.clone()];
-    let mut stages = Stages {
-        log: Vec::new(),
-        path: out.join("summary.json"),
-    };
+    let mut stages = Stages::open(out.join("summary.json"));
     // Round k's model, seed and stage names: round 1 starts from the config's model with its
     // seed, and names its stages plainly (as a one-round run always has).
     let round_model = |k: usize| -> String {
@@ -838,21 +876,43 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let failures = dir.join("samples.failures.jsonl");
         std::fs::write(&failures, "{\"id\": \"a\"}\n{\"id\": \"b\"}\n").expect("failures");
-        let mut stages = Stages {
-            log: Vec::new(),
-            path: dir.join("summary.json"),
-        };
+        let _ = std::fs::remove_file(dir.join("summary.json"));
+        let mut stages = Stages::open(dir.join("summary.json"));
         stages
             .run_counting("sample", Some(&failures), || Ok(()))
             .expect("stage");
         stages
             .run_counting("score", Some(&dir.join("none.jsonl")), || Ok(()))
             .expect("stage");
-        let summary: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary")).expect("json");
-        let _ = std::fs::remove_dir_all(&dir);
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(dir.join("summary.json")).expect("summary")).expect("json")
+        };
+        let summary = read();
         assert_eq!(summary["stages"][0]["failed"], 2, "{summary}");
         assert!(summary["stages"][1].get("failed").is_none(), "{summary}");
+        // A resumed round adds to the stage times recorded before: `runs` counts the
+        // invocations, `seconds` sums them, and a stage not reached again keeps its entry.
+        std::fs::write(&failures, "{\"id\": \"a\"}\n").expect("failures");
+        let mut again = Stages::open(dir.join("summary.json"));
+        again
+            .run_counting("sample", Some(&failures), || {
+                std::thread::sleep(std::time::Duration::from_millis(120));
+                Ok(())
+            })
+            .expect("stage");
+        let summary = read();
+        let _ = std::fs::remove_dir_all(&dir);
+        let stages = summary["stages"].as_array().expect("stages");
+        assert_eq!(stages.len(), 2, "{summary}");
+        assert_eq!(
+            (stages[0]["runs"].as_u64(), stages[0]["failed"].as_u64()),
+            (Some(2), Some(1))
+        );
+        assert!(stages[0]["seconds"].as_f64() >= Some(0.1), "{summary}");
+        assert_eq!(
+            (stages[1]["stage"].as_str(), stages[1]["runs"].as_u64()),
+            (Some("score"), Some(1))
+        );
     }
 
     /// Issue 17: the refusal named no difference; formatting, comments and the device made

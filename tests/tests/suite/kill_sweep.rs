@@ -26,10 +26,12 @@ use std::time::{Duration, Instant};
 use sealong_tests::{SplitMix, sealong};
 use serde_json::{Value, json};
 
-/// JSON keys whose values are the run's own clock and memory readings: they differ between any
-/// two runs, killed or not. A record must still carry them; only their values are not compared.
-const TIMING_KEYS: [&str; 5] = [
+/// JSON keys whose values are the run's own clock and memory readings (and `runs`, how many
+/// invocations a round's stage took, summed into its seconds): they differ between any two runs,
+/// killed or not. A record must still carry them; only their values are not compared.
+const TIMING_KEYS: [&str; 6] = [
     "seconds",
+    "runs",
     "step_seconds",
     "tokens_per_second",
     "peak_rss_mib",
