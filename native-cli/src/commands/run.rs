@@ -19,7 +19,7 @@
 //! eval/after_short/.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -294,16 +294,21 @@ fn s(p: &Path) -> String {
 
 /// Times a stage and records it in the summary. A resumed round adds to what the earlier
 /// invocations recorded: `seconds` is the stage's wall time summed over every invocation that
-/// finished it or passed through it, `runs` how many did (a stage killed before it finished adds
-/// nothing for that invocation), so a round run over several sessions reports its true stage
-/// times.
+/// worked on it, `runs` how many finished it (a finished stage that a rerun passes through counts
+/// again, adding the moment it took to see there is nothing left). While a stage runs, its time so
+/// far is written every [`HEARTBEAT`] with `"running": true`, so a round killed in a stage (or run
+/// over several sessions) loses at most that much of its clock.
 struct Stages {
     /// This invocation's stages, in the order they ran.
     log: Vec<Value>,
     /// What earlier invocations recorded; a stage not reached again is written after `log`.
     earlier: Vec<Value>,
     path: PathBuf,
+    heartbeat: Duration,
 }
+
+/// How often a running stage's time so far reaches summary.json.
+const HEARTBEAT: Duration = Duration::from_secs(30);
 
 impl Stages {
     /// The summary at `path`, with the stages an earlier invocation recorded (an unreadable one
@@ -326,6 +331,7 @@ impl Stages {
             log: Vec::new(),
             earlier,
             path,
+            heartbeat: HEARTBEAT,
         }
     }
 
@@ -337,16 +343,45 @@ impl Stages {
     /// rejected by a server, `on_error = "skip"`) are counted in the summary as `failed`.
     fn run_counting(&mut self, name: &str, failures: Option<&Path>, f: impl FnOnce() -> Result<()>) -> Result<()> {
         errln!("== {name}");
-        let t = Instant::now();
-        f().with_context(|| format!("stage {name}"))?;
-        let seconds = t.elapsed().as_secs_f64();
         let mut entry = match self.earlier.iter().position(|e| e["stage"] == name) {
             Some(i) => self.earlier.remove(i),
             None => json!({"stage": name, "seconds": 0.0, "runs": 0}),
         };
+        if let Some(obj) = entry.as_object_mut() {
+            // An earlier invocation killed in this stage left it marked running.
+            obj.remove("running");
+        }
         let before = entry["seconds"].as_f64().unwrap_or(0.0);
-        entry["seconds"] = json!(((before + seconds) * 10.0).round() / 10.0);
-        entry["runs"] = json!(entry["runs"].as_u64().unwrap_or(0) + 1);
+        let t = Instant::now();
+        // The heartbeat: the entry with its time so far, until the stage ends (`stop` dropped).
+        let (stop, beats) = std::sync::mpsc::channel::<()>();
+        let beat = {
+            let (path, log, earlier, every) = (
+                self.path.clone(),
+                self.log.clone(),
+                self.earlier.clone(),
+                self.heartbeat,
+            );
+            let mut running = entry.clone();
+            running["running"] = json!(true);
+            std::thread::spawn(move || {
+                loop {
+                    running["seconds"] = json!(round1(before + t.elapsed().as_secs_f64()));
+                    // A failed write is only a lost reading: the stage's end writes again.
+                    let _ = write_stages(&path, &log, Some(&running), &earlier);
+                    if beats.recv_timeout(every) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                        break;
+                    }
+                }
+            })
+        };
+        let result = f().with_context(|| format!("stage {name}"));
+        drop(stop);
+        let _ = beat.join();
+        entry["seconds"] = json!(round1(before + t.elapsed().as_secs_f64()));
+        if result.is_ok() {
+            entry["runs"] = json!(entry["runs"].as_u64().unwrap_or(0) + 1);
+        }
         if let Some(obj) = entry.as_object_mut() {
             obj.remove("failed");
         }
@@ -356,11 +391,30 @@ impl Stages {
                 entry["failed"] = json!(failed);
             }
         }
-        self.log.push(entry);
-        let all: Vec<&Value> = self.log.iter().chain(&self.earlier).collect();
-        let text = serde_json::to_string_pretty(&json!({"stages": all}))?;
-        Ok(sealong::files::write_atomic(&self.path, text.as_bytes())?)
+        match result {
+            Ok(()) => {
+                self.log.push(entry);
+                write_stages(&self.path, &self.log, None, &self.earlier)
+            }
+            Err(e) => {
+                // The time spent stays recorded for the rerun; the error is what the user sees.
+                let _ = write_stages(&self.path, &self.log, Some(&entry), &self.earlier);
+                Err(e)
+            }
+        }
     }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+/// summary.json: this invocation's stages, the running one, then those only earlier
+/// invocations reached.
+fn write_stages(path: &Path, log: &[Value], running: Option<&Value>, earlier: &[Value]) -> Result<()> {
+    let all: Vec<&Value> = log.iter().chain(running).chain(earlier).collect();
+    let text = serde_json::to_string_pretty(&json!({"stages": all}))?;
+    Ok(sealong::files::write_atomic(path, text.as_bytes())?)
 }
 
 /// Runs the round. `command_line` runs one `sealong` command line in this process
@@ -893,13 +947,27 @@ mod tests {
         // A resumed round adds to the stage times recorded before: `runs` counts the
         // invocations, `seconds` sums them, and a stage not reached again keeps its entry.
         std::fs::write(&failures, "{\"id\": \"a\"}\n").expect("failures");
+        // As a kill inside the stage leaves it: marked running, its time so far recorded.
+        let mut killed = read();
+        killed["stages"][0]["running"] = serde_json::json!(true);
+        std::fs::write(dir.join("summary.json"), killed.to_string()).expect("killed summary");
         let mut again = Stages::open(dir.join("summary.json"));
+        again.heartbeat = std::time::Duration::from_millis(50);
+        let mut during = serde_json::Value::Null;
         again
             .run_counting("sample", Some(&failures), || {
-                std::thread::sleep(std::time::Duration::from_millis(120));
+                std::thread::sleep(std::time::Duration::from_millis(400));
+                during = read();
                 Ok(())
             })
             .expect("stage");
+        // While it ran, the stage's time so far was on disk (a kill then loses at most a beat).
+        let running = during["stages"]
+            .as_array()
+            .and_then(|s| s.iter().find(|e| e["stage"] == "sample"))
+            .expect("the running stage is in the summary");
+        assert_eq!(running["running"], true, "{during}");
+        assert!(running["seconds"].as_f64() >= Some(0.2), "{during}");
         let summary = read();
         let _ = std::fs::remove_dir_all(&dir);
         let stages = summary["stages"].as_array().expect("stages");
@@ -908,7 +976,8 @@ mod tests {
             (stages[0]["runs"].as_u64(), stages[0]["failed"].as_u64()),
             (Some(2), Some(1))
         );
-        assert!(stages[0]["seconds"].as_f64() >= Some(0.1), "{summary}");
+        assert!(stages[0]["seconds"].as_f64() >= Some(0.4), "{summary}");
+        assert!(stages[0].get("running").is_none(), "{summary}");
         assert_eq!(
             (stages[1]["stage"].as_str(), stages[1]["runs"].as_u64()),
             (Some("score"), Some(1))
