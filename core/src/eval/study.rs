@@ -74,6 +74,18 @@ pub struct Comparison {
     pub p_not_better: f64,
 }
 
+impl Comparison {
+    /// `p=0.123`, or `p<0.001` when no more than one resample in 2,000 showed no gain (printed
+    /// to three places, such a share would read as an impossible 0.000).
+    pub fn p_text(&self) -> String {
+        if self.p_not_better < 0.0005 {
+            "p<0.001".into()
+        } else {
+            format!("p={:.3}", self.p_not_better)
+        }
+    }
+}
+
 /// One number of a table, × 100, with its 95% interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Cell {
@@ -439,7 +451,7 @@ pub fn markdown_table(t: &Table) -> String {
                 .cells
                 .iter()
                 .map(|c| match c.vs_baseline {
-                    Some(d) => format!("{:+.1} [{:+.1}, {:+.1}] p={:.3}", d.diff, d.lo, d.hi, d.p_not_better),
+                    Some(d) => format!("{:+.1} [{:+.1}, {:+.1}] {}", d.diff, d.lo, d.hi, d.p_text()),
                     None => "–".into(),
                 })
                 .collect();
@@ -602,6 +614,19 @@ mod tests {
         // oracle@2 ≥ random on every question: a gain with p ≤ the share of no-gain resamples.
         let d = t.rows[2].cells[2].vs_baseline.expect("compared");
         assert!(d.diff > 0.0 && d.lo > 0.0 && d.p_not_better < 0.05, "{d:?}");
+        let p = |p_not_better| {
+            Comparison {
+                diff: 1.0,
+                lo: 0.5,
+                hi: 1.5,
+                p_not_better,
+            }
+            .p_text()
+        };
+        assert_eq!(
+            (p(0.0), p(0.0004), p(0.0005), p(0.25)),
+            ("p<0.001".into(), "p<0.001".into(), "p=0.001".into(), "p=0.250".into())
+        );
         // Same seed, same table.
         assert_eq!(t, table(&rows, Some("random"), 1000, 7).expect("again"));
         let md = markdown_table(&t);

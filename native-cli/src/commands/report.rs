@@ -112,6 +112,7 @@ pub fn collect(dir: &Path) -> ReportData {
             .map(|k| read_json(&round_dir(dir, k).join(files::EVAL_AFTER)))
             .collect(),
         run_summary: read_json(&dir.join(files::RUN_SUMMARY)),
+        effects: read_json(&dir.join(files::EFFECTS)),
         warnings,
     }
 }

@@ -16,7 +16,8 @@
 //! questions.jsonl, samples.jsonl, scored.jsonl, pairs.jsonl, train/ and eval/after/ under
 //! `round-k/`; the evaluation files and eval/before/ are shared by every round. With a
 //! short-context check (`[eval] short`, `short_inputs`): eval/before_short/ and, per round,
-//! eval/after_short/.
+//! eval/after_short/. effects/ holds `sealong study round`'s tables (study.json, .md, .html):
+//! every before/after and scorer difference with its paired bootstrap interval.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -768,6 +769,20 @@ pub fn run(args: RunArgs, command_line: fn(Vec<String>) -> Result<()>) -> Result
         }
     }
 
+    // The measured effect with paired bootstrap intervals (`sealong study round`).
+    let effects = out.join("effects");
+    stages.run("effects", || {
+        command_line(vec![
+            "study".into(),
+            "round".into(),
+            "--dir".into(),
+            s(&out),
+            "--out".into(),
+            s(&effects),
+            "--seed".into(),
+            seed.clone(),
+        ])
+    })?;
     stages.run("report", || {
         let path = crate::commands::report::write_report(&out)?;
         errln!("report: {}", path.display());

@@ -8,6 +8,9 @@
 //!   chrF MBR, the reference-free self-evaluation judge), random (expected), greedy and oracle.
 //! - `study prompts`: greedy eval per answer strategy (eval's own code, resumable), the paper's
 //!   Table 1.
+//! - `study round`: a run directory's measured effect, from its evaluations' predictions (greedy
+//!   before/after, MBR@N and oracle@N against random@N, the short-context check), each
+//!   difference with its paired bootstrap interval; `sealong run` writes it as `effects/`.
 //!
 //! Several prediction files are several runs over the same questions (before and after a
 //! round, say): each gets its own table, and files that differ in questions are refused.
@@ -42,6 +45,20 @@ pub enum StudyCommand {
     Scorers(ScorersArgs),
     /// Greedy eval per answer strategy, in the paper's Table 1 layout (rows strategies).
     Prompts(PromptsArgs),
+    /// A `sealong run` directory's effects, from the predictions its evaluations wrote: greedy
+    /// before vs after each round, MBR@N and oracle@N against random@N (and greedy), and the
+    /// short-context check before vs after, each difference with its paired bootstrap CI.
+    Round(RoundArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RoundArgs {
+    /// The run directory (`sealong run --out`): eval/before, eval/after, round-k/eval/after and
+    /// their `_short` twins.
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub out: StudyOut,
 }
 
 /// What every study takes: where it writes and how its intervals are drawn.
@@ -141,6 +158,7 @@ pub fn run(c: StudyCommand) -> Result<()> {
         StudyCommand::N(a) => run_n(a),
         StudyCommand::Scorers(a) => run_scorers(a),
         StudyCommand::Prompts(a) => run_prompts(a),
+        StudyCommand::Round(a) => run_round(a),
     }
 }
 
@@ -695,6 +713,146 @@ fn run_prompts(a: PromptsArgs) -> Result<()> {
             table,
             notes,
         }],
+    };
+    write_study(&a.out.out, &s)
+}
+
+/// The predictions of one evaluation of a run directory, if it ran to its end (its metrics.json
+/// is written last).
+fn finished_eval(dir: &Path) -> Result<Option<Vec<Pred>>> {
+    if !dir.join("metrics.json").is_file() {
+        return Ok(None);
+    }
+    Ok(Some(read_predictions(&dir.join("predictions.jsonl"), false)?))
+}
+
+fn row_of(name: &str, preds: &[Pred], f: impl Fn(&Pred) -> f64) -> RowInput {
+    let mut v = study::Values::new();
+    for p in preds {
+        v.entry(p.q.task.clone()).or_default().insert(p.q.id.clone(), f(p));
+    }
+    RowInput::new(name, v)
+}
+
+/// `random@N` (baseline), greedy, MBR@N (the pick `eval` recorded) and oracle@N of one
+/// evaluation with N samples; `None` without samples.
+fn at_n_rows(preds: &[Pred]) -> Result<Option<(usize, Vec<RowInput>)>> {
+    let Some(n) = preds.first().map(|p| p.q.samples.len()).filter(|&n| n > 0) else {
+        return Ok(None);
+    };
+    if let Some(p) = preds.iter().find(|p| p.q.samples.len() != n) {
+        bail!(
+            "question {:?} has {} samples, others {n}: one N per evaluation",
+            p.key,
+            p.q.samples.len()
+        );
+    }
+    let mut rows = vec![
+        row_of(&format!("random@{n}"), preds, |p| study::random_value(&p.q)),
+        row_of("greedy", preds, |p| f64::from(u8::from(p.q.greedy))).compared(),
+    ];
+    if n > 1 {
+        if let Some(p) = preds.iter().find(|p| p.mbr_choice.is_none_or(|c| c >= n)) {
+            bail!(
+                "question {:?} has no MBR pick among its {n} samples (\"mbr_choice\")",
+                p.key
+            );
+        }
+        rows.push(
+            row_of(&format!("MBR@{n}"), preds, |p| {
+                f64::from(u8::from(p.q.samples[p.mbr_choice.unwrap_or(0)]))
+            })
+            .compared(),
+        );
+    }
+    rows.push(row_of(&format!("oracle@{n}"), preds, |p| study::oracle_at_k(&p.q, n)).compared());
+    Ok(Some((n, rows)))
+}
+
+fn run_round(a: RoundArgs) -> Result<()> {
+    if a.out.resamples == 0 {
+        bail!("--resamples must be at least 1");
+    }
+    let (resamples, seed) = (a.out.resamples, a.out.seed);
+    let dir = &a.dir;
+    let rounds = crate::commands::report::rounds_in(dir);
+    let after_dir = |k: usize, short: bool| {
+        crate::commands::report::round_dir(dir, k).join(if short { "eval/after_short" } else { "eval/after" })
+    };
+    let mut parts = Vec::new();
+    let mut read = Vec::new();
+    for short in [false, true] {
+        let what = if short {
+            "the short-context check"
+        } else {
+            "the long evaluation"
+        };
+        let before_dir = dir.join(if short { "eval/before_short" } else { "eval/before" });
+        let Some(before) = finished_eval(&before_dir)? else {
+            if !short {
+                bail!(
+                    "{}: no finished evaluation before training (metrics.json); is {} a `sealong run` directory?",
+                    before_dir.display(),
+                    dir.display()
+                );
+            }
+            continue;
+        };
+        read.push(before_dir.display().to_string());
+        let greedy = |p: &Pred| f64::from(u8::from(p.q.greedy));
+        let mut rows = vec![row_of("before", &before, greedy)];
+        let mut afters = Vec::new();
+        for k in 1..=rounds {
+            let d = after_dir(k, short);
+            if let Some(after) = finished_eval(&d)? {
+                read.push(d.display().to_string());
+                let name = if rounds > 1 {
+                    format!("after round {k}")
+                } else {
+                    "after".to_string()
+                };
+                rows.push(row_of(&name, &after, greedy).compared());
+                afters.push((name, after));
+            }
+        }
+        let mut notes = vec![format!("{}: greedy SubEM × 100 of the same questions", what)];
+        if afters.is_empty() {
+            notes.push("no evaluation after training has finished yet".into());
+        }
+        let label = if short {
+            "Short-context check: greedy, before vs after training"
+        } else {
+            "Greedy, before vs after training"
+        };
+        parts.push(Part {
+            label: label.into(),
+            table: study::table(&rows, Some("before"), resamples, seed)
+                .with_context(|| format!("{what}: before and after"))?,
+            notes,
+        });
+        if short {
+            continue;
+        }
+        for (name, preds) in
+            std::iter::once(("before".to_string(), &before)).chain(afters.iter().map(|(n, p)| (n.clone(), p)))
+        {
+            if let Some((n, rows)) = at_n_rows(preds).with_context(|| format!("the evaluation {name} training"))? {
+                parts.push(Part {
+                    label: format!("At N = {n}, {name} training: MBR and oracle against random"),
+                    table: study::table(&rows, Some(&format!("random@{n}")), resamples, seed)?,
+                    notes: vec![format!(
+                        "random@{n} is the expected SubEM of one of the {n} samples drawn at random; MBR@{n} the \
+                         sample the run's scorer picked (eval's `mbr_choice`)"
+                    )],
+                });
+            }
+        }
+    }
+    let s = Study {
+        study: "round".into(),
+        title: format!("The measured effect of the run {}", dir.display()),
+        settings: json!({"dir": dir, "rounds": rounds, "evaluations": read, "resamples": resamples, "seed": seed}),
+        parts,
     };
     write_study(&a.out.out, &s)
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use sealong::mbr::{Method, method};
 use sealong_tests::{data_file, repo_root, sealong};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn eval_file(dir: &Path, src: &str, name: &str) -> PathBuf {
     let out = dir.join(format!("{name}.jsonl"));
@@ -281,9 +281,12 @@ fn a_round_leaves_every_stage_and_a_killed_round_resumes_to_the_same_files() {
             "eval before",
             "train",
             "eval after",
+            "effects",
             "report"
         ]
     );
+
+    effects_agree_with_the_metrics(&straight);
 
     // The same round killed while sampling (after its first record), then rerun.
     let killed = tmp.path().join("killed");
@@ -440,6 +443,7 @@ fn two_rounds_chain_models_on_new_questions_and_resume_in_the_second_round() {
             "round 2 score",
             "round 2 train",
             "round 2 eval after",
+            "effects",
             "report"
         ]
     );
@@ -558,4 +562,73 @@ fn every_example_config_is_valid() {
         },
         "set pool",
     );
+}
+
+/// `effects/` (`sealong study round`, the round's stage before its report) holds the numbers
+/// eval's metrics.json files hold, per task, now with intervals: greedy before and after (the
+/// after row compared with the before row), and at N before training random@N, greedy, MBR@N
+/// and oracle@N (each compared with random@N).
+fn effects_agree_with_the_metrics(dir: &Path) {
+    let read = |p: &str| -> Value {
+        serde_json::from_slice(&std::fs::read(dir.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"))).expect(p)
+    };
+    let study = read("effects/study.json");
+    let (before, after) = (read("eval/before/metrics.json"), read("eval/after/metrics.json"));
+    let parts = study["parts"].as_array().expect("parts");
+    let cell = |part: &Value, row: &str, task: &str| -> Value {
+        let col = part["table"]["columns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .position(|c| c == task)
+            .unwrap_or_else(|| panic!("no column {task}"));
+        let r = part["table"]["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .find(|r| r["name"] == row)
+            .unwrap_or_else(|| panic!("no row {row}: {part}"));
+        r["cells"][col].clone()
+    };
+    let close = |a: &Value, b: &Value, what: &str| {
+        let (a, b) = (a.as_f64().expect(what), b.as_f64().expect(what));
+        assert!((a - b).abs() < 1e-9, "{what}: effects {a} vs metrics {b}");
+    };
+    let greedy = &parts[0];
+    assert_eq!(greedy["table"]["baseline"], "before");
+    let n = before["n"].as_u64().expect("n");
+    let at_n = &parts[1];
+    assert_eq!(at_n["table"]["baseline"], format!("random@{n}"));
+    for t in before["tasks"].as_array().expect("tasks") {
+        let task = t["task"].as_str().expect("task");
+        close(&cell(greedy, "before", task)["mean"], &t["greedy"], "greedy before");
+        let a = after["tasks"]
+            .as_array()
+            .expect("tasks")
+            .iter()
+            .find(|x| x["task"] == task)
+            .expect("task after");
+        let c = cell(greedy, "after", task);
+        close(&c["mean"], &a["greedy"], "greedy after");
+        let d = c["vs_baseline"]["diff"].as_f64().expect("paired difference");
+        let (lo, hi) = (
+            c["vs_baseline"]["lo"].as_f64().expect("lo"),
+            c["vs_baseline"]["hi"].as_f64().expect("hi"),
+        );
+        assert!(lo <= d && d <= hi, "{c}");
+        close(
+            &json!(d),
+            &json!(a["greedy"].as_f64().expect("a") - t["greedy"].as_f64().expect("b")),
+            "difference",
+        );
+        for (row, key) in [
+            (format!("random@{n}"), "random"),
+            (format!("MBR@{n}"), "mbr"),
+            (format!("oracle@{n}"), "oracle"),
+        ] {
+            close(&cell(at_n, &row, task)["mean"], &t[key], key);
+        }
+        assert!(cell(at_n, &format!("MBR@{n}"), task)["vs_baseline"].is_object());
+    }
+    assert!(dir.join("effects/study.md").is_file() && dir.join("effects/study.html").is_file());
 }

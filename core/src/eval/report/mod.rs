@@ -34,6 +34,8 @@ pub mod files {
     pub const EVAL_SHORT_BEFORE: &str = "eval/before_short/metrics.json";
     pub const EVAL_SHORT_AFTER: &str = "eval/after_short/metrics.json";
     pub const RUN_SUMMARY: &str = "summary.json";
+    /// `sealong study round`'s tables, which `sealong run` writes before its report.
+    pub const EFFECTS: &str = "effects/study.json";
     /// Where the report goes by default.
     pub const REPORT: &str = "report.html";
 }
@@ -246,6 +248,9 @@ pub struct ReportData {
     pub eval_short_after: Part<EvalMetrics>,
     /// `summary.json`, shown as a table whatever its shape.
     pub run_summary: Part<Value>,
+    /// `effects/study.json`: the before/after and scorer differences with paired intervals
+    /// (`Missing` for runs made before it, or before its stage).
+    pub effects: Part<crate::eval::study::Study>,
     /// Problems that did not stop a file from being used (e.g. a skipped malformed line).
     pub warnings: Vec<String>,
 }

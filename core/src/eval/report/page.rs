@@ -34,6 +34,7 @@ pub fn render(d: &ReportData) -> String {
         h.push_str("</ul></div>\n");
     }
     evaluation(&mut h, d);
+    effects(&mut h, d);
     short_check(&mut h, d);
     super::rounds::section(&mut h, d);
     scoring(&mut h, d);
@@ -80,6 +81,23 @@ fn card(h: &mut String, key: &str, value: &str, detail: &str) {
 
 fn average(m: &EvalMetrics) -> Option<&TaskScores> {
     m.average.as_ref()
+}
+
+/// The measured effect with intervals (`effects/study.json`): each table of `sealong study
+/// round`, without its chart (the report draws the same numbers above).
+fn effects(h: &mut String, d: &ReportData) {
+    match &d.effects {
+        Part::Loaded(s) => {
+            h.push_str("<h2>Effects with 95% intervals</h2><p class=\"sub\">Greedy SubEM × 100 per task before and \
+                        after training and at N against random, each with its bootstrap 95% interval; the differences \
+                        are paired over the same questions (<code>effects/</code>, <code>sealong study round</code>).</p>");
+            super::study::tables(h, s);
+        }
+        Part::Unreadable(e) => {
+            let _ = writeln!(h, "<div class=\"warn\">effects: {}</div>", escape(e));
+        }
+        Part::Missing => {}
+    }
 }
 
 /// The few numbers that say how the round went.
@@ -824,6 +842,45 @@ mod tests {
         }
         assert!(html.contains("9 of 9 files missing"));
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+    }
+
+    /// The round's effects (`effects/study.json`) appear as tables with their paired
+    /// differences; a run without them shows no section.
+    #[test]
+    fn effects_show_the_study_round_tables() {
+        use crate::eval::study::{self, Part as StudyPart, RowInput, Study, Values};
+        let values = |xs: [f64; 4]| -> Values {
+            let mut v = Values::new();
+            for (i, x) in xs.into_iter().enumerate() {
+                v.entry("musique-4k".into()).or_default().insert(format!("q{i}"), x);
+            }
+            v
+        };
+        let rows = [
+            RowInput::new("before", values([1.0, 0.0, 0.0, 0.0])),
+            RowInput::new("after", values([1.0, 1.0, 1.0, 0.0])).compared(),
+        ];
+        let effects = Study {
+            study: "round".into(),
+            title: "t".into(),
+            settings: serde_json::json!({}),
+            parts: vec![StudyPart {
+                label: "Greedy, before vs after training".into(),
+                table: study::table(&rows, Some("before"), 200, 1).expect("table"),
+                notes: vec![],
+            }],
+        };
+        assert!(!render(&ReportData::default()).contains("Effects with 95% intervals"));
+        let html = render(&ReportData {
+            effects: Part::Loaded(effects),
+            ..Default::default()
+        });
+        assert_eq!(count(&html, "Effects with 95% intervals"), 1);
+        assert!(html.contains("<h3>Greedy, before vs after training</h3>"), "{html}");
+        assert!(
+            html.contains("<td>after − before</td>") && html.contains("+50.0"),
+            "{html}"
+        );
     }
 
     #[test]

@@ -40,6 +40,17 @@ pub fn render(s: &Study) -> String {
     h
 }
 
+/// Every part's heading, notes and tables, without charts (the run report's effects section).
+pub fn tables(h: &mut String, s: &Study) {
+    for p in &s.parts {
+        let _ = writeln!(h, "<h3>{}</h3>", escape(&p.label));
+        for n in &p.notes {
+            let _ = writeln!(h, "<p class=\"note\">{}</p>", escape(n));
+        }
+        table(h, &p.table);
+    }
+}
+
 fn part(h: &mut String, p: &Part) {
     let _ = writeln!(h, "<h2>{}</h2>", escape(&p.label));
     for n in &p.notes {
@@ -109,8 +120,11 @@ fn table(h: &mut String, t: &Table) {
                     };
                     let _ = write!(
                         h,
-                        "<td class=\"num {class}\">{:+.1}<br><small>[{:+.1}, {:+.1}] p={:.3}</small></td>",
-                        d.diff, d.lo, d.hi, d.p_not_better
+                        "<td class=\"num {class}\">{:+.1}<br><small>[{:+.1}, {:+.1}] {}</small></td>",
+                        d.diff,
+                        d.lo,
+                        d.hi,
+                        d.p_text()
                     );
                 }
                 None => h.push_str("<td class=\"num\">–</td>"),
