@@ -183,13 +183,23 @@ fn read_items(args: &EvalArgs) -> Result<Vec<Item>> {
 /// The table of the predictions file (only the keys of this evaluation). Public for the fuzz
 /// test (tests/tests/fuzz).
 pub fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<Vec<Outcome>> {
+    Ok(read_outcomes(path, keys)?.0)
+}
+
+/// [`outcomes`] and, in the same read, over the records of `keys`: the samples longer than the
+/// embedder's window, and of those the ones MBR@N read only the beginning of (`over_window`,
+/// `cut`; absent in text-utility records).
+fn read_outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result<(Vec<Outcome>, (u64, u64))> {
     let lines = jsonl::read::<Value>(path)?;
     let mut out = Vec::new();
+    let (mut over, mut cut) = (0, 0);
     for l in lines {
         let v = l.value;
         if !v["key"].as_str().is_some_and(|k| keys.contains(k)) {
             continue;
         }
+        over += v.get("over_window").and_then(Value::as_u64).unwrap_or(0);
+        cut += v.get("cut").and_then(Value::as_u64).unwrap_or(0);
         let bools = |k: &str| -> Vec<bool> {
             v[k].as_array()
                 .map(|a| a.iter().filter_map(Value::as_bool).collect())
@@ -202,7 +212,7 @@ pub fn outcomes(path: &Path, keys: &std::collections::HashSet<String>) -> Result
             mbr_choice: v["mbr_choice"].as_u64().map(|c| c as usize),
         });
     }
-    Ok(out)
+    Ok((out, (over, cut)))
 }
 
 /// One question's answers, from either backend.
@@ -425,7 +435,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
 
     let keys: std::collections::HashSet<String> = items.iter().map(|i| i.key.clone()).collect();
-    let table = tables::table(&outcomes(&preds, &keys)?);
+    let (outcomes, (over, cut)) = read_outcomes(&preds, &keys)?;
+    let table = tables::table(&outcomes);
     let model = match args.backend.backend {
         Backend::Local => json!(args.model.model),
         Backend::Openai => json!({"base_url": args.backend.base_url, "api_model": args.backend.api_model}),
@@ -445,7 +456,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     if args.n > 1 {
         // What MBR@N read of samples longer than the embedder's window: never cut silently.
-        let (over, cut) = window_counts(&preds, &keys)?;
         metrics["long_text"] = json!(args.long_text.name());
         metrics["samples_over_window"] = json!(over);
         metrics["samples_cut"] = json!(cut);
@@ -470,20 +480,6 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     errln!("wrote {} and {}", preds.display(), path.display());
     Ok(())
-}
-
-/// Over the records of `keys`: samples longer than the embedder's window, and of those the ones
-/// MBR@N read only the beginning of (`over_window`, `cut`; absent in text-utility records).
-fn window_counts(preds: &Path, keys: &std::collections::HashSet<String>) -> Result<(u64, u64)> {
-    let (mut over, mut cut) = (0, 0);
-    for l in jsonl::read::<Value>(preds)? {
-        let r = &l.value;
-        if r.get("key").and_then(Value::as_str).is_some_and(|k| keys.contains(k)) {
-            over += r.get("over_window").and_then(Value::as_u64).unwrap_or(0);
-            cut += r.get("cut").and_then(Value::as_u64).unwrap_or(0);
-        }
-    }
-    Ok((over, cut))
 }
 
 /// The settings that shape a prediction record (recorded beside predictions.jsonl,

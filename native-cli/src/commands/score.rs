@@ -112,7 +112,9 @@ pub fn run(args: ScoreArgs) -> Result<()> {
             bail!("{}:{}: id {:?} appears twice", args.input.display(), l.line, l.value.id);
         }
     }
-    let scored_done = jsonl::existing_ids(&args.out, "id")?;
+    // One pass over the scored file: the questions done, and those whose chosen and rejected
+    // are the same text (no pair by design).
+    let (scored_done, no_pair) = scored_state(&args.out)?;
     let pairs_done = match &args.pairs {
         Some(p) => jsonl::existing_ids(p, "id")?,
         None => HashSet::new(),
@@ -122,12 +124,6 @@ pub fn run(args: ScoreArgs) -> Result<()> {
     if let Some(p) = &args.pairs {
         crate::resume::check(p, "score", &settings, !pairs_done.is_empty())?;
     }
-    // A scored question whose chosen and rejected are the same text has no pair by design.
-    let no_pair = if args.pairs.is_some() && !scored_done.is_empty() {
-        equal_pair_ids(&args.out)?
-    } else {
-        HashSet::new()
-    };
     let todo: Vec<_> = sets
         .iter()
         .filter(|l| {
@@ -360,12 +356,19 @@ pub fn summarize(path: &Path, seed: u64) -> Result<Value> {
 }
 
 /// The ids of scored records whose chosen and rejected are the same text (no pair written).
-fn equal_pair_ids(scored: &Path) -> Result<HashSet<String>> {
-    Ok(jsonl::complete_records(scored)?
-        .into_iter()
-        .filter(|l| l.value.get("same_text").and_then(Value::as_bool) == Some(true))
-        .filter_map(|l| jsonl::id_string(&l.value, "id"))
-        .collect())
+/// The ids of a scored file's complete records (as `jsonl::existing_ids` counts them), and those
+/// of the records marked `same_text`, in one read.
+fn scored_state(scored: &Path) -> Result<(HashSet<String>, HashSet<String>)> {
+    let (mut done, mut same) = (HashSet::new(), HashSet::new());
+    for l in jsonl::complete_records(scored)? {
+        let id = jsonl::id_string(&l.value, "id")
+            .ok_or_else(|| sealong::Error::record(scored, l.line, "record has no \"id\" field".to_string()))?;
+        if l.value.get("same_text").and_then(Value::as_bool) == Some(true) {
+            same.insert(id.clone());
+        }
+        done.insert(id);
+    }
+    Ok((done, same))
 }
 
 fn print_summary(s: &Value) -> Result<()> {
