@@ -317,6 +317,11 @@ fn samples(dir: &Path) -> PathBuf {
         "answers": ["Ilse"], "prompt": "\nctx\n\nWho designed it? <script>window.__injected = 2</script>\nThink.",
         "samples": [HTML_ANSWER, "Ilse Marrow designed it.", "Tomas Ekvall.", "It was Ilse Marrow."]}),
     );
+    // Answers longer than MiniLM's window: the page reads them in windows, as `sealong score`
+    // does by default, and says so.
+    recs.push(json!({"id": "long", "question": "Which city?", "answers": ["Paris"],
+        "prompt": "\nctx\n\nWhich city?\nThink.",
+        "samples": sealong_tests::long_answers(&["Rome", "Berlin", "Paris", "Paris"])}));
     let p = dir.join("samples.jsonl");
     let text: String = recs.iter().map(|r| format!("{r}\n")).collect();
     std::fs::write(&p, text).expect("samples");
@@ -465,6 +470,19 @@ fn run(webgpu: bool) {
                 "file text reached the DOM as markup"
             );
             browser.js("document.querySelector('#q-context').open = true", json!([]));
+        }
+        let over = browser.js(
+            "const e = document.getElementById('over-window'); return e ? {over: e.dataset.over, cut: e.dataset.cut, text: e.textContent} : null",
+            json!([]),
+        );
+        if id == "long" {
+            assert_eq!((&over["over"], &over["cut"]), (&json!("4"), &json!("0")), "{over}");
+            assert!(
+                over["text"].as_str().expect("text").contains("read whole, in windows"),
+                "{over}"
+            );
+        } else {
+            assert_eq!(over, Value::Null, "{id}: short answers fit the window");
         }
     }
     eprintln!("{label}: max |page - native| = {max_diff:.2e}");
