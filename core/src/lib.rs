@@ -19,7 +19,4 @@ pub mod rng;
 pub mod text;
 pub mod train;
 
-#[cfg(test)]
-mod floors;
-
 pub use error::{Error, Result};

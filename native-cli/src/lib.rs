@@ -11,8 +11,6 @@ pub mod cli;
 pub mod commands;
 pub mod decode;
 pub mod device;
-#[cfg(test)]
-mod layers;
 pub mod openai;
 pub mod pool;
 pub mod progress;

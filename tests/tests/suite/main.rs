@@ -12,6 +12,7 @@ mod eval_files;
 mod export;
 mod families;
 mod family_tokenizers;
+mod import_order;
 mod kill_sweep;
 mod long_context;
 mod loss_kernel;

@@ -1,18 +1,54 @@
-//! native-cli's import order, checked (ARCHITECTURE.md, "native-cli": the layers). Each module
-//! sits on a layer and imports (`crate::…`, `super::<sibling>`) only modules on lower layers, so
-//! no two modules import each other, directly or round a cycle (the crate once had a cycle of ten
-//! files: `args` named the commands' Args, the commands named `args`, `openai` and `run` named
-//! the CLI). An import against the order fails here with the file and line.
+//! The import order of the two layered crates, checked: core's floors (which top-level modules
+//! each module may import; ARCHITECTURE.md, "Core's floors") and native-cli's layers (each
+//! module imports only modules on lower layers; ARCHITECTURE.md, "native-cli"). Review alone let
+//! edges creep in (core's `nn` reached into the decoder for `Weight`, `quant` into the GGUF
+//! parser; native-cli once had a cycle of ten files), so both maps are tests: an import outside
+//! them fails here with the file and line. One scanner reads both crates: comments and string
+//! contents are not imports, and use trees (`crate::{a, b::{c}}`) are read whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use sealong_tests::repo_root;
+
+/// Each top-level module and the others it may import (`crate::X` in code, comments aside;
+/// `crate::{Error, Result}`, the root's re-exports of `error`, count as `error`).
+const CORE_FLOORS: &[(&str, &[&str])] = &[
+    ("error", &[]),
+    ("rng", &[]),
+    ("mem", &[]),
+    // Atomic whole-file writes: every module that writes an output whole goes through it.
+    ("files", &["error"]),
+    ("quant", &["error"]),
+    // The tokenizer is rebuilt from GGUF metadata, and `TextAssets` loads tokenizer and template.
+    ("text", &["error", "loading"]),
+    // The safetensors writer (exports, checkpoints) writes through `files`.
+    ("loading", &["error", "files", "quant", "text"]),
+    ("nn", &["error", "loading", "quant", "rng"]),
+    // `nn::linear::Precision` picks the host kernels.
+    ("ops", &["error", "nn", "quant"]),
+    ("models", &["error", "loading", "nn", "ops", "quant", "text"]),
+    ("data", &["error", "files", "rng", "text"]),
+    ("eval", &["error", "rng", "text"]),
+    ("generate", &["data", "error", "loading", "models", "rng", "text"]),
+    (
+        "mbr",
+        &["error", "generate", "loading", "models", "quant", "rng", "text"],
+    ),
+    (
+        "train",
+        &[
+            "data", "error", "files", "loading", "mem", "models", "nn", "rng", "text",
+        ],
+    ),
+];
+
 /// The layers, bottom first: a module may import only modules of earlier entries. A module is a
 /// top-level file (`args`), a command (`commands::score`, a file or a directory under
 /// `commands/`), `commands` itself (commands/mod.rs) or `crate` (lib.rs, main.rs).
-const LAYERS: &[&[&str]] = &[
-    // The crate's edges to the terminal, threads, devices and the model cache; this test.
-    &["output", "progress", "pool", "device", "provision", "layers"],
+const CLI_LAYERS: &[&[&str]] = &[
+    // The crate's edges to the terminal, threads, devices and the model cache.
+    &["output", "progress", "pool", "device", "provision"],
     // The settings-sidecar check; the flag groups the commands share.
     &["resume", "args"],
     // Loading a decoder and its answers, what generate/sample/eval/bench share.
@@ -46,8 +82,8 @@ const LAYERS: &[&[&str]] = &[
     &["crate"],
 ];
 
-fn layer_of(module: &str) -> Option<usize> {
-    LAYERS.iter().position(|l| l.contains(&module))
+fn cli_layer(module: &str) -> Option<usize> {
+    CLI_LAYERS.iter().position(|l| l.contains(&module))
 }
 
 fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
@@ -65,8 +101,8 @@ fn rust_files(path: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The module a file under src/ belongs to.
-fn module_of(rel: &Path) -> String {
+/// The native-cli module a file under src/ belongs to.
+fn cli_module_of(rel: &Path) -> String {
     let parts: Vec<String> = rel
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
@@ -222,7 +258,7 @@ fn use_paths(s: &str) -> Vec<Vec<String>> {
 
 /// Which module a `crate::`-rooted path names: a command, a top-level module, or the crate root
 /// (its own items and re-exports, e.g. `crate::run`). `outln!`/`errln!` are `output`'s macros.
-fn target(path: &[String], modules: &[String]) -> String {
+fn cli_target(path: &[String], modules: &[String]) -> String {
     let first = path.first().map_or("", String::as_str);
     match first {
         "outln" | "errln" => "output".into(),
@@ -235,10 +271,10 @@ fn target(path: &[String], modules: &[String]) -> String {
     }
 }
 
-/// Every import in a file: (1-based line, module imported).
-fn imports(rel: &Path, text: &str, modules: &[String]) -> Vec<(usize, String)> {
+/// Every import in a native-cli file: (1-based line, module imported).
+fn cli_imports(rel: &Path, text: &str, modules: &[String]) -> Vec<(usize, String)> {
     let code = code_of(text);
-    let me = module_of(rel);
+    let me = cli_module_of(rel);
     let mut found = Vec::new();
     for (root, is_super) in [("crate::", false), ("super::", true)] {
         let mut from = 0;
@@ -262,7 +298,7 @@ fn imports(rel: &Path, text: &str, modules: &[String]) -> Vec<(usize, String)> {
                         _ => continue,
                     }
                 } else {
-                    target(&path, modules)
+                    cli_target(&path, modules)
                 };
                 if to != me && !found.contains(&(line, to.clone())) {
                     found.push((line, to));
@@ -273,13 +309,45 @@ fn imports(rel: &Path, text: &str, modules: &[String]) -> Vec<(usize, String)> {
     found
 }
 
-fn sources() -> (PathBuf, Vec<PathBuf>, Vec<String>) {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+/// The top-level core modules a core file imports (`crate::X`; the root's re-exports `Error`
+/// and `Result` are `error`'s): (1-based line, module).
+fn core_imports(text: &str) -> Vec<(usize, String)> {
+    let code = code_of(text);
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(k) = code[from..].find("crate::") {
+        let at = from + k;
+        from = at + "crate::".len();
+        if code[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        {
+            continue;
+        }
+        let line = code[..at].matches('\n').count() + 1;
+        for path in use_paths(&code[from..]) {
+            let Some(first) = path.first() else { continue };
+            let to = if first == "Error" || first == "Result" {
+                "error".to_string()
+            } else {
+                first.clone()
+            };
+            if !found.contains(&(line, to.clone())) {
+                found.push((line, to));
+            }
+        }
+    }
+    found
+}
+
+fn cli_sources() -> (PathBuf, Vec<PathBuf>, Vec<String>) {
+    let src = repo_root().join("native-cli/src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
     let mut modules: Vec<String> = files
         .iter()
-        .map(|f| module_of(f.strip_prefix(&src).expect("under src")))
+        .map(|f| cli_module_of(f.strip_prefix(&src).expect("under src")))
         .collect();
     modules.sort();
     modules.dedup();
@@ -287,17 +355,70 @@ fn sources() -> (PathBuf, Vec<PathBuf>, Vec<String>) {
 }
 
 #[test]
-fn modules_import_only_lower_layers() {
-    let (src, files, modules) = sources();
+fn core_modules_import_only_their_floors() {
+    let src = repo_root().join("core/src");
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for (module, allowed) in CORE_FLOORS {
+        let mut files = Vec::new();
+        rust_files(&src.join(module), &mut files);
+        rust_files(&src.join(format!("{module}.rs")), &mut files);
+        assert!(!files.is_empty(), "module {module} has no files");
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            for (line, to) in core_imports(&text) {
+                seen += 1;
+                if to != *module && !allowed.contains(&to.as_str()) {
+                    bad.push(format!("{}:{line}: {module} -> {to}", file.display()));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "imports outside core's floors:\n{}", bad.join("\n"));
+    assert!(seen > 100, "the check saw only {seen} imports in core");
+}
+
+#[test]
+fn every_top_level_core_module_has_a_floor() {
+    let lib = std::fs::read_to_string(repo_root().join("core/src/lib.rs")).expect("lib.rs");
+    for line in lib.lines() {
+        if let Some(m) = line.strip_prefix("pub mod ").and_then(|m| m.strip_suffix(';')) {
+            assert!(
+                CORE_FLOORS.iter().any(|(name, _)| *name == m),
+                "module {m} is missing from CORE_FLOORS"
+            );
+        }
+    }
+}
+
+#[test]
+fn core_imports_are_read_from_paths_and_groups() {
+    let found = |t: &str| -> Vec<String> { core_imports(t).into_iter().map(|(_, m)| m).collect() };
+    assert_eq!(found("use crate::loading::gguf::GgmlType;"), ["loading"]);
+    assert_eq!(found("use crate::{Error, Result};"), ["error"]);
+    assert_eq!(
+        found("let f = crate::models::files::safetensors_files(crate::nn::x);"),
+        ["models", "nn"]
+    );
+    assert_eq!(
+        found("use crate::{\n    eval::x,\n    text::{a, b},\n};"),
+        ["eval", "text"]
+    );
+    assert!(found("let x = 1; // crate::models\nlet s = \"crate::nn\";").is_empty());
+}
+
+#[test]
+fn cli_modules_import_only_lower_layers() {
+    let (src, files, modules) = cli_sources();
     let mut bad = Vec::new();
     let mut edges: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for file in &files {
         let rel = file.strip_prefix(&src).expect("under src");
-        let me = module_of(rel);
+        let me = cli_module_of(rel);
         let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        for (line, to) in imports(rel, &text, &modules) {
+        for (line, to) in cli_imports(rel, &text, &modules) {
             edges.entry(me.clone()).or_default().push(to.clone());
-            match (layer_of(&me), layer_of(&to)) {
+            match (cli_layer(&me), cli_layer(&to)) {
                 (Some(a), Some(b)) if b < a => {}
                 _ => bad.push(format!("{}:{line}: {me} -> {to}", file.display())),
             }
@@ -305,7 +426,7 @@ fn modules_import_only_lower_layers() {
     }
     assert!(
         bad.is_empty(),
-        "imports against native-cli's layers (src/layers.rs, ARCHITECTURE.md):\n{}",
+        "imports against native-cli's layers (CLI_LAYERS in tests/tests/suite/import_order.rs, ARCHITECTURE.md):\n{}",
         bad.join("\n")
     );
     // The check sees the imports it should: a few known edges.
@@ -322,28 +443,31 @@ fn modules_import_only_lower_layers() {
 }
 
 #[test]
-fn every_module_has_a_layer() {
-    let (_, _, modules) = sources();
+fn every_cli_module_has_a_layer() {
+    let (_, _, modules) = cli_sources();
     for m in &modules {
         assert!(
-            layer_of(m).is_some(),
-            "module {m} is missing from LAYERS in src/layers.rs"
+            cli_layer(m).is_some(),
+            "module {m} is missing from CLI_LAYERS (tests/tests/suite/import_order.rs)"
         );
     }
-    for layer in LAYERS {
+    for layer in CLI_LAYERS {
         for m in *layer {
-            assert!(modules.iter().any(|x| x == m), "LAYERS names {m}, which has no file");
+            assert!(
+                modules.iter().any(|x| x == m),
+                "CLI_LAYERS names {m}, which has no file"
+            );
         }
     }
 }
 
 #[test]
-fn imports_are_read_from_paths_trees_and_siblings() {
+fn cli_imports_are_read_from_paths_trees_and_siblings() {
     let modules: Vec<String> = ["args", "cli", "output", "commands", "commands::run", "commands::train"]
         .map(String::from)
         .to_vec();
     let rel = Path::new("commands/run.rs");
-    let found = |text: &str| -> Vec<String> { imports(rel, text, &modules).into_iter().map(|(_, m)| m).collect() };
+    let found = |text: &str| -> Vec<String> { cli_imports(rel, text, &modules).into_iter().map(|(_, m)| m).collect() };
     assert_eq!(found("use crate::args::{DeviceArgs, ModelArgs};"), ["args"]);
     assert_eq!(
         found("use crate::{args, cli::{self, Cli}};\nlet x = crate::commands::train::resolve(r);"),
@@ -367,10 +491,10 @@ fn imports_are_read_from_paths_trees_and_siblings() {
         ["cli"]
     );
     assert_eq!(
-        imports(rel, "let a = 1;\n\nuse crate::cli::Cli;", &modules),
+        cli_imports(rel, "let a = 1;\n\nuse crate::cli::Cli;", &modules),
         [(3, "cli".to_string())]
     );
-    assert_eq!(module_of(Path::new("commands/mod.rs")), "commands");
-    assert_eq!(module_of(Path::new("commands/bench/parts.rs")), "commands::bench");
-    assert_eq!(module_of(Path::new("main.rs")), "crate");
+    assert_eq!(cli_module_of(Path::new("commands/mod.rs")), "commands");
+    assert_eq!(cli_module_of(Path::new("commands/bench/parts.rs")), "commands::bench");
+    assert_eq!(cli_module_of(Path::new("main.rs")), "crate");
 }
