@@ -365,14 +365,14 @@ impl Stages {
             );
             let mut running = entry.clone();
             running["running"] = json!(true);
+            // The first beat before the stage starts, so what the stage reads of summary.json
+            // (the report shows it) does not depend on the thread's timing. A failed write is
+            // only a lost reading: the stage's end writes again.
+            let _ = write_stages(&path, &log, Some(&running), &earlier);
             std::thread::spawn(move || {
-                loop {
+                while beats.recv_timeout(every) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
                     running["seconds"] = json!(round1(before + t.elapsed().as_secs_f64()));
-                    // A failed write is only a lost reading: the stage's end writes again.
                     let _ = write_stages(&path, &log, Some(&running), &earlier);
-                    if beats.recv_timeout(every) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
-                        break;
-                    }
                 }
             })
         };

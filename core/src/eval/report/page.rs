@@ -794,8 +794,28 @@ fn run_summary(h: &mut String, d: &ReportData) {
     h.push_str("<h2>Run summary</h2>\n");
     absent(h, "run summary", &[(files::RUN_SUMMARY, &d.run_summary)]);
     if let Some(v) = d.run_summary.get() {
-        h.push_str(&json_html(v, 0));
+        // A stage still running (the report's own, while it writes this page) has no final
+        // figures yet: it is named, not tabulated.
+        let mut v = v.clone();
+        let mut running = Vec::new();
+        if let Some(stages) = v.get_mut("stages").and_then(Value::as_array_mut) {
+            stages.retain(|s| {
+                let on = s.get("running").and_then(Value::as_bool) == Some(true);
+                if on {
+                    running.push(s.get("stage").and_then(Value::as_str).unwrap_or("?").to_string());
+                }
+                !on
+            });
+        }
+        h.push_str(&json_html(&v, 0));
         h.push('\n');
+        if !running.is_empty() {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">Still running when this page was written: {}.</p>",
+                escape(&running.join(", "))
+            );
+        }
     }
 }
 
@@ -879,6 +899,25 @@ mod tests {
         assert!(html.contains("<h3>Greedy, before vs after training</h3>"), "{html}");
         assert!(
             html.contains("<td>after − before</td>") && html.contains("+50.0"),
+            "{html}"
+        );
+    }
+
+    /// A stage marked running in summary.json (the report's own, as `run` writes the page) is
+    /// named, not tabulated, so the page does not depend on when the stage began.
+    #[test]
+    fn running_stages_are_named_not_tabulated() {
+        let html = render(&ReportData {
+            run_summary: Part::Loaded(serde_json::json!({"stages": [
+                {"stage": "score", "seconds": 1.5, "runs": 1},
+                {"stage": "report", "seconds": 0.0, "runs": 0, "running": true}
+            ]})),
+            ..Default::default()
+        });
+        assert!(html.contains("<td>score</td>"), "{html}");
+        assert!(!html.contains("<td>report</td>"), "{html}");
+        assert!(
+            html.contains("Still running when this page was written: report."),
             "{html}"
         );
     }
