@@ -6,8 +6,9 @@ use std::fmt::Write as _;
 use super::escape;
 
 /// Series colors (Tableau 10), used in order.
-pub const PALETTE: [&str; 8] = [
-    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f",
+pub const PALETTE: [&str; 12] = [
+    "#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#9c755f", "#ff9da7", "#bab0ac",
+    "#1b5e20", "#5b3a8e",
 ];
 
 /// Size, title and axis labels of a chart. `y_min`/`y_max` widen the y domain to include
@@ -249,13 +250,31 @@ struct Plot {
 
 const CHAR_W: f64 = 6.6;
 
+/// The width of `text` in the charts' 12 px sans-serif, estimated on the wide side (DejaVu
+/// Sans, the widest of the fonts the style names, which headless browsers here use): legend
+/// items placed by it do not run into each other.
+fn text_width(text: &str) -> f64 {
+    text.chars()
+        .map(|c| match c {
+            'i' | 'j' | 'l' | '.' | ',' | ':' | ';' | '|' | '!' | '\'' | 'I' => 3.6,
+            ' ' | '(' | ')' | '[' | ']' | 'f' | 't' | 'r' | '-' => 4.9,
+            'm' | 'w' | 'M' | 'W' | '@' | '%' => 11.2,
+            c if c.is_ascii_uppercase() => 8.6,
+            c if c.is_ascii_digit() => 7.7,
+            c if c.is_ascii() => 7.4,
+            // Wider scripts and symbols (×, −, CJK): a full em.
+            _ => 12.0,
+        })
+        .sum()
+}
+
 /// Legend items laid out in rows above the plot; returns the SVG and the rows' height.
 fn legend(items: &[(&str, &str, bool)], x0: f64, x1: f64, y0: f64) -> (String, f64) {
     let mut out = String::new();
     let (mut x, mut y) = (x0, y0);
     let mut rows = if items.is_empty() { 0.0 } else { 1.0 };
     for (name, color, dashed) in items {
-        let w = 22.0 + name.chars().count() as f64 * CHAR_W + 14.0;
+        let w = 20.0 + text_width(name) + 16.0;
         if x > x0 && x + w > x1 {
             x = x0;
             y += 18.0;
@@ -766,6 +785,59 @@ mod tests {
         // Two bars drawn (the bg rect and legend swatches are not bars with titles).
         assert_eq!(count(&svg, "</title></rect>"), 2);
         assert!(svg.contains(">12.5<") && svg.contains(">10.0<"));
+    }
+
+    /// Legend items never run into each other: each item's text, at the width Chromium gave it
+    /// (`getComputedTextLength` of the charts' 12 px font, DejaVu Sans, measured 2026-12-07), ends
+    /// before the next item on its row begins. The scorer study's legend overlapped before.
+    #[test]
+    fn legend_items_leave_room_for_their_rendered_text() {
+        let measured = [
+            ("MBR@8 embedding (windowed)", 192.0),
+            ("MBR@8 ROUGE-L (answer-span)", 193.8),
+            ("greedy", 41.8),
+            ("random@8", 66.2),
+            ("oracle@8", 56.6),
+            ("NLL (chosen)", 78.3),
+            ("reward accuracy", 99.5),
+            ("after round 3", 78.5),
+            ("hotpotqa-4k", 73.2),
+        ];
+        for (name, w) in measured {
+            assert!(
+                text_width(name) + 16.0 >= w + 4.0,
+                "{name}: {} vs {w}",
+                text_width(name)
+            );
+        }
+        let items: Vec<(&str, &str, bool)> = measured.iter().map(|(n, _)| (*n, PALETTE[0], false)).collect();
+        let (svg, height) = legend(&items, 66.0, 882.0, 40.0);
+        let mut placed = Vec::new();
+        for part in svg.split("<text x=\"").skip(1) {
+            let x: f64 = part.split('"').next().expect("x").parse().expect("x");
+            let y: f64 = part
+                .split("y=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("y")
+                .parse()
+                .expect("y");
+            placed.push((x, y));
+        }
+        assert_eq!(placed.len(), measured.len());
+        for k in 1..placed.len() {
+            let ((x0, y0), (x1, y1)) = (placed[k - 1], placed[k]);
+            if y1 == y0 {
+                assert!(
+                    x1 - 20.0 >= x0 + measured[k - 1].1 + 4.0,
+                    "{} runs into {}",
+                    measured[k - 1].0,
+                    measured[k].0
+                );
+            }
+            assert!(x1 <= 882.0, "{} starts past the right edge", measured[k].0);
+        }
+        assert!(height >= 36.0, "the items need more than one row: {height}");
     }
 
     #[test]
