@@ -65,7 +65,30 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
             if m < DEQUANT_ROWS && w.format.is_raw_block() {
                 // x sums per row of x (none for the formats without mins or offsets).
                 let per_row = raw_xsums.len() / m;
-                for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                // Advanced only by the x86-64 kernel below.
+                #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+                let mut dr0 = 0;
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Avx512 && matches!(w.format, WeightFormat::Q5_0 | WeightFormat::Q5_1) {
+                    // Q5_0/Q5_1 (the 5-bit fallback of K-quant files): four rows at a time.
+                    let q5_1 = w.format == WeightFormat::Q5_1;
+                    let rb = w.format.row_bytes(k);
+                    while dr0 + 4 <= n_rows {
+                        let r = r0 + dr0;
+                        let qs = &w.qs[r * rb..(r + 4) * rb];
+                        for i in 0..m {
+                            let xs = &raw_xsums[i * per_row..(i + 1) * per_row];
+                            // SAFETY: AVX-512 was detected; `qs` holds four whole rows, x one
+                            // row and `xs` its block sums.
+                            let y4 = unsafe { raw_dots::x86::dot4_q5(q5_1, qs, nb, &x[i * k..(i + 1) * k], xs) };
+                            for (j, v) in y4.into_iter().enumerate() {
+                                out[(dr0 + j) * m + i] = v;
+                            }
+                        }
+                        dr0 += 4;
+                    }
+                }
+                for (dr, out_r) in out.chunks_exact_mut(m).enumerate().skip(dr0) {
                     let qs = w.row(r0 + dr).1;
                     for (i, o) in out_r.iter_mut().enumerate() {
                         let xs = &raw_xsums[i * per_row..(i + 1) * per_row];
