@@ -806,8 +806,9 @@ mod speed {
     use super::*;
     use crate::quant::kernels;
 
-    /// Single-thread ns per row: fused dot vs dequantize-then-dot (a development
-    /// aid: `cargo test --release -p sealong-core --lib -- --ignored raw_dot_speed --nocapture`).
+    /// Single-thread ns per row: fused dot vs dequantize-then-dot (a development aid:
+    /// `RAYON_NUM_THREADS=1 cargo test --workspace --lib --locked -- --ignored raw_dot_speed
+    /// --nocapture`; the dev and test profiles build the core at opt-level 3).
     #[test]
     #[ignore]
     fn raw_dot_speed() {
