@@ -306,11 +306,19 @@ pub struct Sampled {
     pub samples: Vec<bool>,
 }
 
-/// A row's values from one number per question.
-pub fn values_of(questions: &[Sampled], f: impl Fn(&Sampled) -> f64) -> Values {
+impl AsRef<Sampled> for Sampled {
+    fn as_ref(&self) -> &Sampled {
+        self
+    }
+}
+
+/// A row's values from one number per question (`questions`: [`Sampled`], or records that
+/// carry one with more beside it).
+pub fn values_of<T: AsRef<Sampled>>(questions: &[T], f: impl Fn(&T) -> f64) -> Values {
     let mut v = Values::new();
-    for q in questions {
-        v.entry(q.task.clone()).or_default().insert(q.id.clone(), f(q));
+    for item in questions {
+        let q = item.as_ref();
+        v.entry(q.task.clone()).or_default().insert(q.id.clone(), f(item));
     }
     v
 }

@@ -726,12 +726,14 @@ fn finished_eval(dir: &Path) -> Result<Option<Vec<Pred>>> {
     Ok(Some(read_predictions(&dir.join("predictions.jsonl"), false)?))
 }
 
-fn row_of(name: &str, preds: &[Pred], f: impl Fn(&Pred) -> f64) -> RowInput {
-    let mut v = study::Values::new();
-    for p in preds {
-        v.entry(p.q.task.clone()).or_default().insert(p.q.id.clone(), f(p));
+impl AsRef<Sampled> for Pred {
+    fn as_ref(&self) -> &Sampled {
+        &self.q
     }
-    RowInput::new(name, v)
+}
+
+fn row_of(name: &str, preds: &[Pred], f: impl Fn(&Pred) -> f64) -> RowInput {
+    RowInput::new(name, study::values_of(preds, f))
 }
 
 /// `random@N` (baseline), greedy, MBR@N (the pick `eval` recorded) and oracle@N of one
