@@ -152,8 +152,13 @@ pub fn matmul_xwt(x: &[f32], m: usize, w: &QuantMatrix) -> Vec<f32> {
             // Advanced only by the x86-64 kernels above the portable loop.
             #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut dr = 0;
+            // One Q8_0 row at a time for a single x row: with a byte a weight, decode there waits
+            // on memory, and one sequential stream is read faster than four rows' interleaved
+            // blocks (AMD EPYC Zen 4, decode only: the Q8_0 file 102 -> 111 tok/s, BENCHMARKS.md).
+            // The four-row kernel stays for the 4-bit formats (Q4_1: 76 against 68 tok/s) and for
+            // two or three x rows, which reuse each weight block from L1.
             #[cfg(target_arch = "x86_64")]
-            if isa == Isa::Avx512 {
+            if isa == Isa::Avx512 && !(m == 1 && w.format == WeightFormat::Q8_0) {
                 let (ns, qb) = (w.format.scales_per_block(), w.format.quant_bytes_per_block());
                 while dr + 4 <= n_rows {
                     let r = r0 + dr;
