@@ -417,12 +417,14 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Q5_0 (`w = d (q - 16)`) or Q5_1 (`w = d q + m`) rows: `d sum(x q)` in vectors, the offset
-    /// (`-16 d` or `m`) times the block's x sum in a scalar.
+    /// Q5_0 (`w = d (q - 16)`) or Q5_1 (`w = d q + m`) rows: `d sum(x q)` in vectors (Q5_0's
+    /// `-16` one masked subtract in the integers, where the fifth bit is clear), Q5_1's `m`
+    /// times the block's x sum in a scalar.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub unsafe fn dot_q5(q5_1: bool, qs: &[u8], x: &[f32], xs: &[f32]) -> f32 {
         let bb = if q5_1 { 24 } else { 22 };
-        let mask = _mm_set1_epi8(15);
+        let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
+        let fifteen = _mm512_set1_epi32(15);
         let sixteen = _mm512_set1_epi32(16);
         let mut acc = [_mm512_setzero_ps(); 4];
         // Four partial sums of the offsets, so consecutive blocks do not wait on each other.
@@ -430,13 +432,12 @@ pub(crate) mod x86 {
         for (i, b) in qs.chunks_exact(bb).enumerate() {
             prefetch_ahead(b.as_ptr(), 1);
             let d = f16_at(b, 0);
-            let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
             let qh = u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]]);
             // SAFETY: the block's 16 quant bytes and x's 32 floats of block i are in bounds.
             unsafe {
-                let bytes = _mm_loadu_si128(b.as_ptr().add(q) as *const __m128i);
-                let lo = _mm512_cvtepu8_epi32(_mm_and_si128(bytes, mask));
-                let hi = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+                // Both nibbles of a byte sit in its 32-bit lane: a mask and a shift split them.
+                let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.as_ptr().add(q) as *const __m128i));
+                let (lo, hi) = (_mm512_and_si512(v, fifteen), _mm512_srli_epi32(v, 4));
                 // The fifth bits as lane masks: weight j's is bit j of qh.
                 let (lo, hi) = if q5_1 {
                     (
@@ -444,11 +445,10 @@ pub(crate) mod x86 {
                         _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
                     )
                 } else {
-                    // Q5_0's -16 in the integers: q - 16 = nibble - 16, plus 16 where the bit is set.
-                    let (lo, hi) = (_mm512_sub_epi32(lo, sixteen), _mm512_sub_epi32(hi, sixteen));
+                    // q - 16: the nibble where the fifth bit is set, the nibble - 16 where not.
                     (
-                        _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
-                        _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
+                        _mm512_mask_sub_epi32(lo, !qh as u16, lo, sixteen),
+                        _mm512_mask_sub_epi32(hi, !(qh >> 16) as u16, hi, sixteen),
                     )
                 };
                 let xp = x.as_ptr().add(i * 32);
@@ -467,15 +467,14 @@ pub(crate) mod x86 {
     }
 
     /// Four consecutive Q5_0 or Q5_1 rows (`qs`: their blocks, row after row, `nb` a row)
-    /// against one `x` row, the same sums as [`dot_q5`] in fewer instructions: x is loaded once
-    /// per block for the four rows, a block's 16 quant bytes are widened once (both nibbles sit
-    /// in each 32-bit lane, split by a mask and a shift), Q5_0's `-16` is one masked subtract
-    /// where the fifth bit is clear, and the four rows' scales of a block are widened from f16
-    /// together.
-    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
+    /// against one `x` row, with [`dot_q5`]'s block arithmetic: x is loaded once per block for
+    /// the four rows, and the four rows' f16 scales of a block are widened together. Decode
+    /// (one x row) on Zen 4: the Q4_K_M file at 73 tok/s against 62 with [`dot_q5`] row by row,
+    /// the round running beside both (BENCHMARKS.md).
     ///
     /// Eight rows at a time measured the same per row (39 ns for a 576-wide Q5_0 row on a Zen 4
     /// core): what is left is the per-row unpacking, not x or the scales.
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub unsafe fn dot4_q5(q5_1: bool, qs: &[u8], nb: usize, x: &[f32], xs: &[f32]) -> [f32; 4] {
         const R: usize = 4;
         let bb = if q5_1 { 24 } else { 22 };
