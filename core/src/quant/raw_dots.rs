@@ -417,15 +417,42 @@ pub(crate) mod x86 {
         }
     }
 
-    /// Q5_0 (`w = d (q - 16)`) or Q5_1 (`w = d q + m`) rows: `d sum(x q)` in vectors (Q5_0's
-    /// `-16` one masked subtract in the integers, where the fifth bit is clear), Q5_1's `m`
-    /// times the block's x sum in a scalar.
+    /// One Q5_0 / Q5_1 block's `sum(x q)` in 16 lanes, before its scale (Q5_0: `q - 16`):
+    /// `quants` its 16 quant bytes, `qh` its fifth bits, `x_lo` / `x_hi` its 32 activations.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+    unsafe fn q5_block(q5_1: bool, quants: *const u8, qh: u32, x_lo: __m512, x_hi: __m512) -> __m512 {
+        let sixteen = _mm512_set1_epi32(16);
+        // Both nibbles of a byte sit in its 32-bit lane: a mask and a shift split them.
+        // SAFETY: the caller passes 16 readable quant bytes.
+        let v = _mm512_cvtepu8_epi32(unsafe { _mm_loadu_si128(quants as *const __m128i) });
+        let (lo, hi) = (_mm512_and_si512(v, _mm512_set1_epi32(15)), _mm512_srli_epi32(v, 4));
+        // The fifth bits as lane masks: weight j's is bit j of qh.
+        let (lo, hi) = if q5_1 {
+            (
+                _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
+                _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
+            )
+        } else {
+            // q - 16: the nibble where the fifth bit is set, the nibble - 16 where not.
+            (
+                _mm512_mask_sub_epi32(lo, !qh as u16, lo, sixteen),
+                _mm512_mask_sub_epi32(hi, !(qh >> 16) as u16, hi, sixteen),
+            )
+        };
+        _mm512_fmadd_ps(
+            x_hi,
+            _mm512_cvtepi32_ps(hi),
+            _mm512_mul_ps(x_lo, _mm512_cvtepi32_ps(lo)),
+        )
+    }
+
+    /// Q5_0 (`w = d (q - 16)`) or Q5_1 (`w = d q + m`) rows: `d sum(x q)` in vectors
+    /// ([`q5_block`]), Q5_1's `m` times the block's x sum in a scalar.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     pub unsafe fn dot_q5(q5_1: bool, qs: &[u8], x: &[f32], xs: &[f32]) -> f32 {
         let bb = if q5_1 { 24 } else { 22 };
         let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
-        let fifteen = _mm512_set1_epi32(15);
-        let sixteen = _mm512_set1_epi32(16);
         let mut acc = [_mm512_setzero_ps(); 4];
         // Four partial sums of the offsets, so consecutive blocks do not wait on each other.
         let mut off = [0.0f32; 4];
@@ -435,27 +462,13 @@ pub(crate) mod x86 {
             let qh = u32::from_le_bytes([b[h], b[h + 1], b[h + 2], b[h + 3]]);
             // SAFETY: the block's 16 quant bytes and x's 32 floats of block i are in bounds.
             unsafe {
-                // Both nibbles of a byte sit in its 32-bit lane: a mask and a shift split them.
-                let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.as_ptr().add(q) as *const __m128i));
-                let (lo, hi) = (_mm512_and_si512(v, fifteen), _mm512_srli_epi32(v, 4));
-                // The fifth bits as lane masks: weight j's is bit j of qh.
-                let (lo, hi) = if q5_1 {
-                    (
-                        _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
-                        _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
-                    )
-                } else {
-                    // q - 16: the nibble where the fifth bit is set, the nibble - 16 where not.
-                    (
-                        _mm512_mask_sub_epi32(lo, !qh as u16, lo, sixteen),
-                        _mm512_mask_sub_epi32(hi, !(qh >> 16) as u16, hi, sixteen),
-                    )
-                };
                 let xp = x.as_ptr().add(i * 32);
-                let part = _mm512_fmadd_ps(
+                let part = q5_block(
+                    q5_1,
+                    b.as_ptr().add(q),
+                    qh,
+                    _mm512_loadu_ps(xp),
                     _mm512_loadu_ps(xp.add(16)),
-                    _mm512_cvtepi32_ps(hi),
-                    _mm512_mul_ps(_mm512_loadu_ps(xp), _mm512_cvtepi32_ps(lo)),
                 );
                 acc[i & 3] = _mm512_fmadd_ps(_mm512_set1_ps(d), part, acc[i & 3]);
             }
@@ -467,7 +480,7 @@ pub(crate) mod x86 {
     }
 
     /// Four consecutive Q5_0 or Q5_1 rows (`qs`: their blocks, row after row, `nb` a row)
-    /// against one `x` row, with [`dot_q5`]'s block arithmetic: x is loaded once per block for
+    /// against one `x` row, block by block with [`q5_block`]: x is loaded once per block for
     /// the four rows, and the four rows' f16 scales of a block are widened together. Decode
     /// (one x row) on Zen 4: the Q4_K_M file at 73 tok/s against 62 with [`dot_q5`] row by row,
     /// the round running beside both (BENCHMARKS.md).
@@ -476,14 +489,11 @@ pub(crate) mod x86 {
     /// core): what is left is the per-row unpacking, not x or the scales.
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma,f16c")]
     pub unsafe fn dot4_q5(q5_1: bool, qs: &[u8], nb: usize, x: &[f32], xs: &[f32]) -> [f32; 4] {
-        const R: usize = 4;
         let bb = if q5_1 { 24 } else { 22 };
         let (h, q) = if q5_1 { (4, 8) } else { (2, 6) };
-        debug_assert!(qs.len() >= R * nb * bb && x.len() >= nb * 32 && (!q5_1 || xs.len() >= nb));
-        let fifteen = _mm512_set1_epi32(15);
-        let sixteen = _mm512_set1_epi32(16);
-        let mut acc = [_mm512_setzero_ps(); R];
-        let mut off = [0.0f32; R];
+        debug_assert!(qs.len() >= 4 * nb * bb && x.len() >= nb * 32 && (!q5_1 || xs.len() >= nb));
+        let mut acc = [_mm512_setzero_ps(); 4];
+        let mut off = [0.0f32; 4];
         let base = qs.as_ptr();
         // SAFETY: the caller passes four rows of `nb` whole blocks and x (and, for Q5_1, its
         // block sums) at least `nb` blocks long; every read below is of those.
@@ -491,55 +501,29 @@ pub(crate) mod x86 {
             for blk in 0..nb {
                 let xp = x.as_ptr().add(blk * 32);
                 let (x_lo, x_hi) = (_mm512_loadu_ps(xp), _mm512_loadu_ps(xp.add(16)));
-                let p: [*const u8; R] = std::array::from_fn(|r| base.add((r * nb + blk) * bb));
+                let p: [*const u8; 4] = std::array::from_fn(|r| base.add((r * nb + blk) * bb));
+                // The four rows' f16 values at byte `o` of this block, widened together.
                 let halves = |o: usize| {
-                    let mut d = [0.0f32; R];
-                    for c in (0..R).step_by(4) {
-                        let v = _mm_cvtph_ps(_mm_setr_epi16(
-                            (p[c].add(o) as *const i16).read_unaligned(),
-                            (p[c + 1].add(o) as *const i16).read_unaligned(),
-                            (p[c + 2].add(o) as *const i16).read_unaligned(),
-                            (p[c + 3].add(o) as *const i16).read_unaligned(),
-                            0,
-                            0,
-                            0,
-                            0,
-                        ));
-                        _mm_storeu_ps(d.as_mut_ptr().add(c), v);
-                    }
-                    d
+                    let mut v = [0.0f32; 4];
+                    let h = p.map(|pr| (pr.add(o) as *const i16).read_unaligned());
+                    _mm_storeu_ps(
+                        v.as_mut_ptr(),
+                        _mm_cvtph_ps(_mm_setr_epi16(h[0], h[1], h[2], h[3], 0, 0, 0, 0)),
+                    );
+                    v
                 };
                 let d = halves(0);
                 if q5_1 {
                     let m = halves(2);
                     let s = *xs.get_unchecked(blk);
-                    for r in 0..R {
+                    for r in 0..4 {
                         off[r] += m[r] * s;
                     }
                 }
-                for r in 0..R {
+                for r in 0..4 {
                     prefetch_ahead(p[r], 1);
                     let qh = (p[r].add(h) as *const u32).read_unaligned();
-                    let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p[r].add(q) as *const __m128i));
-                    let lo = _mm512_and_si512(v, fifteen);
-                    let hi = _mm512_srli_epi32(v, 4);
-                    let (lo, hi) = if q5_1 {
-                        (
-                            _mm512_mask_add_epi32(lo, qh as u16, lo, sixteen),
-                            _mm512_mask_add_epi32(hi, (qh >> 16) as u16, hi, sixteen),
-                        )
-                    } else {
-                        // q - 16: the nibble where the fifth bit is set, the nibble - 16 where not.
-                        (
-                            _mm512_mask_sub_epi32(lo, !qh as u16, lo, sixteen),
-                            _mm512_mask_sub_epi32(hi, !(qh >> 16) as u16, hi, sixteen),
-                        )
-                    };
-                    let part = _mm512_fmadd_ps(
-                        x_hi,
-                        _mm512_cvtepi32_ps(hi),
-                        _mm512_mul_ps(x_lo, _mm512_cvtepi32_ps(lo)),
-                    );
+                    let part = q5_block(q5_1, p[r].add(q), qh, x_lo, x_hi);
                     acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d[r]), part, acc[r]);
                 }
             }
