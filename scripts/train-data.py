@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The shipped training questions (data/*/train.jsonl): where they come from and what they must not share.
+"""The shipped training questions (data/*/train*.jsonl): where they come from and what they must not share.
 
     python3 scripts/train-data.py check [--min-questions 1000]
         Reads every training file and every other question file under data/ (dev sets, and any
@@ -19,7 +19,23 @@
         records marked unanswerable, and records that overlap a non-training file or another
         training record (by id or normalized question) are skipped and counted.
 
-Both take --data DIR (before the command) to work on another data directory, e.g. a copy.
+    python3 scripts/train-data.py rebuild --questions FILE --docs FILE --format 2wiki --out data/2wiki/train-rebuilt.jsonl
+        For a repository that redistributes a dataset's train questions without their contexts
+        ({id, question, answer, type, supporting_facts}, a JSON list or JSONL) beside a pool of
+        the paragraphs of those contexts ({title, content: [sentence, ...]}, a JSON list, each
+        title once): appends one record per question to a training file, in the format's field
+        order, whose `context` holds the question's supporting paragraphs, looked up by title in
+        the pool, as [title, [sentence, ...]] in the order the supporting facts first name them.
+        The other fields keep their values (`id` is written as `_id`); fields the source does not
+        have (2Wiki's `evidences`, HotpotQA's `level`) are left out. Questions are skipped and
+        counted as `take` does, and also when a supporting title is not in the pool or a
+        supporting sentence index is not an index of that paragraph's sentences. Then compares
+        each supporting paragraph written with the same title's paragraphs in the other files of
+        the output's directory (contexts of dataset records, {title, text} pools) and prints how
+        many have the same sentences, the same text once sentences are joined, the same text once
+        whitespace is ignored, or a different text.
+
+All three take --data DIR (before the command) to work on another data directory, e.g. a copy.
 
 A question is normalized by lowercasing it, turning every character that is not a letter or a
 digit into a space, and collapsing whitespace, so that case, punctuation and spacing variants of
@@ -147,16 +163,22 @@ def check(args):
     return 1 if problems else 0
 
 
-def take(args):
-    fields = FIELDS[args.format]
-    out = Path(args.out)
-    train, other = question_files(args.data)
-    ids, questions = forbidden_keys(other)
+def training_keys(train):
+    """The ids and normalized questions of the training records already shipped."""
     seen_ids, seen_q = set(), set()
     for _, recs in train:
         for _, r in recs:
             seen_ids.add(record_id(r))
             seen_q.add(normalize(record_question(r) or ""))
+    return seen_ids, seen_q
+
+
+def take(args):
+    fields = FIELDS[args.format]
+    out = Path(args.out)
+    train, other = question_files(args.data)
+    ids, questions = forbidden_keys(other)
+    seen_ids, seen_q = training_keys(train)
     counts = dict(taken=0, not_this_format=0, unanswerable=0, overlaps_held_out=0, repeats_training=0)
     lines = []
     records = [r for source in args.source for _, r in read_records(Path(source))]
@@ -186,6 +208,115 @@ def take(args):
     return 0
 
 
+def read_pool(path):
+    """title -> sentences of a JSON list of {title, content}; a title given twice must have one text."""
+    pool = {}
+    for n, d in read_records(Path(path)):
+        if not isinstance(d, dict) or not isinstance(d.get("title"), str) or not isinstance(d.get("content"), list):
+            sys.exit(f"{path}:{n}: not a {{title, content: [sentence, ...]}} record")
+        if pool.setdefault(d["title"], d["content"]) != d["content"]:
+            sys.exit(f"{path}:{n}: title {d['title']!r} is given twice with different texts")
+    return pool
+
+
+def supporting_paragraphs(r, pool):
+    """[title, sentences] for each supporting title in first-named order, or why there are none."""
+    facts = r["supporting_facts"]
+    if not isinstance(facts, list) or not facts:
+        return "not_this_format"
+    context, placed = [], set()
+    for fact in facts:
+        if not (isinstance(fact, list) and len(fact) == 2 and isinstance(fact[0], str)):
+            return "not_this_format"
+        title, sent = fact
+        if title not in pool:
+            return "missing_title"
+        if not (isinstance(sent, int) and not isinstance(sent, bool) and 0 <= sent < len(pool[title])):
+            return "bad_sentence_index"
+        if title not in placed:
+            placed.add(title)
+            context.append([title, pool[title]])
+    return context
+
+
+def other_copies(directory, out):
+    """title -> list of (sentences or None, text) over the other files of the output's directory."""
+    copies = {}
+    for path in sorted(Path(directory).glob("*.jsonl")):
+        if path.resolve() == out.resolve():
+            continue
+        for _, r in read_records(path):
+            if not isinstance(r, dict):
+                continue
+            if isinstance(r.get("context"), list):
+                for title, sentences in r["context"]:
+                    copies.setdefault(title, []).append((sentences, " ".join(sentences)))
+            elif isinstance(r.get("title"), str) and isinstance(r.get("text"), str):
+                copies.setdefault(r["title"], []).append((None, r["text"]))
+    return copies
+
+
+def compare(context, copies, agree):
+    """Counts, per supporting paragraph, its best agreement with another copy of the same title."""
+    squeeze = lambda text: "".join(text.split())
+    for title, sentences in context:
+        if title not in copies:
+            agree["not_elsewhere"] += 1
+            continue
+        text = " ".join(sentences)
+        found = copies[title]
+        if any(s == sentences for s, _ in found):
+            agree["same_sentences"] += 1
+        elif any(t == text for _, t in found):
+            agree["same_joined_text"] += 1
+        elif any(squeeze(t) == squeeze(text) for _, t in found):
+            agree["same_text_but_whitespace"] += 1
+        else:
+            agree["different_text"] += 1
+
+
+def rebuild(args):
+    out = Path(args.out)
+    train, other = question_files(args.data)
+    ids, questions = forbidden_keys(other)
+    seen_ids, seen_q = training_keys(train)
+    pool = read_pool(args.docs)
+    copies = other_copies(out.parent, out)
+    counts = dict(taken=0, not_this_format=0, missing_title=0, bad_sentence_index=0, overlaps_held_out=0, repeats_training=0)
+    agree = dict(same_sentences=0, same_joined_text=0, same_text_but_whitespace=0, different_text=0, not_elsewhere=0)
+    lines = []
+    for _, r in read_records(Path(args.questions)):
+        if (not isinstance(r, dict) or record_id(r) is None
+                or any(not isinstance(r.get(f), str) for f in ("question", "answer", "type"))
+                or "supporting_facts" not in r):
+            counts["not_this_format"] += 1
+            continue
+        context = supporting_paragraphs(r, pool)
+        if isinstance(context, str):
+            counts[context] += 1
+            continue
+        i, nq = record_id(r), normalize(r["question"])
+        if i in ids or nq in questions:
+            counts["overlaps_held_out"] += 1
+            continue
+        if i in seen_ids or nq in seen_q:
+            counts["repeats_training"] += 1
+            continue
+        seen_ids.add(i)
+        seen_q.add(nq)
+        values = dict(r, _id=i, context=context)
+        lines.append(json.dumps({f: values[f] for f in FIELDS[args.format] if f in values}, ensure_ascii=False))
+        compare(context, copies, agree)
+        counts["taken"] += 1
+    with out.open("a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+    print(f"{args.questions} + {args.docs} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    print(f"supporting paragraphs written, against other copies in {shown(out.parent)}: "
+          + ", ".join(f"{k} {v}" for k, v in agree.items()))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=str(DATA), help="the data directory (default: the repository's data/)")
@@ -196,8 +327,13 @@ def main():
     t.add_argument("--source", required=True, nargs="+", help="one or more source files, read in this order")
     t.add_argument("--format", required=True, choices=sorted(FIELDS))
     t.add_argument("--out", required=True)
+    r = sub.add_parser("rebuild", help="append train questions given without contexts, with their supporting paragraphs from a pool")
+    r.add_argument("--questions", required=True, help="the questions: {id, question, answer, type, supporting_facts}")
+    r.add_argument("--docs", required=True, help="the paragraph pool: a JSON list of {title, content: [sentence, ...]}")
+    r.add_argument("--format", required=True, choices=["2wiki", "hotpotqa"])
+    r.add_argument("--out", required=True)
     args = p.parse_args()
-    return check(args) if args.cmd == "check" else take(args)
+    return {"check": check, "take": take, "rebuild": rebuild}[args.cmd](args)
 
 
 if __name__ == "__main__":
