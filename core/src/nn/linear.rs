@@ -257,8 +257,7 @@ fn quant_matmul(x: Tensor<2>, w: &Arc<QuantMatrix>, precision: Precision) -> Ten
     let device = x.device();
     let [m, k] = x.dims();
     if precision == Precision::Int8
-        && int8::supports(w.format)
-        && (w.format.is_block() || m <= QUANT_KERNEL_MAX_ROWS)
+        && int8::covers(w.format, m)
         && is_host_cpu(&device)
         && !x.is_autodiff()
         && let Ok(xs) = x.clone().into_data().try_into_vec_as::<f32>()

@@ -51,13 +51,23 @@ impl HostMatrix {
 
     /// `y = x W^T`: `x` is `[m, cols]`, `y` is `[m, rows]`.
     pub fn matmul(&self, x: &[f32], m: usize, precision: Precision) -> Vec<f32> {
+        self.matmul_sharing(x, m, precision, &mut None)
+    }
+
+    /// [`Self::matmul`], with `x` quantized (int8 precision) at most once for all parts.
+    fn matmul_sharing(
+        &self,
+        x: &[f32],
+        m: usize,
+        precision: Precision,
+        qx: &mut Option<int8::QuantizedActs>,
+    ) -> Vec<f32> {
         match self {
             HostMatrix::Quant(q) => match precision {
-                // Formats without int8 kernels here (half precision, some K-quants) run exact.
-                // The stored formats' int8 kernels are row dots: many rows (prefill) take the
-                // dequantizing GEMM instead, which is faster there.
-                Precision::Int8 if int8::supports(q.format) && (q.format.is_block() || m <= DOT_KERNEL_MAX_ROWS) => {
-                    int8::matmul(&int8::quantize_acts(x, m, q.cols), q)
+                // Formats without int8 kernels here (half precision, some K-quants) run exact;
+                // `int8::covers` says which (row kernels for a few rows, a tiled GEMM for more).
+                Precision::Int8 if int8::covers(q.format, m) => {
+                    int8::matmul(qx.get_or_insert_with(|| int8::quantize_acts(x, m, q.cols)), q)
                 }
                 _ if m <= DOT_KERNEL_MAX_ROWS => kernels::matmul_xwt(x, m, q),
                 _ => gemm_xwt(x, m, &kernels::dequantize_matrix(q), q.rows, q.cols),
@@ -70,7 +80,7 @@ impl HostMatrix {
                 let mut c0 = 0;
                 for part in parts {
                     let np = part.rows();
-                    let yp = part.matmul(x, m, precision);
+                    let yp = part.matmul_sharing(x, m, precision, qx);
                     for (dst, src) in y.chunks_exact_mut(n).zip(yp.chunks_exact(np.max(1))) {
                         dst[c0..c0 + np].copy_from_slice(src);
                     }

@@ -15,6 +15,12 @@ use rayon::prelude::*;
 
 use super::{BLOCK, QuantMatrix, WeightFormat};
 
+pub mod gemm;
+
+/// Activation rows up to which the product runs as row dot kernels; more rows (prompts) run
+/// as the tiled GEMM of [`gemm`] where it covers the format.
+pub const ROW_KERNEL_MAX_ROWS: usize = 16;
+
 /// Rows of activations quantized per block.
 #[derive(Debug, Clone)]
 pub struct QuantizedActs {
@@ -41,12 +47,23 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
     let mut q = vec![0i8; rows * cols];
     let mut d = vec![0.0f32; rows * nb];
     let mut sum = vec![0i32; rows * nb];
-    quantize_blocks(x, &mut q, &mut d, &mut sum);
+    let neg16 = |c: &[i8]| -16 * c.iter().map(|&v| i32::from(v)).sum::<i32>();
+    // A prompt's rows in parallel, 64 at a time; a few rows (decoding) on this thread.
+    const ROWS_PER_TASK: usize = 64;
+    let neg16_sum4 = if rows > ROWS_PER_TASK {
+        x.par_chunks(ROWS_PER_TASK * cols)
+            .zip(q.par_chunks_mut(ROWS_PER_TASK * cols))
+            .zip(
+                d.par_chunks_mut(ROWS_PER_TASK * nb)
+                    .zip(sum.par_chunks_mut(ROWS_PER_TASK * nb)),
+            )
+            .for_each(|((x, q), (d, s))| quantize_blocks(x, q, d, s));
+        q.par_chunks_exact(4).map(neg16).collect()
+    } else {
+        quantize_blocks(x, &mut q, &mut d, &mut sum);
+        q.chunks_exact(4).map(neg16).collect()
+    };
     let dsum = d.iter().zip(&sum).map(|(&d, &s)| d * s as f32).collect();
-    let neg16_sum4 = q
-        .chunks_exact(4)
-        .map(|c| -16 * c.iter().map(|&v| i32::from(v)).sum::<i32>())
-        .collect();
     QuantizedActs {
         rows,
         cols,
@@ -98,9 +115,28 @@ fn raw_supported(format: WeightFormat) -> bool {
     )
 }
 
-/// `y = x W^T` with quantized activations: `[x.rows, w.rows]` (`w.format` one that
-/// [`supports`] accepts).
+/// Whether the `int8` precision computes `m` activation rows times a `format` weight here (else
+/// the exact path does): the row kernels ([`supports`]; the raw-block formats' up to
+/// [`ROW_KERNEL_MAX_ROWS`] rows), or the tiled GEMM for more rows.
+pub fn covers(format: WeightFormat, m: usize) -> bool {
+    if m > ROW_KERNEL_MAX_ROWS && gemm::supports(format) {
+        return true;
+    }
+    supports(format) && (format.is_block() || m <= ROW_KERNEL_MAX_ROWS)
+}
+
+/// `y = x W^T` with quantized activations: `[x.rows, w.rows]` (`w.format` and `x.rows` ones
+/// that [`covers`] accepts).
 pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
+    if x.rows > ROW_KERNEL_MAX_ROWS && gemm::supports(w.format) {
+        return gemm::matmul(x, w);
+    }
+    row_matmul(x, w)
+}
+
+/// [`matmul`] one activation row at a time (against four weight rows where the format has a
+/// four-row kernel).
+fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
     let (m, n, k) = (x.rows, w.rows, w.cols);
     assert_eq!(x.cols, k, "activation width must match the weight");
     assert!(supports(w.format), "int8 products do not cover {:?} here", w.format);
@@ -732,6 +768,29 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// A prompt's rows (quantized in parallel) come out as each row quantized alone.
+    #[test]
+    fn many_rows_quantize_as_each_row_alone() {
+        let (rows, cols) = (130, 64);
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) * 0.01)
+            .collect();
+        let all = quantize_acts(&x, rows, cols);
+        let nb = cols / BLOCK;
+        for r in 0..rows {
+            let one = quantize_acts(&x[r * cols..(r + 1) * cols], 1, cols);
+            assert_eq!(all.q[r * cols..(r + 1) * cols], one.q[..], "row {r}");
+            assert_eq!(all.d[r * nb..(r + 1) * nb], one.d[..], "row {r}");
+            assert_eq!(all.sum[r * nb..(r + 1) * nb], one.sum[..], "row {r}");
+            assert_eq!(all.dsum[r * nb..(r + 1) * nb], one.dsum[..], "row {r}");
+            assert_eq!(
+                all.neg16_sum4[r * cols / 4..(r + 1) * cols / 4],
+                one.neg16_sum4[..],
+                "row {r}"
+            );
         }
     }
 
