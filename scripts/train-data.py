@@ -173,12 +173,36 @@ def training_keys(train):
     return seen_ids, seen_q
 
 
+class Admission:
+    """What `take` and `rebuild` let into a training file: a record whose id and normalized
+    question are in no held-out file and in no training record shipped or already taken."""
+
+    def __init__(self, data):
+        train, other = question_files(data)
+        self.held_ids, self.held_q = forbidden_keys(other)
+        self.seen_ids, self.seen_q = training_keys(train)
+
+    def refuse(self, i, nq):
+        """None when the record is new (it is then counted as seen), else the count it goes to."""
+        if i in self.held_ids or nq in self.held_q:
+            return "overlaps_held_out"
+        if i in self.seen_ids or nq in self.seen_q:
+            return "repeats_training"
+        self.seen_ids.add(i)
+        self.seen_q.add(nq)
+        return None
+
+
+def append_lines(out, lines):
+    with out.open("a", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+
+
 def take(args):
     fields = FIELDS[args.format]
     out = Path(args.out)
-    train, other = question_files(args.data)
-    ids, questions = forbidden_keys(other)
-    seen_ids, seen_q = training_keys(train)
+    admission = Admission(args.data)
     counts = dict(taken=0, not_this_format=0, unanswerable=0, overlaps_held_out=0, repeats_training=0)
     lines = []
     records = [r for source in args.source for _, r in read_records(Path(source))]
@@ -189,20 +213,13 @@ def take(args):
         if args.format == "musique" and r["answerable"] is not True:
             counts["unanswerable"] += 1
             continue
-        i, nq = str(record_id(r)), normalize(r["question"])
-        if i in ids or nq in questions:
-            counts["overlaps_held_out"] += 1
+        refused = admission.refuse(str(record_id(r)), normalize(r["question"]))
+        if refused:
+            counts[refused] += 1
             continue
-        if i in seen_ids or nq in seen_q:
-            counts["repeats_training"] += 1
-            continue
-        seen_ids.add(i)
-        seen_q.add(nq)
         lines.append(json.dumps({f: r[f] for f in fields}, ensure_ascii=False))
         counts["taken"] += 1
-    with out.open("a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
+    append_lines(out, lines)
     sources = args.source[0] if len(args.source) == 1 else f"{len(args.source)} files ({args.source[0]} ...)"
     print(f"{sources} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return 0
@@ -277,9 +294,7 @@ def compare(context, copies, agree):
 
 def rebuild(args):
     out = Path(args.out)
-    train, other = question_files(args.data)
-    ids, questions = forbidden_keys(other)
-    seen_ids, seen_q = training_keys(train)
+    admission = Admission(args.data)
     pool = read_pool(args.docs)
     copies = other_copies(out.parent, out)
     counts = dict(taken=0, not_this_format=0, missing_title=0, bad_sentence_index=0, overlaps_held_out=0, repeats_training=0)
@@ -295,22 +310,16 @@ def rebuild(args):
         if isinstance(context, str):
             counts[context] += 1
             continue
-        i, nq = record_id(r), normalize(r["question"])
-        if i in ids or nq in questions:
-            counts["overlaps_held_out"] += 1
+        i = record_id(r)
+        refused = admission.refuse(i, normalize(r["question"]))
+        if refused:
+            counts[refused] += 1
             continue
-        if i in seen_ids or nq in seen_q:
-            counts["repeats_training"] += 1
-            continue
-        seen_ids.add(i)
-        seen_q.add(nq)
         values = dict(r, _id=i, context=context)
         lines.append(json.dumps({f: values[f] for f in FIELDS[args.format] if f in values}, ensure_ascii=False))
         compare(context, copies, agree)
         counts["taken"] += 1
-    with out.open("a", encoding="utf-8") as f:
-        for line in lines:
-            f.write(line + "\n")
+    append_lines(out, lines)
     print(f"{args.questions} + {args.docs} -> {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     print(f"supporting paragraphs written, against other copies in {shown(out.parent)}: "
           + ", ".join(f"{k} {v}" for k, v in agree.items()))
