@@ -362,21 +362,14 @@ mod tests {
     use super::*;
     use crate::quant::int8::{quantize_acts, row_matmul};
 
-    /// A `[n, k]` matrix of random blocks with small scales (and mins).
+    /// A `[n, k]` matrix of random blocks with small scales (and mins), by the kernels' test
+    /// helpers.
     fn random_matrix(format: WeightFormat, n: usize, k: usize, r: &mut impl rand::Rng) -> QuantMatrix {
         if format.is_raw_block() {
-            return crate::quant::raw_dots::tests::random_rows(format, n, k, r.random());
+            crate::quant::raw_dots::tests::random_rows(format, n, k, r.random())
+        } else {
+            crate::quant::kernels::tests::random_matrix(format, n, k, r.random())
         }
-        let mut data = Vec::new();
-        for _ in 0..n * k / BLOCK {
-            data.extend(half::f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
-            if format == WeightFormat::Q4_1 {
-                data.extend(half::f16::from_f32(r.random_range(-0.5..0.0)).to_le_bytes());
-            }
-            let nq = if format == WeightFormat::Q8_0 { 32 } else { 16 };
-            data.extend((0..nq).map(|_| r.random::<u8>()));
-        }
-        QuantMatrix::from_gguf_bytes(format, n, k, &data).expect("matrix")
     }
 
     /// Every format the GEMM covers, against the f64 product of the dequantized weights and the

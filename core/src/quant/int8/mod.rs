@@ -119,16 +119,18 @@ fn raw_supported(format: WeightFormat) -> bool {
 /// the exact path does): the row kernels ([`supports`]; the raw-block formats' up to
 /// [`ROW_KERNEL_MAX_ROWS`] rows), or the tiled GEMM for more rows.
 pub fn covers(format: WeightFormat, m: usize) -> bool {
-    if m > ROW_KERNEL_MAX_ROWS && gemm::supports(format) {
-        return true;
-    }
-    supports(format) && (format.is_block() || m <= ROW_KERNEL_MAX_ROWS)
+    by_gemm(format, m) || supports(format) && (format.is_block() || m <= ROW_KERNEL_MAX_ROWS)
+}
+
+/// Whether [`matmul`] takes `m` rows times a `format` weight through the tiled GEMM.
+fn by_gemm(format: WeightFormat, m: usize) -> bool {
+    m > ROW_KERNEL_MAX_ROWS && gemm::supports(format)
 }
 
 /// `y = x W^T` with quantized activations: `[x.rows, w.rows]` (`w.format` and `x.rows` ones
 /// that [`covers`] accepts).
 pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
-    if x.rows > ROW_KERNEL_MAX_ROWS && gemm::supports(w.format) {
+    if by_gemm(w.format, x.rows) {
         return gemm::matmul(x, w);
     }
     row_matmul(x, w)
@@ -725,7 +727,6 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use half::f16;
     use rand::{RngExt, SeedableRng};
 
     /// The raw-block formats' VNNI kernels (where this CPU has them) against the f64 product of
@@ -803,16 +804,7 @@ mod tests {
             .flat_map(|f| [(f, 128), (f, 160)])
         {
             let (n, m) = (19, 3);
-            let mut data = Vec::new();
-            for _ in 0..n * k / BLOCK {
-                data.extend(f16::from_f32(r.random_range(0.001..0.1)).to_le_bytes());
-                if format == WeightFormat::Q4_1 {
-                    data.extend(f16::from_f32(r.random_range(-0.5..0.0)).to_le_bytes());
-                }
-                let nq = if format == WeightFormat::Q8_0 { 32 } else { 16 };
-                data.extend((0..nq).map(|_| r.random::<u8>()));
-            }
-            let w = QuantMatrix::from_gguf_bytes(format, n, k, &data).expect("matrix");
+            let w = crate::quant::kernels::tests::random_matrix(format, n, k, r.random());
             let dense = w.to_f32();
             let x: Vec<f32> = (0..m * k).map(|_| r.random_range(-2.0..2.0)).collect();
             let qx = quantize_acts(&x, m, k);
