@@ -242,3 +242,61 @@ pub fn activation_rows(x: &mut [f32], act: &str) {
         _ => block.iter_mut().for_each(|v| *v = v.max(0.0)),
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::gemm_xwt;
+    use crate::quant::int8::gemm::tests::random_matrix;
+    use crate::quant::int8::{gemm, has_vnni, quantize_acts, row_matmul, supports};
+    use crate::quant::{WeightFormat, kernels};
+
+    /// GFLOP/s of a prompt's products at SmolLM2's shapes: the int8 GEMM (activation
+    /// quantization included) against the exact path's dequantize + f32 GEMM and the int8 row
+    /// kernels (a development aid: `cargo test --workspace --lib --locked -- --ignored
+    /// int8_gemm_speed --nocapture`, with `RAYON_NUM_THREADS` as wanted). It lives here, not in
+    /// `quant`, because the f32 GEMM is an `ops` function and `quant` sits below `ops`.
+    #[test]
+    #[ignore]
+    fn int8_gemm_speed() {
+        if !has_vnni() {
+            return;
+        }
+        let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let m = 1024;
+        for (format, n, k) in [
+            (WeightFormat::Q5_0, 1536, 576),
+            (WeightFormat::Q5_1, 576, 576),
+            (WeightFormat::Q4K, 576, 1536),
+            (WeightFormat::Q6K, 576, 1536),
+            (WeightFormat::Q8_0, 1536, 576),
+        ] {
+            let w = random_matrix(format, n, k, &mut r);
+            let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+            let flops = 2.0 * (m * n * k) as f64;
+            let mut best = [f64::MAX; 3];
+            let mut sink = 0.0f32;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                sink += gemm::matmul(&quantize_acts(&x, m, k), &w)[7];
+                best[0] = best[0].min(t.elapsed().as_secs_f64());
+                let t = std::time::Instant::now();
+                sink += gemm_xwt(&x, m, &kernels::dequantize_matrix(&w), n, k)[7];
+                best[1] = best[1].min(t.elapsed().as_secs_f64());
+                if supports(format) {
+                    let t = std::time::Instant::now();
+                    sink += row_matmul(&quantize_acts(&x, m, k), &w)[7];
+                    best[2] = best[2].min(t.elapsed().as_secs_f64());
+                }
+            }
+            let g = |t: f64| flops / t / 1e9;
+            println!(
+                "{format:?} [{m} x {k}] x [{n} x {k}]^T: int8 GEMM {:.0} GFLOP/s, f32 dequantize + GEMM {:.0}, int8 row kernels {:.0} ({sink})",
+                g(best[0]),
+                g(best[1]),
+                g(best[2])
+            );
+        }
+    }
+}

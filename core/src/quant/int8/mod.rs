@@ -138,7 +138,7 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
 
 /// [`matmul`] one activation row at a time (against four weight rows where the format has a
 /// four-row kernel).
-fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
+pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
     let (m, n, k) = (x.rows, w.rows, w.cols);
     assert_eq!(x.cols, k, "activation width must match the weight");
     assert!(supports(w.format), "int8 products do not cover {:?} here", w.format);
@@ -252,7 +252,7 @@ fn transpose(yt: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
     y
 }
 
-fn has_vnni() -> bool {
+pub(crate) fn has_vnni() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;
