@@ -11,7 +11,7 @@ use rayon::prelude::*;
 
 use crate::nn::linear::Precision;
 use crate::ops::vector;
-use crate::quant::{QuantMatrix, int8, kernels};
+use crate::quant::{QuantMatrix, int8, kernels, storage};
 
 /// Activation rows up to which a weight row is streamed once per row of x by the dot kernels;
 /// above it, the weight is dequantized and a GEMM runs (exact precision).
@@ -91,6 +91,15 @@ impl HostMatrix {
         }
     }
 
+    /// The quantized matrices this holds that nothing else shares, for [`pack`].
+    fn quant_mut<'a>(&'a mut self, out: &mut Vec<&'a mut QuantMatrix>) {
+        match self {
+            HostMatrix::Quant(q) => out.extend(Arc::get_mut(q)),
+            HostMatrix::Dense { .. } => {}
+            HostMatrix::Parts(parts) => parts.iter_mut().for_each(|p| p.quant_mut(out)),
+        }
+    }
+
     /// Row `r` as f32 (embedding lookup).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
         match self {
@@ -107,6 +116,16 @@ impl HostMatrix {
             }
         }
     }
+}
+
+/// Moves the quantized weights of `mats` into one region on 2 MiB pages, in the order given
+/// (the order a decode step reads them): see [`crate::quant::storage`].
+pub fn pack(mats: &mut [&mut HostMatrix]) {
+    let mut quants = Vec::new();
+    for m in mats.iter_mut() {
+        m.quant_mut(&mut quants);
+    }
+    storage::pack(&mut quants);
 }
 
 /// `y = x W^T` with dense `w` (`[n, k]`), through `gemm` (parallel when large).

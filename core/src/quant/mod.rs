@@ -23,6 +23,7 @@ pub mod int8;
 pub mod k_quants;
 pub mod kernels;
 pub mod raw_dots;
+pub mod storage;
 
 use half::{bf16, f16};
 
@@ -302,9 +303,9 @@ pub struct QuantMatrix {
     pub rows: usize,
     pub cols: usize,
     /// `rows * blocks_per_row * scales_per_block` scales.
-    pub scales: std::sync::Arc<[f32]>,
+    pub scales: storage::Stored<f32>,
     /// `rows * blocks_per_row * quant_bytes_per_block` bytes.
-    pub qs: std::sync::Arc<[u8]>,
+    pub qs: storage::Stored<u8>,
     /// The copies of `scales` and `qs` on cubecl (wgpu) devices, made when a product first
     /// runs there (`sealong_shaders::stored`); shared by clones.
     pub device_copies: std::sync::Arc<sealong_shaders::stored::DeviceCopies>,
@@ -364,13 +365,13 @@ impl QuantMatrix {
             )));
         }
         if format.is_raw_block() || format.is_half() {
-            // Kept as stored, copied once (`Arc::from` a slice; no intermediate Vec).
+            // Kept as stored, copied once (from the slice; no intermediate Vec).
             return Ok(QuantMatrix {
                 format,
                 rows,
                 cols,
                 scales: Vec::new().into(),
-                qs: std::sync::Arc::from(bytes),
+                qs: bytes.into(),
                 device_copies: Default::default(),
             });
         }

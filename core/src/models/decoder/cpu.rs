@@ -215,17 +215,26 @@ impl CpuDecoder {
                 )),
             });
         }
-        let embed = host_matrix(&weights.take("model.embed_tokens.weight", &[c.vocab_size, d])?);
-        let lm_head = match weights.take_optional("lm_head.weight", &[c.vocab_size, d])? {
-            Some(w) if !c.tie_word_embeddings => host_matrix(&w),
+        let mut embed = host_matrix(&weights.take("model.embed_tokens.weight", &[c.vocab_size, d])?);
+        let mut own_head = match weights.take_optional("lm_head.weight", &[c.vocab_size, d])? {
+            Some(w) if !c.tie_word_embeddings => Some(host_matrix(&w)),
             Some(_) => {
                 return Err(Error::Model {
                     path: weights.source().to_string(),
                     message: "tie_word_embeddings is set but the file also has lm_head.weight".into(),
                 });
             }
-            None => embed.clone(),
+            None => None,
         };
+        // A decode step streams every weight: one region on 2 MiB pages, in the step's order.
+        let mut order: Vec<&mut HostMatrix> = Vec::with_capacity(4 * layers.len() + 2);
+        for l in layers.iter_mut() {
+            order.extend([&mut l.qkv.w, &mut l.o.w, &mut l.gate_up.w, &mut l.down.w]);
+        }
+        order.extend(own_head.as_mut());
+        order.push(&mut embed);
+        host::pack(&mut order);
+        let lm_head = own_head.unwrap_or_else(|| embed.clone());
         let norm = dense(&weights.take("model.norm.weight", &[d])?);
         let rope_inv_freq = c.rope_inv_freq();
         let rope_scaling = c.rope_attention_scaling();

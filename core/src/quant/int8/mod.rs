@@ -205,7 +205,10 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
             #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
             let mut dr = 0;
             #[cfg(target_arch = "x86_64")]
-            if vnni {
+            // One activation row of Q8_0 (a decode step): one weight row at a time. With a
+            // byte a weight, one sequential stream is read faster than four rows' interleaved
+            // blocks (as in `kernels::matmul_xwt`; BENCHMARKS.md, "Weights on 2 MiB pages").
+            if vnni && !(m == 1 && w.format == WeightFormat::Q8_0) {
                 let (ns, qb) = (w.format.scales_per_block(), w.format.quant_bytes_per_block());
                 while dr + 4 <= n_rows {
                     let r = r0 + dr;
