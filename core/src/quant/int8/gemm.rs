@@ -273,10 +273,14 @@ fn run_tile(mr: usize, t: &Tile, tile: &mut [[f32; NR]; MR]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("the int8 GEMM runs on x86-64 only ({mr} rows, {} sub-blocks)", t.nsb);
+    {
+        let _ = (t.u, t.s, t.mn, t.sub, t.x, t.start, t.dxsa, t.row0, tile);
+        unreachable!("the int8 GEMM runs on x86-64 only ({mr} rows, {} sub-blocks)", t.nsb);
+    }
 }
 
-/// One tile's operands: a panel, and activation rows from `row0`.
+/// One tile's operands: a panel, and activation rows from `row0` (read by the x86-64 kernel;
+/// other targets never reach a tile, `matmul` refuses them first).
 struct Tile<'a> {
     u: &'a [u8],
     s: &'a [f32],
