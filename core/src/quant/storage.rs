@@ -245,7 +245,7 @@ mod tests {
 
     /// The region's mapping is one the kernel may back with 2 MiB pages (`THPeligible` in
     /// `/proc/self/smaps`: its advice is on a range holding an aligned 2 MiB page), unless
-/// transparent huge pages are off on this machine.
+    /// transparent huge pages are off on this machine.
     #[cfg(target_os = "linux")]
     #[test]
     fn the_region_is_advised_for_huge_pages() {
