@@ -7,8 +7,9 @@
 //! anonymous mapping that the kernel is asked to back with 2 MiB pages (`MADV_HUGEPAGE`, before
 //! any page is touched). Small models need the one region: SmolLM2's matrices are 0.1–1 MiB
 //! each, too small for a 2 MiB page of their own. (llama.cpp gets the same from the page
-//! cache's large folios when it maps a GGUF.) On the AMD EPYC this decoded Q8_0 about 10%
-//! faster (BENCHMARKS.md, "Weights on 2 MiB pages").
+//! cache's large folios when it maps a GGUF.) On the AMD EPYC this decoded the 135M model's
+//! Q8_0 file about 29% faster in exact precision, and a model of Llama-3.2-1B's shape 3–7%
+//! faster, at the price of a slower load (BENCHMARKS.md, "Weights on 2 MiB pages").
 //!
 //! Natively only: a wasm build keeps each matrix in its own allocation.
 
@@ -110,9 +111,9 @@ const SLICE_ALIGN: usize = 64;
 /// Copies the scales and quants of `mats` into one region on 2 MiB pages and points the
 /// matrices at it. Each old allocation is dropped as soon as it is copied (unless a clone
 /// elsewhere still holds it) and the heap is trimmed every [`TRIM_EVERY`] bytes, so the peak
-/// is about the model plus 16 MiB or its largest matrix. Matrices
-/// that share storage (clones) share one copy afterwards. Already packed matrices are left as
-/// they are. If the mapping cannot be made, nothing changes.
+/// is about the model plus 16 MiB or its largest matrix. Matrices that share storage (clones)
+/// share one copy afterwards. Already packed matrices are left as they are. If the mapping
+/// cannot be made, nothing changes.
 pub fn pack(mats: &mut [&mut super::QuantMatrix]) {
     #[cfg(not(target_family = "wasm"))]
     {

@@ -260,6 +260,7 @@ pub fn matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
 }
 
 /// `tile[r][c]` for the first `mr` (1 to 4) activation rows of `t`.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn run_tile(mr: usize, t: &Tile, tile: &mut [[f32; NR]; MR]) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `matmul` checked the CPU features; a tile holds a whole panel, and rows
@@ -273,14 +274,12 @@ fn run_tile(mr: usize, t: &Tile, tile: &mut [[f32; NR]; MR]) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (t.u, t.s, t.mn, t.sub, t.x, t.start, t.dxsa, t.row0, tile);
-        unreachable!("the int8 GEMM runs on x86-64 only ({mr} rows, {} sub-blocks)", t.nsb);
-    }
+    unreachable!("the int8 GEMM runs on x86-64 only ({mr} rows, {} sub-blocks)", t.nsb);
 }
 
 /// One tile's operands: a panel, and activation rows from `row0` (read by the x86-64 kernel;
 /// other targets never reach a tile, `matmul` refuses them first).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Tile<'a> {
     u: &'a [u8],
     s: &'a [f32],
