@@ -23,7 +23,7 @@ source bench/peers/_venv.sh
 F16="$WORK/llama32-1b-shape-f16.gguf"
 Q="$WORK/llama32-1b-shape-$FTYPE.gguf"
 if [ ! -e "$F16" ]; then
-  peers_venv torch
+  peers_venv gguf
   "$PY" bench/llama32_1b_shape.py f16 tests/golden/families/llama-3.1-instruct "$F16"
 fi
 if [ ! -e "$Q" ]; then

@@ -20,7 +20,7 @@ const LOGIT_TOL: f32 = 1e-3;
 
 /// Max |logit difference| allowed for the int8 precision (activation rounding, ~0.4% per
 /// element, accumulated over 30 layers); measured worst 1.98 on the golden prompts.
-const INT8_LOGIT_TOL: f32 = 2.5;
+pub(crate) const INT8_LOGIT_TOL: f32 = 2.5;
 
 fn model(device: &Device) -> Decoder {
     Decoder::load(&ModelPath::detect(&smollm_path()).expect("detect"), device).expect("load SmolLM2")

@@ -5,6 +5,10 @@
 //! element): the same trade llama.cpp makes. The `exact` precision stays the default; this one
 //! is opt-in (`--precision int8`) and measured against the goldens in the tests.
 //!
+//! Decoding Q4_K, Q5_K and Q6_K rows takes the activations rounded per super-block of 256
+//! instead, as llama.cpp's Q8_K ([`supers`]): those rows then sum a whole super-block in
+//! integers. Prompts (the GEMM) keep the blocks of 32 for every format.
+//!
 //! Per block, with activations `x_j ~ dx * a_j` (`a_j` in -127..=127, `sa = sum a_j`):
 //! - Q4_1 (`w = d q + m`, q in 0..16): `d dx sum(q a) + m dx sa`
 //! - Q4_0 (`w = d (q - 8)`):           `d dx (sum(q a) - 8 sa)`
@@ -16,6 +20,7 @@ use rayon::prelude::*;
 use super::{BLOCK, QuantMatrix, WeightFormat};
 
 pub mod gemm;
+pub mod supers;
 
 /// Activation rows up to which the product runs as row dot kernels; more rows (prompts) run
 /// as the tiled GEMM of [`gemm`] where it covers the format.
@@ -38,6 +43,10 @@ pub struct QuantizedActs {
     /// lanes `vpdpbusd` fills: the start value that folds Q5_0's `-16` offset into its integer
     /// dot product.
     pub neg16_sum4: Vec<i32>,
+    /// The same rows rounded per super-block of 256, for the K-quant row kernels
+    /// ([`supers`]); made where those run (AVX-512 VNNI, up to [`ROW_KERNEL_MAX_ROWS`] rows,
+    /// `cols` a multiple of 256).
+    pub supers: Option<supers::SuperActs>,
 }
 
 /// Quantizes `x` (`[rows, cols]`, `cols` a multiple of 32): `dx = max|x| / 127`,
@@ -64,6 +73,8 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
         q.chunks_exact(4).map(neg16).collect()
     };
     let dsum = d.iter().zip(&sum).map(|(&d, &s)| d * s as f32).collect();
+    let supers = (rows <= ROW_KERNEL_MAX_ROWS && cols.is_multiple_of(super::k_quants::QK_K) && has_vnni())
+        .then(|| supers::quantize(x, rows, cols));
     QuantizedActs {
         rows,
         cols,
@@ -72,6 +83,7 @@ pub fn quantize_acts(x: &[f32], rows: usize, cols: usize) -> QuantizedActs {
         sum,
         dsum,
         neg16_sum4,
+        supers,
     }
 }
 
@@ -102,7 +114,7 @@ sealong_shaders::multiversion!(
 );
 
 /// Whether [`matmul`] computes with `format` on this CPU: the Q8_0/Q4_0/Q4_1 blocks
-/// everywhere, and Q4_K, Q6_K, Q5_0 and Q5_1 (the bulk of published K-quant GGUFs) where AVX-512
+/// everywhere, and Q4_K, Q5_K, Q6_K, Q5_0 and Q5_1 (the bulk of published K-quant GGUFs) where AVX-512
 /// VNNI is (elsewhere those take the exact path, as the other K-quants do).
 pub fn supports(format: WeightFormat) -> bool {
     format.is_block() || has_vnni() && raw_supported(format)
@@ -111,7 +123,7 @@ pub fn supports(format: WeightFormat) -> bool {
 fn raw_supported(format: WeightFormat) -> bool {
     matches!(
         format,
-        WeightFormat::Q4K | WeightFormat::Q6K | WeightFormat::Q5_0 | WeightFormat::Q5_1
+        WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K | WeightFormat::Q5_0 | WeightFormat::Q5_1
     )
 }
 
@@ -174,6 +186,32 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                         }
                     }
                     dr0 += 4;
+                }
+                if matches!(w.format, WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K) {
+                    let s = x
+                        .supers
+                        .as_ref()
+                        .expect("`quantize_acts` rounds per super-block wherever K-quant rows run");
+                    let nsb = k / super::k_quants::QK_K;
+                    for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
+                        let qs = w.row(r0 + dr).1;
+                        for (i, o) in out_r.iter_mut().enumerate() {
+                            let (a, ad, bsums) = (
+                                &s.q[i * k..(i + 1) * k],
+                                &s.d[i * nsb..(i + 1) * nsb],
+                                &s.bsums[i * k / 16..(i + 1) * k / 16],
+                            );
+                            // SAFETY: `supports` checked VNNI; the row holds `nsb` whole super-blocks
+                            // and the activation row `k` values, `nsb` scales and `k / 16` sums.
+                            *o = unsafe {
+                                match w.format {
+                                    WeightFormat::Q6K => supers::x86::dot_q6k(qs, a, ad, bsums),
+                                    f => supers::x86::dot_q4k_q5k(f == WeightFormat::Q5K, qs, a, ad, bsums),
+                                }
+                            };
+                        }
+                    }
+                    return;
                 }
                 for (dr, out_r) in out.chunks_exact_mut(m).enumerate().skip(dr0) {
                     let qs = w.row(r0 + dr).1;
@@ -601,11 +639,10 @@ mod x86 {
         ]
     }
 
-    /// One raw-block row (Q4_K, Q6_K, Q5_0, Q5_1) against one activation row: each 32 weights'
-    /// unsigned quants meet one activation block in `vpdpbusd`; the i32 lanes are scaled as
-    /// vectors (Q6_K's two 16-weight scales as the two halves of one scale vector) and the
-    /// offsets and mins go through the activation sums (`dsum = dx * sum(a)`; Q6_K's per 16
-    /// weights from a second `vpdpbusd` with ones).
+    /// One Q5_0 / Q5_1 row against one activation row: each block's unsigned quants meet its
+    /// activation block in `vpdpbusd`, the i32 lanes scaled as a vector; Q5_1's min goes through
+    /// the activation sums (`dsum = dx * sum(a)`), Q5_0's `-16` starts the integer sum. (The
+    /// K-quant rows are [`super::supers`]'.)
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
     pub unsafe fn dot_raw_vnni(
         format: WeightFormat,
@@ -617,7 +654,6 @@ mod x86 {
     ) -> f32 {
         use crate::quant::raw_dots::x86::{f16_at, prefetch_ahead};
         let zero = _mm256_setzero_si256();
-        let m15 = _mm256_set1_epi8(15);
         let mut acc = [_mm256_setzero_ps(); 4];
         // Four partial sums of the offsets and mins, so consecutive blocks do not wait on each other.
         let mut corr = [0.0f32; 4];
@@ -646,76 +682,6 @@ mod x86 {
                         acc[b & 3] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), p, acc[b & 3]);
                     }
                 }
-                WeightFormat::Q4K => {
-                    for (i, blk) in qs.chunks_exact(144).enumerate() {
-                        prefetch_ahead(blk.as_ptr(), 144);
-                        let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-                        let (sc, mn) = crate::quant::raw_dots::scale_min_k4(&blk[4..16]);
-                        for c in 0..4 {
-                            let bytes = _mm256_loadu_si256(blk.as_ptr().add(16 + 32 * c) as *const __m256i);
-                            let lo = _mm256_and_si256(bytes, m15);
-                            let hi = _mm256_and_si256(_mm256_srli_epi16(bytes, 4), m15);
-                            let (b0, b1) = (i * 8 + 2 * c, i * 8 + 2 * c + 1);
-                            let (s0, s1) = (
-                                d * sc[2 * c] * *ad.get_unchecked(b0),
-                                d * sc[2 * c + 1] * *ad.get_unchecked(b1),
-                            );
-                            let r = (c & 1) * 2;
-                            acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(s0), dp(lo, b0), acc[r]);
-                            acc[r + 1] = _mm256_fmadd_ps(_mm256_set1_ps(s1), dp(hi, b1), acc[r + 1]);
-                            corr[c] -=
-                                dmin * (mn[2 * c] * *dsum.get_unchecked(b0) + mn[2 * c + 1] * *dsum.get_unchecked(b1));
-                        }
-                    }
-                }
-                WeightFormat::Q6K => {
-                    let m3 = _mm256_set1_epi8(3);
-                    for (i, blk) in qs.chunks_exact(210).enumerate() {
-                        prefetch_ahead(blk.as_ptr(), 210);
-                        let d = f16_at(blk, 208);
-                        let scales = &blk[192..208];
-                        for h in 0..2 {
-                            let qla = _mm256_loadu_si256(blk.as_ptr().add(h * 64) as *const __m256i);
-                            let qlb = _mm256_loadu_si256(blk.as_ptr().add(h * 64 + 32) as *const __m256i);
-                            let qh = _mm256_loadu_si256(blk.as_ptr().add(128 + h * 32) as *const __m256i);
-                            let ws = [
-                                _mm256_or_si256(
-                                    _mm256_and_si256(qla, m15),
-                                    _mm256_slli_epi16(_mm256_and_si256(qh, m3), 4),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(qlb, m15),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2), m3), 4),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(qla, 4), m15),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 4), m3), 4),
-                                ),
-                                _mm256_or_si256(
-                                    _mm256_and_si256(_mm256_srli_epi16(qlb, 4), m15),
-                                    _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 6), m3), 4),
-                                ),
-                            ];
-                            for (s, &w) in ws.iter().enumerate() {
-                                let b = i * 8 + h * 4 + s;
-                                // sum(q a) - 32 sum(a), per 4 weights in each i32 lane: the
-                                // offset's -32 sum(a) (twice Q5_0's -16 sum(a)) starts the sum.
-                                let start = _mm256_slli_epi32(
-                                    _mm256_loadu_si256(neg16_sum4.as_ptr().add(b * 8) as *const __m256i),
-                                    1,
-                                );
-                                let p = _mm256_dpbusd_epi32(start, w, act(b));
-                                let g = h * 8 + s * 2;
-                                let dx = d * *ad.get_unchecked(b);
-                                let sv = _mm256_set_m128(
-                                    _mm_set1_ps(dx * f32::from(scales[g + 1] as i8)),
-                                    _mm_set1_ps(dx * f32::from(scales[g] as i8)),
-                                );
-                                acc[s] = _mm256_fmadd_ps(sv, _mm256_cvtepi32_ps(p), acc[s]);
-                            }
-                        }
-                    }
-                }
                 _ => return f32::NAN,
             }
         }
@@ -740,6 +706,7 @@ mod tests {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         for format in [
             WeightFormat::Q4K,
+            WeightFormat::Q5K,
             WeightFormat::Q6K,
             WeightFormat::Q5_0,
             WeightFormat::Q5_1,
@@ -756,8 +723,14 @@ mod tests {
             for i in 0..m {
                 for j in 0..n {
                     let got = f64::from(y[i * n + j]);
+                    // Q4_K and Q6_K rows take the activations rounded per super-block.
+                    let supers = matches!(format, WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K);
                     let rounded = (0..k).map(|t| {
-                        f64::from(qx.q[i * k + t]) * f64::from(qx.d[(i * k + t) / BLOCK]) * f64::from(dense[j * k + t])
+                        let a = match &qx.supers {
+                            Some(s) if supers => f64::from(s.q[i * k + t]) * f64::from(s.d[(i * k + t) / 256]),
+                            _ => f64::from(qx.q[i * k + t]) * f64::from(qx.d[(i * k + t) / BLOCK]),
+                        };
+                        a * f64::from(dense[j * k + t])
                     });
                     let (same, scale) = rounded.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
                     assert!(
