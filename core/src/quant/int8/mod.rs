@@ -193,22 +193,39 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                         .as_ref()
                         .expect("`quantize_acts` rounds per super-block wherever K-quant rows run");
                     let nsb = k / super::k_quants::QK_K;
+                    let act = |i: usize| supers::x86::ActRow {
+                        q: &s.q[i * k..(i + 1) * k],
+                        d: &s.d[i * nsb..(i + 1) * nsb],
+                        bsums: &s.bsums[i * k / 16..(i + 1) * k / 16],
+                    };
                     for (dr, out_r) in out.chunks_exact_mut(m).enumerate() {
                         let qs = w.row(r0 + dr).1;
-                        for (i, o) in out_r.iter_mut().enumerate() {
-                            let (a, ad, bsums) = (
-                                &s.q[i * k..(i + 1) * k],
-                                &s.d[i * nsb..(i + 1) * nsb],
-                                &s.bsums[i * k / 16..(i + 1) * k / 16],
-                            );
+                        // Up to four activation rows (a batched step's streams) per pass over the
+                        // weight row, which is unpacked once for them.
+                        for (c, out4) in out_r.chunks_mut(4).enumerate() {
+                            let i0 = c * 4;
                             // SAFETY: `supports` checked VNNI; the row holds `nsb` whole super-blocks
-                            // and the activation row `k` values, `nsb` scales and `k / 16` sums.
-                            *o = unsafe {
-                                match w.format {
-                                    WeightFormat::Q6K => supers::x86::dot_q6k(qs, a, ad, bsums),
-                                    f => supers::x86::dot_q4k_q5k(f == WeightFormat::Q5K, qs, a, ad, bsums),
+                            // and each activation row `k` values, `nsb` scales and `k / 16` sums.
+                            unsafe {
+                                match out4.len() {
+                                    4 => out4.copy_from_slice(&k_rows::<4>(
+                                        w.format,
+                                        qs,
+                                        std::array::from_fn(|j| act(i0 + j)),
+                                    )),
+                                    3 => out4.copy_from_slice(&k_rows::<3>(
+                                        w.format,
+                                        qs,
+                                        std::array::from_fn(|j| act(i0 + j)),
+                                    )),
+                                    2 => out4.copy_from_slice(&k_rows::<2>(
+                                        w.format,
+                                        qs,
+                                        std::array::from_fn(|j| act(i0 + j)),
+                                    )),
+                                    _ => out4.copy_from_slice(&k_rows::<1>(w.format, qs, [act(i0)])),
                                 }
-                            };
+                            }
                         }
                     }
                     return;
@@ -277,6 +294,21 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
             }
         });
     transpose(yt, m, n)
+}
+
+/// A K-quant weight row against `R` activation rows (the super-block kernels of [`supers`]).
+///
+/// # Safety
+/// As [`supers::x86::dot_q4k_q5k`].
+#[cfg(target_arch = "x86_64")]
+unsafe fn k_rows<const R: usize>(format: WeightFormat, qs: &[u8], rows: [supers::x86::ActRow; R]) -> [f32; R] {
+    // SAFETY: passed on from the caller.
+    unsafe {
+        match format {
+            WeightFormat::Q6K => supers::x86::dot_q6k(qs, &rows),
+            f => supers::x86::dot_q4k_q5k(f == WeightFormat::Q5K, qs, &rows),
+        }
+    }
 }
 
 /// `yt[r * m + i]` to `y[i * n + r]`.
@@ -704,17 +736,19 @@ mod tests {
     #[test]
     fn int8_raw_block_products_track_the_exact_ones() {
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(11);
-        for format in [
+        let formats = [
             WeightFormat::Q4K,
             WeightFormat::Q5K,
             WeightFormat::Q6K,
             WeightFormat::Q5_0,
             WeightFormat::Q5_1,
-        ] {
+        ];
+        // 1, 3 and 6 activation rows: the K-quant kernels take them 1, 3, and 4 + 2 at a time.
+        for (format, m) in formats.into_iter().flat_map(|f| [(f, 1), (f, 3), (f, 6)]) {
             if !supports(format) {
                 continue;
             }
-            let (n, k, m) = (13, 512, 3);
+            let (n, k) = (13, 512);
             let w = crate::quant::raw_dots::tests::random_rows(format, n, k, 4);
             let dense = w.to_f32();
             let x: Vec<f32> = (0..m * k).map(|_| r.random_range(-2.0..2.0)).collect();
@@ -723,7 +757,7 @@ mod tests {
             for i in 0..m {
                 for j in 0..n {
                     let got = f64::from(y[i * n + j]);
-                    // Q4_K and Q6_K rows take the activations rounded per super-block.
+                    // The K-quant rows take the activations rounded per super-block.
                     let supers = matches!(format, WeightFormat::Q4K | WeightFormat::Q5K | WeightFormat::Q6K);
                     let rounded = (0..k).map(|t| {
                         let a = match &qx.supers {
@@ -735,7 +769,7 @@ mod tests {
                     let (same, scale) = rounded.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));
                     assert!(
                         (got - same).abs() <= 1e-5 * scale + 1e-6,
-                        "{format:?} row {j}: {got} vs {same}"
+                        "{format:?} row {j} of {m}: {got} vs {same}"
                     );
                     let terms = (0..k).map(|t| f64::from(x[i * k + t]) * f64::from(dense[j * k + t]));
                     let (exact, scale) = terms.fold((0.0, 0.0), |(s, a), v| (s + v, a + v.abs()));

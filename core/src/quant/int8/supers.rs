@@ -100,15 +100,25 @@ pub(crate) mod x86 {
         _mm512_set_epi32(d, d, d, d, c, c, c, c, b, b, b, b, a, a, a, a)
     }
 
-    /// One Q4_K row (`q5` false) or Q5_K row (`q5`: the fifth bits added from `qh`) against one
-    /// activation row of super-block quants (`a`), scales (`ad`) and 16-value sums (`bsums`).
+    /// One activation row of a [`super::SuperActs`]: its quants, super-block scales and 16-value
+    /// sums.
+    #[derive(Clone, Copy)]
+    pub struct ActRow<'a> {
+        pub q: &'a [i8],
+        pub d: &'a [f32],
+        pub bsums: &'a [i16],
+    }
+
+    /// One Q4_K row (`q5` false) or Q5_K row (`q5`: the fifth bits added from `qh`) against `R`
+    /// activation rows: each super-block is unpacked once for all of them (a batched decode
+    /// step's streams).
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and VNNI must be present; `qs` holds whole super-blocks (144 bytes each,
-    /// Q5_K 176) and `a`, `ad`, `bsums` as many values, scales and sums as the row has weights,
+    /// Q5_K 176) and each activation row as many values, scales and sums as the row has weights,
     /// super-blocks and 16-weight groups.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_q4k_q5k(q5: bool, qs: &[u8], a: &[i8], ad: &[f32], bsums: &[i16]) -> f32 {
+    pub unsafe fn dot_q4k_q5k<const R: usize>(q5: bool, qs: &[u8], rows: &[ActRow; R]) -> [f32; R] {
         let (bb, quants) = if q5 { (176, 48) } else { (144, 16) };
         let m15 = _mm256_set1_epi8(15);
         let sixteen = _mm512_set1_epi8(16);
@@ -127,32 +137,36 @@ pub(crate) mod x86 {
             )
         };
         let fifths = [fifth(0), fifth(1), fifth(2), fifth(3)];
-        let mut acc = _mm512_setzero_ps();
-        let mut acc_min = _mm256_setzero_ps();
-        let nsb = ad.len();
-        debug_assert!(qs.len() >= nsb * bb && a.len() >= nsb * 256 && bsums.len() >= nsb * 16);
-        // SAFETY (whole loop): `qs` holds `nsb` super-blocks of `bb` bytes, `a` `256 nsb` values,
-        // `bsums` `16 nsb` sums, as the caller guarantees.
+        let mut acc = [_mm512_setzero_ps(); R];
+        let mut acc_min = [_mm256_setzero_ps(); R];
+        let nsb = qs.len() / bb;
+        debug_assert!(
+            rows.iter()
+                .all(|r| r.q.len() >= nsb * 256 && r.d.len() >= nsb && r.bsums.len() >= nsb * 16)
+        );
+        // SAFETY (whole loop): `qs` holds `nsb` super-blocks of `bb` bytes, each activation row
+        // `256 nsb` values, `nsb` scales and `16 nsb` sums, as the caller guarantees.
         unsafe {
             for i in 0..nsb {
                 let blk = qs.get_unchecked(i * bb..(i + 1) * bb);
                 prefetch_ahead(blk.as_ptr(), bb);
-                let dy = *ad.get_unchecked(i);
-                let (d, dmin) = (f16_at(blk, 0) * dy, f16_at(blk, 2) * dy);
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
                 let (sc, mn) = super::q4k_scales_mins(&blk[4..16]);
                 // The mins against the 32-value sums: mn_s (S_2s + S_2s+1) in eight i32 lanes.
                 let mn = _mm_cvtsi64_si128(mn as i64);
                 let mn2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
-                let bs = _mm256_loadu_si256(bsums.as_ptr().add(i * 16) as *const __m256i);
-                let mins = _mm256_madd_epi16(bs, mn2);
-                acc_min = _mm256_fmadd_ps(_mm256_set1_ps(dmin), _mm256_cvtepi32_ps(mins), acc_min);
+                for (r, row) in rows.iter().enumerate() {
+                    let bs = _mm256_loadu_si256(row.bsums.as_ptr().add(i * 16) as *const __m256i);
+                    let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mn2));
+                    acc_min[r] = _mm256_fmadd_ps(_mm256_set1_ps(dmin * *row.d.get_unchecked(i)), mins, acc_min[r]);
+                }
                 let scales = _mm512_broadcast_i32x4(_mm_cvtepu8_epi16(_mm_cvtsi64_si128(sc as i64)));
                 let qh = if q5 {
                     _mm512_broadcast_i64x4(_mm256_loadu_si256(blk.as_ptr().add(16) as *const __m256i))
                 } else {
                     _mm512_setzero_si512()
                 };
-                let mut isum = _mm512_setzero_si512();
+                let mut isum = [_mm512_setzero_si512(); R];
                 for c in 0..4 {
                     let bytes = _mm256_loadu_si256(blk.as_ptr().add(quants + 32 * c) as *const __m256i);
                     let lo = _mm256_and_si256(bytes, m15);
@@ -161,23 +175,28 @@ pub(crate) mod x86 {
                     if q5 {
                         w = _mm512_mask_add_epi8(w, _mm512_test_epi8_mask(qh, fifths[c]), w, sixteen);
                     }
-                    let x = _mm512_loadu_si512(a.as_ptr().add(i * 256 + 64 * c) as *const __m512i);
-                    // u5 * i8 pair sums fit i16 (2 * 31 * 127).
-                    let p = _mm512_maddubs_epi16(w, x);
-                    isum = _mm512_dpwssd_epi32(isum, p, _mm512_shuffle_epi8(scales, picks[c]));
+                    let sc_c = _mm512_shuffle_epi8(scales, picks[c]);
+                    for (r, row) in rows.iter().enumerate() {
+                        let x = _mm512_loadu_si512(row.q.as_ptr().add(i * 256 + 64 * c) as *const __m512i);
+                        // u5 * i8 pair sums fit i16 (2 * 31 * 127).
+                        isum[r] = _mm512_dpwssd_epi32(isum[r], _mm512_maddubs_epi16(w, x), sc_c);
+                    }
                 }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+                for (r, row) in rows.iter().enumerate() {
+                    let dr = _mm512_set1_ps(d * *row.d.get_unchecked(i));
+                    acc[r] = _mm512_fmadd_ps(dr, _mm512_cvtepi32_ps(isum[r]), acc[r]);
+                }
             }
         }
-        _mm512_reduce_add_ps(acc) - hsum256(acc_min)
+        std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]) - hsum256(acc_min[r]))
     }
 
-    /// One Q6_K row against one activation row (as [`dot_q4k_q5k`]).
+    /// One Q6_K row against `R` activation rows (as [`dot_q4k_q5k`]).
     ///
     /// # Safety
     /// As [`dot_q4k_q5k`], with super-blocks of 210 bytes.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
-    pub unsafe fn dot_q6k(qs: &[u8], a: &[i8], ad: &[f32], bsums: &[i16]) -> f32 {
+    pub unsafe fn dot_q6k<const R: usize>(qs: &[u8], rows: &[ActRow; R]) -> [f32; R] {
         let m15 = _mm512_set1_epi8(15);
         let m30 = _mm512_set1_epi8(0x30);
         // A 128-weight half's `ql` (64 bytes) holds, in its low nibbles, weights 0..64 of the
@@ -190,20 +209,25 @@ pub(crate) mod x86 {
         // scales for the low nibbles, 4..8 for the high.
         let pick_lo = pick_i16([0, 1, 2, 3]);
         let pick_hi = pick_i16([4, 5, 6, 7]);
-        let mut acc = _mm512_setzero_ps();
-        let nsb = ad.len();
-        debug_assert!(qs.len() >= nsb * 210 && a.len() >= nsb * 256 && bsums.len() >= nsb * 16);
+        let mut acc = [_mm512_setzero_ps(); R];
+        let nsb = qs.len() / 210;
+        debug_assert!(
+            rows.iter()
+                .all(|r| r.q.len() >= nsb * 256 && r.d.len() >= nsb && r.bsums.len() >= nsb * 16)
+        );
         // SAFETY (whole loop): as in `dot_q4k_q5k`, with 210-byte super-blocks.
         unsafe {
             for i in 0..nsb {
                 let blk = qs.get_unchecked(i * 210..(i + 1) * 210);
                 prefetch_ahead(blk.as_ptr(), 210);
-                let d = f16_at(blk, 208) * *ad.get_unchecked(i);
+                let d = f16_at(blk, 208);
                 let sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.as_ptr().add(192) as *const __m128i));
-                // -32 sum_g sc_g S_g starts the integer sum (eight i32 lanes of the sixteen).
-                let bs = _mm256_loadu_si256(bsums.as_ptr().add(i * 16) as *const __m256i);
-                let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
-                let mut isum = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(offset));
+                // -32 sum_g sc_g S_g starts each row's integer sum (eight i32 lanes of the sixteen).
+                let mut isum: [__m512i; R] = std::array::from_fn(|r| {
+                    let bs = _mm256_loadu_si256(rows[r].bsums.as_ptr().add(i * 16) as *const __m256i);
+                    let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc16, bs));
+                    _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_zextsi256_si512(offset))
+                });
                 for h in 0..2 {
                     let ql = _mm512_loadu_si512(blk.as_ptr().add(64 * h) as *const __m512i);
                     let qh =
@@ -222,17 +246,26 @@ pub(crate) mod x86 {
                         _mm256_extracti128_si256::<1>(sc16)
                     };
                     let scales = _mm512_broadcast_i32x4(half);
-                    let x = a.as_ptr().add(i * 256 + 128 * h);
-                    // u6 * i8 pair sums fit i16 (2 * 63 * 127).
-                    let p_lo = _mm512_maddubs_epi16(w_lo, _mm512_loadu_si512(x as *const __m512i));
-                    let p_hi = _mm512_maddubs_epi16(w_hi, _mm512_loadu_si512(x.add(64) as *const __m512i));
-                    isum = _mm512_dpwssd_epi32(isum, p_lo, _mm512_shuffle_epi8(scales, pick_lo));
-                    isum = _mm512_dpwssd_epi32(isum, p_hi, _mm512_shuffle_epi8(scales, pick_hi));
+                    let (sc_lo, sc_hi) = (
+                        _mm512_shuffle_epi8(scales, pick_lo),
+                        _mm512_shuffle_epi8(scales, pick_hi),
+                    );
+                    for (r, row) in rows.iter().enumerate() {
+                        let x = row.q.as_ptr().add(i * 256 + 128 * h);
+                        // u6 * i8 pair sums fit i16 (2 * 63 * 127).
+                        let p_lo = _mm512_maddubs_epi16(w_lo, _mm512_loadu_si512(x as *const __m512i));
+                        let p_hi = _mm512_maddubs_epi16(w_hi, _mm512_loadu_si512(x.add(64) as *const __m512i));
+                        isum[r] = _mm512_dpwssd_epi32(isum[r], p_lo, sc_lo);
+                        isum[r] = _mm512_dpwssd_epi32(isum[r], p_hi, sc_hi);
+                    }
                 }
-                acc = _mm512_fmadd_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(isum), acc);
+                for (r, row) in rows.iter().enumerate() {
+                    let dr = _mm512_set1_ps(d * *row.d.get_unchecked(i));
+                    acc[r] = _mm512_fmadd_ps(dr, _mm512_cvtepi32_ps(isum[r]), acc[r]);
+                }
             }
         }
-        _mm512_reduce_add_ps(acc)
+        std::array::from_fn(|r| _mm512_reduce_add_ps(acc[r]))
     }
 
     #[inline]
@@ -264,6 +297,41 @@ mod tests {
             for j in 0..8 {
                 assert_eq!(f32::from((sc >> (8 * j)) as u8), rsc[j], "scale {j} of {packed:?}");
                 assert_eq!(f32::from((mn >> (8 * j)) as u8), rmn[j], "min {j} of {packed:?}");
+            }
+        }
+    }
+
+    /// Decode steps' products at Llama-3.2-1B's shapes (`ffn_up`'s 8192 x 2048 as Q4_K,
+    /// `ffn_down`'s 2048 x 8192 as Q6_K) for 1, 4 and 8 activation rows (streams), all threads:
+    /// weight bytes read per second and ns per weight row and stream (a development aid:
+    /// `cargo test --workspace --lib --locked -- --ignored super_rows_speed --nocapture`).
+    #[test]
+    #[ignore]
+    fn super_rows_speed() {
+        use crate::quant::WeightFormat;
+        use crate::quant::int8::{has_vnni, matmul, quantize_acts};
+        if !has_vnni() {
+            return;
+        }
+        for (format, n, k) in [(WeightFormat::Q4K, 8192, 2048), (WeightFormat::Q6K, 2048, 8192)] {
+            let w = crate::quant::raw_dots::tests::random_rows(format, n, k, 7);
+            let bytes = (n * format.row_bytes(k)) as f64;
+            for m in [1, 4, 8] {
+                let x: Vec<f32> = (0..m * k).map(|i| (i as f32 * 0.37).sin()).collect();
+                let qx = quantize_acts(&x, m, k);
+                let mut best = f64::MAX;
+                let mut sink = 0.0f32;
+                for _ in 0..30 {
+                    let t = std::time::Instant::now();
+                    sink += matmul(&qx, &w)[3];
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!(
+                    "{format:?} [{n} x {k}], {m} rows: {:.2} ms, {:.1} GB/s of weights, {:.1} ns per row and stream ({sink})",
+                    best * 1e3,
+                    bytes / best / 1e9,
+                    best * 1e9 / (n * m) as f64
+                );
             }
         }
     }
