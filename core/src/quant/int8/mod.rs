@@ -208,22 +208,10 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
                             // and each activation row `k` values, `nsb` scales and `k / 16` sums.
                             unsafe {
                                 match out4.len() {
-                                    4 => out4.copy_from_slice(&k_rows::<4>(
-                                        w.format,
-                                        qs,
-                                        std::array::from_fn(|j| act(i0 + j)),
-                                    )),
-                                    3 => out4.copy_from_slice(&k_rows::<3>(
-                                        w.format,
-                                        qs,
-                                        std::array::from_fn(|j| act(i0 + j)),
-                                    )),
-                                    2 => out4.copy_from_slice(&k_rows::<2>(
-                                        w.format,
-                                        qs,
-                                        std::array::from_fn(|j| act(i0 + j)),
-                                    )),
-                                    _ => out4.copy_from_slice(&k_rows::<1>(w.format, qs, [act(i0)])),
+                                    4 => k_rows::<4>(w.format, qs, &act, i0, out4),
+                                    3 => k_rows::<3>(w.format, qs, &act, i0, out4),
+                                    2 => k_rows::<2>(w.format, qs, &act, i0, out4),
+                                    _ => k_rows::<1>(w.format, qs, &act, i0, out4),
                                 }
                             }
                         }
@@ -296,19 +284,28 @@ pub(crate) fn row_matmul(x: &QuantizedActs, w: &QuantMatrix) -> Vec<f32> {
     transpose(yt, m, n)
 }
 
-/// A K-quant weight row against `R` activation rows (the super-block kernels of [`supers`]).
+/// A K-quant weight row against activation rows `i0..i0 + R` (`act(i)`: row `i`) into `out`
+/// (the super-block kernels of [`supers`]).
 ///
 /// # Safety
 /// As [`supers::x86::dot_q4k_q5k`].
 #[cfg(target_arch = "x86_64")]
-unsafe fn k_rows<const R: usize>(format: WeightFormat, qs: &[u8], rows: [supers::x86::ActRow; R]) -> [f32; R] {
+unsafe fn k_rows<'a, const R: usize>(
+    format: WeightFormat,
+    qs: &[u8],
+    act: &impl Fn(usize) -> supers::x86::ActRow<'a>,
+    i0: usize,
+    out: &mut [f32],
+) {
+    let rows: [supers::x86::ActRow; R] = std::array::from_fn(|j| act(i0 + j));
     // SAFETY: passed on from the caller.
-    unsafe {
+    let y = unsafe {
         match format {
             WeightFormat::Q6K => supers::x86::dot_q6k(qs, &rows),
             f => supers::x86::dot_q4k_q5k(f == WeightFormat::Q5K, qs, &rows),
         }
-    }
+    };
+    out.copy_from_slice(&y);
 }
 
 /// `yt[r * m + i]` to `y[i * n + r]`.

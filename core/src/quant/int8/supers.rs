@@ -64,26 +64,6 @@ sealong_shaders::multiversion!(
     fn quantize_impl => quantize_supers_impl(x: &[f32], q: &mut [i8], d: &mut [f32], bsums: &mut [i16])
 );
 
-/// Q4_K's eight 6-bit scales and eight 6-bit mins from its 12 packed bytes, as two u64 of eight
-/// bytes each (ggml's `utmp` shuffle: the same values as `raw_dots::scale_min_k4`).
-#[inline(always)]
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-pub(crate) fn q4k_scales_mins(packed: &[u8]) -> (u64, u64) {
-    let word = |i: usize| u32::from_le_bytes([packed[4 * i], packed[4 * i + 1], packed[4 * i + 2], packed[4 * i + 3]]);
-    let (u0, u1, u2) = (word(0), word(1), word(2));
-    const LOW6: u32 = 0x3f3f_3f3f;
-    const LOW4: u32 = 0x0f0f_0f0f;
-    const TOP2: u32 = 0x0303_0303;
-    let sc_lo = u0 & LOW6;
-    let sc_hi = (u2 & LOW4) | (((u0 >> 6) & TOP2) << 4);
-    let mn_lo = u1 & LOW6;
-    let mn_hi = ((u2 >> 4) & LOW4) | (((u1 >> 6) & TOP2) << 4);
-    (
-        u64::from(sc_lo) | (u64::from(sc_hi) << 32),
-        u64::from(mn_lo) | (u64::from(mn_hi) << 32),
-    )
-}
-
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use std::arch::x86_64::*;
@@ -151,7 +131,8 @@ pub(crate) mod x86 {
                 let blk = qs.get_unchecked(i * bb..(i + 1) * bb);
                 prefetch_ahead(blk.as_ptr(), bb);
                 let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-                let (sc, mn) = super::q4k_scales_mins(&blk[4..16]);
+                let (sc, mn) = crate::quant::k_quants::scale_min_k4(&blk[4..16]);
+                let (sc, mn) = (u64::from_le_bytes(sc), u64::from_le_bytes(mn));
                 // The mins against the 32-value sums: mn_s (S_2s + S_2s+1) in eight i32 lanes.
                 let mn = _mm_cvtsi64_si128(mn as i64);
                 let mn2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
@@ -280,26 +261,6 @@ pub(crate) mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The packed scales and mins decode as the reference decoder does them.
-    #[test]
-    fn q4k_scales_and_mins_unpack_as_the_reference() {
-        let mut s = 0x9e37_79b9u32;
-        for _ in 0..200 {
-            let packed: Vec<u8> = (0..12)
-                .map(|_| {
-                    s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (s >> 24) as u8
-                })
-                .collect();
-            let (sc, mn) = q4k_scales_mins(&packed);
-            let (rsc, rmn) = crate::quant::raw_dots::scale_min_k4(&packed);
-            for j in 0..8 {
-                assert_eq!(f32::from((sc >> (8 * j)) as u8), rsc[j], "scale {j} of {packed:?}");
-                assert_eq!(f32::from((mn >> (8 * j)) as u8), rmn[j], "min {j} of {packed:?}");
-            }
-        }
-    }
 
     /// Decode steps' products at Llama-3.2-1B's shapes (`ffn_up`'s 8192 x 2048 as Q4_K,
     /// `ffn_down`'s 2048 x 8192 as Q6_K) for 1, 4 and 8 activation rows (streams), all threads:
